@@ -1,0 +1,3 @@
+from mididdsp.cli import main
+
+raise SystemExit(main())

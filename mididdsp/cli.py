@@ -1,0 +1,46 @@
+"""Command line: argument parsing and error reporting only.
+
+Every subcommand lives in the module that implements it, which provides ``configure_parser(parser)`` and
+``run(args) -> int``. This file only lists them, so importing the CLI stays cheap (torch and friends are imported
+by the command that needs them, not by ``mididdsp --help``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mididdsp.demo", "synthesize a short example phrase and write it to a WAV file"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mididdsp", description="Expressive MIDI-to-audio synthesis with DDSP.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser.set_defaults(_module=module_name)
+        importlib.import_module(module_name).configure_parser(command_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mididdsp.errors import MididdspError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except MididdspError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
