@@ -1,0 +1,228 @@
+"""Synthesizers as pure tensor functions: controls -> audio.
+
+Controls are frame-rate signals with centred frames (frame ``i`` sits at sample ``i * hop_size``); audio is
+[batch, samples]. Every function here is differentiable with respect to its controls.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mididdsp.dsp.core import (FRAME_RATE, SAMPLE_RATE, frequency_impulse_response, normalize_harmonic_distribution,
+                               nyquist_gain, upsample_frames)
+
+
+def default_hop_size(sample_rate: int) -> int:
+    """Samples per frame at the project's 250 Hz frame rate (rounded when the rate does not divide)."""
+    return max(1, round(sample_rate / FRAME_RATE))
+
+
+def _as_frames(signal: torch.Tensor) -> torch.Tensor:
+    """[batch, frames] or [batch, frames, 1] -> [batch, frames]."""
+    return signal.squeeze(-1) if signal.dim() == 3 else signal
+
+
+def accumulate_phase(f0_hz: torch.Tensor, sample_rate: int, initial_phase: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Instantaneous phase, in cycles, of an oscillator following ``f0_hz``.
+
+    The running sum is taken in float64 and wrapped to [-0.5, 0.5) cycles before returning to float32, so a tone
+    held for minutes keeps its exact frequency and phase (a float32 running sum loses cents of pitch and adds
+    phase noise that harmonic k multiplies by k).
+
+    Args:
+        f0_hz: [batch, samples] instantaneous frequency in Hz.
+        initial_phase: [batch] phase in cycles at the first sample (default 0).
+    Returns:
+        phase: [batch, samples] float32, cycles in [-0.5, 0.5); sample 0 has ``initial_phase``.
+        final_phase: [batch] float64, wrapped phase after the last sample (the ``initial_phase`` of what follows).
+    """
+    increment = f0_hz.to(torch.float64) / sample_rate
+    total = torch.cumsum(increment, dim=-1)
+    start = torch.zeros_like(total[:, :1]) if initial_phase is None else initial_phase.to(torch.float64).reshape(-1, 1)
+    phase = start + total - increment
+    final_phase = start[:, 0] + total[:, -1]
+    return (phase - torch.round(phase)).to(f0_hz.dtype), final_phase - torch.round(final_phase)
+
+
+def harmonic_synthesis(
+    f0_hz: torch.Tensor,
+    amplitude: torch.Tensor,
+    harmonic_distribution: torch.Tensor,
+    n_samples: int,
+    sample_rate: int = SAMPLE_RATE,
+    hop_size: int | None = None,
+    initial_phase: torch.Tensor | None = None,
+    amplitude_upsampling: str = "hann",
+    nyquist_fade: float = 0.05,
+    normalize: bool = True,
+    chunk_size: int = 16384,
+    return_final_phase: bool = False,
+):
+    """Additive synthesis of a harmonic tone: ``y[n] = A[n] * sum_k a_k[n] * sin(2 pi k phi[n])``.
+
+    Args:
+        f0_hz: [batch, frames] (or [batch, frames, 1]) fundamental frequency in Hz, linearly interpolated to samples.
+        amplitude: [batch, frames] (or [batch, frames, 1]) overall linear amplitude (full scale = 1).
+        harmonic_distribution: [batch, frames, n_harmonics] non-negative weight of harmonics 1..n_harmonics.
+        n_samples: output length in samples.
+        sample_rate: Hz.
+        hop_size: samples per frame (default: ``sample_rate / 250`` rounded).
+        initial_phase: [batch] phase in cycles at sample 0 (carry ``final_phase`` across chunks).
+        amplitude_upsampling: ``"hann"`` (overlap-add of Hann windows) or ``"linear"``.
+        nyquist_fade: harmonics fade out (raised cosine) over this fraction of Nyquist just below it and are
+            silent at and above it, per frame AND per sample, so glides crossing Nyquist inside a frame do not alias.
+        normalize: renormalise the distribution to sum 1 over the harmonics below Nyquist (per frame).
+        chunk_size: samples per block of work; bounds memory to ``batch * chunk_size * n_harmonics`` floats.
+        return_final_phase: also return the [batch] float64 phase (cycles) after the last sample.
+    Returns:
+        audio [batch, n_samples] (and the final phase if asked).
+    """
+    hop_size = hop_size or default_hop_size(sample_rate)
+    f0_frames = _as_frames(f0_hz)
+    amplitude = _as_frames(amplitude)
+    if normalize:
+        weights = normalize_harmonic_distribution(harmonic_distribution, f0_frames, sample_rate, nyquist_fade)
+    else:
+        weights = harmonic_distribution
+    # Per-frame amplitude of every harmonic; the per-sample Nyquist gain below is applied on top of this.
+    harmonic_amplitudes = amplitude.unsqueeze(-1) * weights
+
+    n_segments = -(-int(n_samples) // hop_size)
+    harmonic_amplitudes = _hold_last_frame(harmonic_amplitudes, n_segments + 1)
+    f0_samples = upsample_frames(f0_frames, n_segments * hop_size, hop_size, "linear")
+    phase, final_phase = accumulate_phase(f0_samples[:, :n_samples], sample_rate, initial_phase)
+    phase = F.pad(phase, (0, n_segments * hop_size - n_samples))
+
+    next_weight = _segment_weights(hop_size, amplitude_upsampling, phase)
+    segments_per_chunk = max(1, chunk_size // hop_size)
+    pieces = []
+    for first in range(0, n_segments, segments_per_chunk):
+        last = min(n_segments, first + segments_per_chunk)
+        samples = slice(first * hop_size, last * hop_size)
+        pieces.append(_harmonic_block(phase[:, samples], f0_samples[:, samples],
+                                      harmonic_amplitudes[:, first:last + 1], next_weight, sample_rate, nyquist_fade))
+    audio = torch.cat(pieces, dim=1)[:, :n_samples]
+    return (audio, final_phase) if return_final_phase else audio
+
+
+def _hold_last_frame(frames: torch.Tensor, count: int) -> torch.Tensor:
+    """Pad [batch, frames, channels] to ``count`` frames by repeating the last one (or cut to ``count``)."""
+    if frames.shape[1] < count:
+        frames = torch.cat([frames, frames[:, -1:].expand(-1, count - frames.shape[1], -1)], dim=1)
+    return frames[:, :count]
+
+
+def _segment_weights(hop_size: int, method: str, like: torch.Tensor) -> torch.Tensor:
+    position = torch.arange(hop_size, dtype=like.dtype, device=like.device) / hop_size
+    if method == "linear":
+        return position
+    if method == "hann":
+        return torch.sin(0.5 * math.pi * position) ** 2
+    raise ValueError(f"unknown amplitude_upsampling {method!r}; expected 'hann' or 'linear'")
+
+
+def _harmonic_block(phase: torch.Tensor, f0_samples: torch.Tensor, harmonic_amplitudes: torch.Tensor,
+                    next_weight: torch.Tensor, sample_rate: int, nyquist_fade: float) -> torch.Tensor:
+    """One block of whole segments: phase/f0 [batch, segments * hop], amplitudes [batch, segments + 1, harmonics]."""
+    batch, n_block = phase.shape
+    hop_size = next_weight.shape[0]
+    n_segments = n_block // hop_size
+    nyquist = sample_rate / 2.0
+    # Harmonics above Nyquist at every sample of the block contribute nothing: skip their sines entirely.
+    lowest_f0 = f0_samples.detach().abs().min().item()
+    n_harmonics = harmonic_amplitudes.shape[-1]
+    n_active = n_harmonics if lowest_f0 <= 0 else min(n_harmonics, math.ceil(nyquist / lowest_f0))
+    if n_active == 0:
+        return phase.new_zeros(batch, n_block)
+    harmonic_numbers = torch.arange(1, n_active + 1, dtype=phase.dtype, device=phase.device)
+    sines = torch.sin((2.0 * math.pi) * phase.unsqueeze(-1) * harmonic_numbers)  # [batch, samples, active]
+
+    # Per-sample Nyquist gain, only for the harmonics that reach the fade band somewhere in this block.
+    highest_f0 = f0_samples.detach().abs().max().item()
+    first_faded = max(0, min(n_active, math.floor((1.0 - max(nyquist_fade, 0.0)) * nyquist / max(highest_f0, 1e-9))))
+    if first_faded < n_active:
+        faded_numbers = harmonic_numbers[first_faded:]
+        gain = nyquist_gain(f0_samples.unsqueeze(-1) * faded_numbers, sample_rate, nyquist_fade)
+        sines = torch.cat([sines[..., :first_faded], sines[..., first_faded:] * gain], dim=-1)
+
+    # Between frames j and j+1 the amplitude of harmonic k is (1 - w) * c_jk + w * c_(j+1)k, so the block is two
+    # batched matrix products of the sines with the frame amplitudes: no [samples, harmonics] amplitude tensor.
+    sines = sines.reshape(batch * n_segments, hop_size, n_active)
+    amplitudes = harmonic_amplitudes[..., :n_active]
+    pair = torch.stack([amplitudes[:, :-1], amplitudes[:, 1:]], dim=-1).reshape(batch * n_segments, n_active, 2)
+    both = torch.bmm(sines, pair)  # [batch * segments, hop, 2]
+    audio = both[..., 0] + (both[..., 1] - both[..., 0]) * next_weight
+    return audio.reshape(batch, n_block)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Filtered noise
+# ---------------------------------------------------------------------------------------------------------------
+def filtered_noise_causal(magnitudes: torch.Tensor, noise: torch.Tensor, hop_size: int, window_size: int | None = None
+                          ) -> torch.Tensor:
+    """Filter consecutive ``hop_size`` blocks of noise with per-frame FIR filters and overlap-add the full outputs.
+
+    Block ``j`` (samples ``j*hop .. (j+1)*hop``) lies between frames ``j`` and ``j+1`` and is filtered with the
+    filter designed from the mean of their magnitudes. Each block's whole linear convolution, tail included, is
+    overlap-added, so there are no seams between blocks. The output is causal: it lags by ``window_size // 2``.
+
+    Args:
+        magnitudes: [batch, segments + 1, n_bands] linear filter magnitudes, 0 Hz .. Nyquist.
+        noise: [batch, segments * hop_size] excitation.
+    Returns:
+        [batch, segments * hop_size + window_size - 1]
+    """
+    batch, n_block = noise.shape
+    n_segments = n_block // hop_size
+    magnitudes = 0.5 * (magnitudes[:, :n_segments] + magnitudes[:, 1:n_segments + 1])
+    impulse_responses = frequency_impulse_response(magnitudes, window_size)  # [batch, segments, taps]
+    taps = impulse_responses.shape[-1]
+    blocks = noise.reshape(batch, n_segments, hop_size)
+    filtered = _blockwise_convolve(blocks, impulse_responses)  # [batch, segments, hop + taps - 1]
+    out_length = (n_segments - 1) * hop_size + hop_size + taps - 1
+    return F.fold(filtered.transpose(1, 2), output_size=(1, out_length), kernel_size=(1, hop_size + taps - 1),
+                  stride=(1, hop_size)).reshape(batch, out_length)
+
+
+def _blockwise_convolve(blocks: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    n_out = blocks.shape[-1] + kernels.shape[-1] - 1
+    n_fft = 1 << (n_out - 1).bit_length()
+    spectrum = torch.fft.rfft(blocks, n_fft) * torch.fft.rfft(kernels, n_fft)
+    return torch.fft.irfft(spectrum, n_fft)[..., :n_out]
+
+
+def filtered_noise(
+    magnitudes: torch.Tensor,
+    n_samples: int,
+    hop_size: int | None = None,
+    noise: torch.Tensor | None = None,
+    window_size: int | None = None,
+    generator: torch.Generator | None = None,
+    sample_rate: int = SAMPLE_RATE,
+) -> torch.Tensor:
+    """Time-varying filtered noise (subtractive synthesis), aligned with the controls.
+
+    Args:
+        magnitudes: [batch, frames, n_bands] linear filter magnitudes at ``n_bands`` frequencies from 0 Hz to
+            Nyquist (65 bands -> 128-tap filters).
+        n_samples: output length.
+        hop_size: samples per frame (default ``sample_rate / 250``).
+        noise: [batch, n_samples] excitation (default uniform in [-1, 1] from ``generator``).
+        window_size: filter taps (default ``2 * (n_bands - 1)``).
+    Returns:
+        [batch, n_samples] audio; the filters' linear-phase delay is compensated.
+    """
+    hop_size = hop_size or default_hop_size(sample_rate)
+    batch, _, n_bands = magnitudes.shape
+    taps = window_size or 2 * (n_bands - 1)
+    delay = taps // 2
+    if noise is None:
+        noise = torch.rand(batch, n_samples, generator=generator, dtype=magnitudes.dtype, device=magnitudes.device) * 2 - 1
+    n_segments = -(-int(n_samples) // hop_size)
+    noise = F.pad(noise[:, :n_samples], (0, n_segments * hop_size - n_samples))
+    magnitudes = _hold_last_frame(magnitudes, n_segments + 1)
+    causal = filtered_noise_causal(magnitudes, noise, hop_size, taps)
+    return causal[:, delay:delay + n_samples]
