@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -173,3 +174,40 @@ class MultiScaleSpectralLoss(torch.nn.Module):
     def forward(self, audio: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return multiscale_spectral_loss(audio, target, self.fft_sizes, self.overlap, self.magnitude_weight,
                                         self.log_magnitude_weight)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None
+                   ) -> torch.Tensor:
+    """Triangular mel filters (HTK mel scale, slaney-style area normalisation), [n_fft // 2 + 1, n_mels]."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    to_mel = lambda hz: 2595.0 * torch.log10(1.0 + hz / 700.0)
+    to_hz = lambda mel: 700.0 * (10 ** (mel / 2595.0) - 1.0)
+    edges = to_hz(torch.linspace(to_mel(torch.tensor(f_min)), to_mel(torch.tensor(f_max)), n_mels + 2,
+                                 dtype=torch.float64))
+    freqs = torch.fft.rfftfreq(n_fft, 1.0 / sample_rate, dtype=torch.float64)[:, None]
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    filters = torch.clamp(torch.minimum(rising, falling), min=0.0) * (2.0 / (upper - lower))
+    return filters.to(torch.float32)
+
+
+def log_mel_spectrogram(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, frame_rate: int = FRAME_RATE,
+                        n_fft: int = 1024, n_mels: int = 64, f_min: float = 30.0) -> torch.Tensor:
+    """log(mel power + 1e-6) per centred frame: audio [batch, samples] -> [batch, samples // hop + 1, n_mels]."""
+    hop_size = round(sample_rate / frame_rate)
+    power = magnitude_spectrogram(audio, n_fft, hop_size) ** 2
+    mel = power @ mel_filterbank(n_fft, n_mels, sample_rate, f_min).to(audio.device, audio.dtype)
+    return torch.log(mel + 1e-6)
+
+
+def mfcc(audio: torch.Tensor, n_mfcc: int = 30, sample_rate: int = SAMPLE_RATE, frame_rate: int = FRAME_RATE,
+         n_fft: int = 1024, n_mels: int = 128) -> torch.Tensor:
+    """Mel-frequency cepstral coefficients (orthonormal DCT-II of the log mel spectrum), [batch, frames, n_mfcc]."""
+    log_mel = log_mel_spectrogram(audio, sample_rate, frame_rate, n_fft, n_mels)
+    index = torch.arange(n_mels, dtype=torch.float64)
+    basis = torch.cos(torch.pi / n_mels * (index[:, None] + 0.5) * torch.arange(n_mfcc, dtype=torch.float64)[None])
+    basis[:, 0] *= 1 / math.sqrt(2)
+    basis *= math.sqrt(2.0 / n_mels)
+    return log_mel @ basis.to(audio.device, audio.dtype)

@@ -1,0 +1,187 @@
+"""Audio -> frame-level synthesis controls -> audio: the DDSP autoencoder and MIDI-DDSP's synthesis coder.
+
+One configurable module covers both (choose by config):
+
+* DDSP autoencoder: f0 and loudness (+ optionally a per-frame latent z from MFCCs through a GRU) + an instrument
+  embedding -> a unidirectional GRU decoder with MLP stacks -> controls. ``hidden_size: 256, mlp_layers: 0,
+  encoder: none`` is the tiny model (about 0.25 M parameters); ``hidden_size: 512, mlp_layers: 3, encoder: mfcc``
+  is the published size.
+* Synthesis coder: log-mel frames through a small 1-D CNN, with f0 and loudness -> a bidirectional GRU ->
+  controls (``encoder: logmel, bidirectional: true``). It sees the whole context, which MIDI-DDSP found to
+  reconstruct better; its controls are what the note expression is measured on.
+
+f0 is passed through from the input (CREPE); the network predicts amplitude, harmonic distribution and noise
+magnitudes, which :class:`mididdsp.dsp.DDSPSynth` scales into controls and renders.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from mididdsp.dsp import DDSPSynth, hz_to_midi, log_mel_spectrogram, mfcc
+
+ENCODERS = ("none", "mfcc", "logmel")
+
+
+@dataclass
+class AutoencoderConfig:
+    """Sizes and switches of :class:`DDSPAutoencoder` (``model:`` section of a training config)."""
+
+    encoder: str = "none"            # none | mfcc | logmel
+    hidden_size: int = 256           # GRU units (per direction)
+    mlp_layers: int = 0              # layers in each MLP stack (0: none, like the tiny DDSP model)
+    mlp_size: int = 256
+    bidirectional: bool = False
+    z_size: int = 16                 # latent size of the mfcc encoder
+    n_mels: int = 64                 # log-mel bands of the logmel encoder
+    conv_channels: int = 128         # channels of the logmel encoder's CNN
+    n_instruments: int = 1
+    instrument_embedding: int = 16   # 0 disables it
+    n_harmonics: int = 60
+    n_noise_bands: int = 65
+    reverb: str | None = "learned"   # learned | exponential | null
+    reverb_seconds: float = 3.0
+    sample_rate: int = 16000
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AutoencoderConfig":
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model settings {unknown}; known: {sorted(known)}")
+        config = cls(**values)
+        if config.encoder not in ENCODERS:
+            raise ValueError(f"model.encoder must be one of {ENCODERS}, got {config.encoder!r}")
+        return config
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mlp(in_size: int, size: int, layers: int) -> nn.Module:
+    """``layers`` x (Linear -> LayerNorm -> LeakyReLU); identity when ``layers`` is 0."""
+    if layers == 0:
+        return nn.Identity()
+    blocks = []
+    for index in range(layers):
+        blocks += [nn.Linear(in_size if index == 0 else size, size), nn.LayerNorm(size), nn.LeakyReLU()]
+    return nn.Sequential(*blocks)
+
+
+def scale_f0(f0_hz: torch.Tensor) -> torch.Tensor:
+    """Network input for f0: MIDI pitch / 127, [batch, frames] -> [batch, frames, 1]."""
+    return (hz_to_midi(f0_hz) / 127.0).unsqueeze(-1)
+
+
+def scale_loudness(loudness_db: torch.Tensor) -> torch.Tensor:
+    """Network input for loudness: dB / 80 + 1 (so -80 dB -> 0, 0 dB -> 1), [batch, frames] -> [batch, frames, 1]."""
+    return (loudness_db / 80.0 + 1.0).unsqueeze(-1)
+
+
+class MfccEncoder(nn.Module):
+    """Audio -> per-frame latent z: MFCCs -> instance norm -> GRU -> linear, [batch, frames, z_size]."""
+
+    def __init__(self, z_size: int = 16, hidden_size: int = 256, n_mfcc: int = 30):
+        super().__init__()
+        self.n_mfcc = n_mfcc
+        self.norm = nn.InstanceNorm1d(n_mfcc, affine=True)
+        self.gru = nn.GRU(n_mfcc, hidden_size, batch_first=True)
+        self.out = nn.Linear(hidden_size, z_size)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        features = self.norm(mfcc(audio, self.n_mfcc).transpose(1, 2)).transpose(1, 2)
+        return self.out(self.gru(features)[0])
+
+
+class LogMelEncoder(nn.Module):
+    """Audio -> per-frame features: log-mel -> 1-D CNN over time (mel bands as channels), [batch, frames, channels]."""
+
+    def __init__(self, n_mels: int = 64, channels: int = 128, layers: int = 3, kernel_size: int = 5):
+        super().__init__()
+        self.n_mels = n_mels
+        blocks: list[nn.Module] = []
+        for index in range(layers):
+            blocks += [nn.Conv1d(n_mels if index == 0 else channels, channels, kernel_size, padding=kernel_size // 2),
+                       nn.GroupNorm(1, channels), nn.LeakyReLU()]
+        self.cnn = nn.Sequential(*blocks)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        log_mel = log_mel_spectrogram(audio, n_mels=self.n_mels)
+        log_mel = (log_mel - log_mel.mean(dim=(1, 2), keepdim=True)) / 5.0  # level-independent, roughly unit scale
+        return self.cnn(log_mel.transpose(1, 2)).transpose(1, 2)
+
+
+class DDSPAutoencoder(nn.Module):
+    """Audio features -> network outputs -> :class:`DDSPSynth` -> audio (see the module docstring).
+
+    ``forward(audio, f0_hz, loudness_db, instrument)`` with audio [B, samples] (or None when the encoder is
+    ``none`` and only ``n_samples`` is given), f0_hz and loudness_db [B, frames] (frames = samples // 64 + 1),
+    instrument [B] ints. Returns the controls (``f0_hz``, ``amplitude``, ``harmonic_distribution``,
+    ``noise_magnitudes``) and signals (``harmonic``, ``noise``, ``dry``, ``audio``) by name.
+    """
+
+    def __init__(self, config: AutoencoderConfig | dict | None = None):
+        super().__init__()
+        config = AutoencoderConfig.from_dict(config) if isinstance(config, dict) else (config or AutoencoderConfig())
+        self.config = config
+        input_size = 2
+        if config.encoder == "mfcc":
+            self.encoder: nn.Module | None = MfccEncoder(config.z_size, config.hidden_size)
+            input_size += config.z_size
+        elif config.encoder == "logmel":
+            self.encoder = LogMelEncoder(config.n_mels, config.conv_channels)
+            input_size += config.conv_channels
+        else:
+            self.encoder = None
+        self.instrument_embedding = (nn.Embedding(config.n_instruments, config.instrument_embedding)
+                                     if config.instrument_embedding > 0 else None)
+        input_size += config.instrument_embedding if self.instrument_embedding is not None else 0
+        self.input_mlp = mlp(input_size, config.mlp_size, config.mlp_layers)
+        gru_input = config.mlp_size if config.mlp_layers else input_size
+        self.gru = nn.GRU(gru_input, config.hidden_size, batch_first=True, bidirectional=config.bidirectional)
+        gru_output = config.hidden_size * (2 if config.bidirectional else 1)
+        self.output_mlp = mlp(gru_output + 2, config.mlp_size, config.mlp_layers)
+        head_input = config.mlp_size if config.mlp_layers else gru_output + 2
+        self.head = nn.Linear(head_input, 1 + config.n_harmonics + config.n_noise_bands)
+        self.synth = DDSPSynth(config.n_harmonics, config.n_noise_bands, config.sample_rate, config.reverb,
+                               config.reverb_seconds, config.n_instruments)
+
+    def network_outputs(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, audio: torch.Tensor | None = None,
+                        instrument: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Features -> raw outputs (``amplitude`` [B, T, 1], ``harmonic_distribution``, ``noise_magnitudes``, ``f0_hz``)."""
+        batch, frames = f0_hz.shape
+        pitch, level = scale_f0(f0_hz), scale_loudness(loudness_db)
+        inputs = [pitch, level]
+        if self.encoder is not None:
+            if audio is None:
+                raise ValueError(f"the {self.config.encoder} encoder needs the audio")
+            inputs.append(_fit_frames(self.encoder(audio), frames))
+        if self.instrument_embedding is not None:
+            ids = torch.zeros(batch, dtype=torch.long, device=f0_hz.device) if instrument is None else instrument
+            inputs.append(self.instrument_embedding(ids).unsqueeze(1).expand(-1, frames, -1))
+        hidden = self.gru(self.input_mlp(torch.cat(inputs, dim=-1)))[0]
+        # f0 and loudness skip past the GRU, as in DDSP's RnnFcDecoder.
+        raw = self.head(self.output_mlp(torch.cat([hidden, pitch, level], dim=-1)))
+        n_harmonics = self.config.n_harmonics
+        return {"amplitude": raw[..., :1], "harmonic_distribution": raw[..., 1:1 + n_harmonics],
+                "noise_magnitudes": raw[..., 1 + n_harmonics:], "f0_hz": f0_hz}
+
+    def forward(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, audio: torch.Tensor | None = None,
+                instrument: torch.Tensor | None = None, n_samples: int | None = None,
+                reverb: bool = True) -> dict[str, torch.Tensor]:
+        n_samples = n_samples or (audio.shape[-1] if audio is not None else (f0_hz.shape[1] - 1) * self.synth.hop_size)
+        outputs = self.network_outputs(f0_hz, loudness_db, audio, instrument)
+        return self.synth(outputs, n_samples, instrument, reverb)
+
+
+def _fit_frames(features: torch.Tensor, frames: int) -> torch.Tensor:
+    """Cut or edge-pad [batch, T, C] features to ``frames`` frames."""
+    if features.shape[1] >= frames:
+        return features[:, :frames]
+    return torch.cat([features, features[:, -1:].expand(-1, frames - features.shape[1], -1)], dim=1)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
