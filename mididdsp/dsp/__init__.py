@@ -8,7 +8,7 @@ from mididdsp.dsp.core import (DB_FLOOR, FRAME_RATE, HOP_SIZE, SAMPLE_RATE, ampl
                                midi_to_hz, n_frames, normalize_harmonic_distribution, nyquist_gain, power_to_db,
                                upsample_frames)
 from mididdsp.dsp.effects import ExponentialDecayReverb, LearnedReverb, apply_reverb
-from mididdsp.dsp.graph import CONTROL_NAMES, DDSPSynth
+from mididdsp.dsp.graph import CONTROL_NAMES, DDSPSynth, StreamingRenderer
 from mididdsp.dsp.processors import FilteredNoiseSynth, HarmonicSynth
 from mididdsp.dsp.spectral import (MultiScaleSpectralLoss, compute_loudness, log_mel_spectrogram, magnitude_spectrogram,
                                    mel_filterbank, mfcc, multiscale_spectral_loss)
@@ -20,6 +20,6 @@ __all__ = [
     "upsample_frames", "fft_convolve", "frequency_impulse_response", "nyquist_gain", "normalize_harmonic_distribution",
     "accumulate_phase", "harmonic_synthesis", "filtered_noise", "filtered_noise_causal",
     "apply_reverb", "LearnedReverb", "ExponentialDecayReverb",
-    "HarmonicSynth", "FilteredNoiseSynth", "DDSPSynth", "CONTROL_NAMES",
+    "HarmonicSynth", "FilteredNoiseSynth", "DDSPSynth", "StreamingRenderer", "CONTROL_NAMES",
     "magnitude_spectrogram", "compute_loudness", "mel_filterbank", "log_mel_spectrogram", "mfcc", "multiscale_spectral_loss", "MultiScaleSpectralLoss",
 ]

@@ -76,58 +76,103 @@ class DDSPSynth(nn.Module):
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Controls -> audio [batch, n_samples], synthesised chunk by chunk with carried state.
 
-        Equal (to float rounding) to ``synthesize(...)["audio"]`` with the same ``noise``; memory is bounded by
-        the chunk length, not the piece. The noise filters' linear-phase delay is absorbed by delaying the
-        harmonic part by the same amount inside the loop.
+        Equal (to float rounding) to ``synthesize(...)["audio"]`` with the same ``noise``; the working memory is
+        bounded by the chunk length. For input that arrives in pieces use :class:`StreamingRenderer` directly.
         """
-        hop = self.hop_size
-        f0_hz, amplitude = controls["f0_hz"], controls["amplitude"]
-        distribution, magnitudes = controls["harmonic_distribution"], controls["noise_magnitudes"]
-        batch = f0_hz.shape[0]
-        taps = 2 * (magnitudes.shape[-1] - 1)
-        delay = taps // 2
-        n_segments = math.ceil(n_samples / hop)
-        padded_length = n_segments * hop
+        stream = StreamingRenderer(self, instrument, reverb, noise=noise, generator=generator)
+        frames_per_chunk = max(1, int(chunk_seconds * self.sample_rate) // self.hop_size)
+        total_frames = controls["f0_hz"].shape[1]
+        pieces = [stream.push({name: controls[name][:, first:first + frames_per_chunk] for name in CONTROL_NAMES})
+                  for first in range(0, total_frames, frames_per_chunk)]
+        pieces.append(stream.finish(n_samples))
+        return torch.cat(pieces, dim=1)
 
-        def hold(frames):  # pad frame signals so every segment has its closing frame
-            missing = n_segments + 1 - frames.shape[1]
-            return torch.cat([frames, frames[:, -1:].expand(-1, missing, *frames.shape[2:])], 1) if missing > 0 else frames
 
-        f0_hz, amplitude, distribution, magnitudes = map(hold, (f0_hz, amplitude, distribution, magnitudes))
-        if noise is None:
-            noise = torch.rand(batch, padded_length, generator=generator, device=f0_hz.device) * 2 - 1
-        noise = F.pad(noise[:, :n_samples], (0, padded_length - min(n_samples, noise.shape[1])))
-        impulse_response = self.reverb.get_impulse_response(instrument) if reverb and self.reverb is not None else None
+class StreamingRenderer:
+    """Synthesise controls that arrive in consecutive pieces of frames, with carried state.
 
-        segments_per_chunk = max(1, int(chunk_seconds * self.sample_rate) // hop)
-        phase = None
-        noise_tail = f0_hz.new_zeros(batch, taps - 1)
-        harmonic_tail = f0_hz.new_zeros(batch, delay)  # harmonic audio still waiting for its noise to catch up
-        reverb_tail = None
+    ``push(controls)`` takes the next frames (dict of :data:`CONTROL_NAMES`, [batch, frames, ...]) and returns the
+    audio that is final so far; ``finish(n_samples)`` returns the rest, so that everything returned adds up to
+    ``n_samples`` samples equal to a one-piece ``DDSPSynth.synthesize``. Carried: the oscillator phase, the noise
+    filters' overlap-add tail, the reverb tail, and the harmonic audio delayed to line up with the noise filters'
+    linear-phase delay (the only latency, ``taps // 2`` samples).
+
+    ``noise`` [batch, samples] fixes the excitation (for exact comparisons); otherwise it is drawn per piece.
+    """
+
+    def __init__(self, synth: DDSPSynth, instrument: torch.Tensor | None = None, reverb: bool = True,
+                 noise: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        self.synth = synth
+        self.hop = synth.hop_size
+        self.taps = 2 * (synth.noise.n_bands - 1)
+        self.delay = self.taps // 2
+        use_reverb = reverb and synth.reverb is not None
+        self.impulse_response = synth.reverb.get_impulse_response(instrument).detach() if use_reverb else None
+        self.noise, self.generator = noise, generator
+        self.last_frame: dict[str, torch.Tensor] | None = None  # closing frame of the previous piece
+        self.phase = None
+        self.noise_tail = self.harmonic_tail = self.reverb_tail = None
+        self.samples_done = 0  # synthesised samples (true time, before the output delay)
+        self.emitted = 0       # samples returned so far
+
+    def _segments(self, frames: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Synthesise the segments between consecutive frames of ``frames`` (k frames -> k - 1 segments)."""
+        length = (frames["f0_hz"].shape[1] - 1) * self.hop
+        batch = frames["f0_hz"].shape[0]
+        if self.noise_tail is None:
+            self.noise_tail = frames["f0_hz"].new_zeros(batch, self.taps - 1)
+            self.harmonic_tail = frames["f0_hz"].new_zeros(batch, self.delay)
+        harmonic, self.phase = self.synth.harmonic.get_signal(frames["f0_hz"], frames["amplitude"],
+                                                              frames["harmonic_distribution"], length, self.phase, True)
+        if self.noise is not None:
+            noise = self.noise[:, self.samples_done:self.samples_done + length]
+            noise = F.pad(noise, (0, length - noise.shape[1]))
+        else:
+            noise = torch.rand(batch, length, generator=self.generator, device=harmonic.device) * 2 - 1
+        causal = filtered_noise_causal(frames["noise_magnitudes"], noise, self.hop, self.taps)
+        causal = torch.cat([causal[:, :self.taps - 1] + self.noise_tail, causal[:, self.taps - 1:]], dim=1)
+        self.noise_tail = causal[:, length:]
+        harmonic = torch.cat([self.harmonic_tail, harmonic], dim=1)
+        self.harmonic_tail = harmonic[:, length:]
+        dry = harmonic[:, :length] + causal[:, :length]  # true time [done - delay, done + length - delay)
+        if self.samples_done == 0:
+            dry[:, :self.delay] = 0.0  # before time zero: the filters' ramp-up, which the one-piece render cuts off
+        self.samples_done += length
+        return self._wet(dry)
+
+    def _wet(self, dry: torch.Tensor) -> torch.Tensor:
+        if self.impulse_response is None:
+            return dry
+        wet, self.reverb_tail = apply_reverb(dry, self.impulse_response, self.reverb_tail, return_tail=True)
+        return wet
+
+    def _emit(self, audio: torch.Tensor, limit: int | None = None) -> torch.Tensor:
+        start = max(0, self.delay - self.emitted)  # the first `delay` samples lie before time zero
+        self.emitted += audio.shape[1]
+        audio = audio[:, start:]
+        return audio if limit is None else audio[:, :limit]
+
+    @torch.no_grad()
+    def push(self, controls: dict[str, torch.Tensor]) -> torch.Tensor:
+        frames = {name: controls[name] for name in CONTROL_NAMES}
+        if self.last_frame is not None:
+            frames = {name: torch.cat([self.last_frame[name], frames[name]], dim=1) for name in CONTROL_NAMES}
+        self.last_frame = {name: frames[name][:, -1:] for name in CONTROL_NAMES}
+        if frames["f0_hz"].shape[1] < 2:
+            return frames["f0_hz"].new_zeros(frames["f0_hz"].shape[0], 0)
+        return self._emit(self._segments(frames))
+
+    @torch.no_grad()
+    def finish(self, n_samples: int) -> torch.Tensor:
+        """The remaining audio, so that the total returned is ``n_samples`` (last frame held if frames run short)."""
+        if self.last_frame is None:
+            raise ValueError("finish() before any push()")
         pieces = []
-
-        def emit(dry):
-            nonlocal reverb_tail
-            if impulse_response is None:
-                pieces.append(dry)
-            else:
-                wet, reverb_tail = apply_reverb(dry, impulse_response, reverb_tail, return_tail=True)
-                pieces.append(wet)
-
-        for first in range(0, n_segments, segments_per_chunk):
-            last = min(n_segments, first + segments_per_chunk)
-            frames, samples = slice(first, last + 1), slice(first * hop, last * hop)
-            length = (last - first) * hop
-            harmonic, phase = self.harmonic.get_signal(f0_hz[:, frames], amplitude[:, frames],
-                                                       distribution[:, frames], length, phase, True)
-            causal = filtered_noise_causal(magnitudes[:, frames], noise[:, samples], hop, taps)
-            causal = torch.cat([causal[:, :taps - 1] + noise_tail, causal[:, taps - 1:]], dim=1)
-            noise_tail = causal[:, length:]
-            harmonic = torch.cat([harmonic_tail, harmonic], dim=1)
-            harmonic_tail = harmonic[:, length:]
-            dry = harmonic[:, :length] + causal[:, :length]  # true time [first*hop - delay, last*hop - delay)
-            if first == 0:
-                dry[:, :delay] = 0.0  # before time zero: the filters' ramp-up, which the one-piece render cuts off
-            emit(dry)
-        emit(harmonic_tail + noise_tail[:, :delay])
-        return torch.cat(pieces, dim=1)[:, delay:delay + n_samples]
+        missing = math.ceil(max(0, n_samples - self.samples_done) / self.hop)
+        if missing:
+            held = {name: self.last_frame[name].expand(-1, missing + 1, *self.last_frame[name].shape[2:])
+                    for name in CONTROL_NAMES}
+            pieces.append(self._segments(held))
+        pieces.append(self._wet(self.harmonic_tail + self.noise_tail[:, :self.delay]))
+        already = max(0, self.emitted - self.delay)
+        return self._emit(torch.cat(pieces, dim=1), limit=max(0, n_samples - already))
