@@ -114,6 +114,10 @@ class StreamingRenderer:
         self.noise_tail = self.harmonic_tail = self.reverb_tail = None
         self.samples_done = 0  # synthesised samples (true time, before the output delay)
         self.emitted = 0       # samples returned so far
+        # Reverb works on blocks of at least twice its length: one FFT convolution per block instead of one per
+        # (possibly small) piece keeps its cost per sample low.
+        self.reverb_block = 2 * self.impulse_response.shape[-1] if self.impulse_response is not None else 0
+        self.pending: list[torch.Tensor] = []
 
     def _segments(self, frames: dict[str, torch.Tensor]) -> torch.Tensor:
         """Synthesise the segments between consecutive frames of ``frames`` (k frames -> k - 1 segments)."""
@@ -140,10 +144,14 @@ class StreamingRenderer:
         self.samples_done += length
         return self._wet(dry)
 
-    def _wet(self, dry: torch.Tensor) -> torch.Tensor:
+    def _wet(self, dry: torch.Tensor, flush: bool = False) -> torch.Tensor:
         if self.impulse_response is None:
             return dry
-        wet, self.reverb_tail = apply_reverb(dry, self.impulse_response, self.reverb_tail, return_tail=True)
+        self.pending.append(dry)
+        if not flush and sum(piece.shape[1] for piece in self.pending) < self.reverb_block:
+            return dry[:, :0]
+        block, self.pending = torch.cat(self.pending, dim=1), []
+        wet, self.reverb_tail = apply_reverb(block, self.impulse_response, self.reverb_tail, return_tail=True)
         return wet
 
     def _emit(self, audio: torch.Tensor, limit: int | None = None) -> torch.Tensor:
@@ -173,6 +181,6 @@ class StreamingRenderer:
             held = {name: self.last_frame[name].expand(-1, missing + 1, *self.last_frame[name].shape[2:])
                     for name in CONTROL_NAMES}
             pieces.append(self._segments(held))
-        pieces.append(self._wet(self.harmonic_tail + self.noise_tail[:, :self.delay]))
+        pieces.append(self._wet(self.harmonic_tail + self.noise_tail[:, :self.delay], flush=True))
         already = max(0, self.emitted - self.delay)
         return self._emit(torch.cat(pieces, dim=1), limit=max(0, n_samples - already))
