@@ -179,12 +179,24 @@ def filtered_noise_causal(magnitudes: torch.Tensor, noise: torch.Tensor, hop_siz
     n_segments = n_block // hop_size
     magnitudes = 0.5 * (magnitudes[:, :n_segments] + magnitudes[:, 1:n_segments + 1])
     impulse_responses = frequency_impulse_response(magnitudes, window_size)  # [batch, segments, taps]
-    taps = impulse_responses.shape[-1]
     blocks = noise.reshape(batch, n_segments, hop_size)
     filtered = _blockwise_convolve(blocks, impulse_responses)  # [batch, segments, hop + taps - 1]
-    out_length = (n_segments - 1) * hop_size + hop_size + taps - 1
-    return F.fold(filtered.transpose(1, 2), output_size=(1, out_length), kernel_size=(1, hop_size + taps - 1),
-                  stride=(1, hop_size)).reshape(batch, out_length)
+    return overlap_add(filtered, hop_size)
+
+
+def overlap_add(blocks: torch.Tensor, hop_size: int) -> torch.Tensor:
+    """Sum blocks placed ``hop_size`` apart: [batch, count, length] -> [batch, (count - 1) * hop_size + length].
+
+    Each block is cut into whole hops and the hops are added with shifted slices (a handful of additions),
+    which is several times faster than ``torch.nn.functional.fold`` on CPU.
+    """
+    batch, count, length = blocks.shape
+    per_block = -(-length // hop_size)
+    blocks = F.pad(blocks, (0, per_block * hop_size - length)).reshape(batch, count, per_block, hop_size)
+    out = blocks.new_zeros(batch, count + per_block - 1, hop_size)
+    for part in range(per_block):
+        out[:, part:part + count] += blocks[:, :, part]
+    return out.reshape(batch, -1)[:, :(count - 1) * hop_size + length]
 
 
 def _blockwise_convolve(blocks: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
