@@ -22,7 +22,7 @@ def magnitude_spectrogram(audio: torch.Tensor, n_fft: int, hop_size: int, center
     window = torch.hann_window(n_fft, dtype=audio.dtype, device=audio.device)
     spectrum = torch.stft(audio, n_fft, hop_size, window=window, center=center, pad_mode="constant",
                           return_complex=True)
-    return spectrum.abs().transpose(1, 2)
+    return complex_magnitude(spectrum).transpose(1, 2)
 
 
 @functools.lru_cache(maxsize=16)
@@ -89,11 +89,16 @@ def multiscale_spectral_loss(
         hop_size = max(1, int(n_fft * (1.0 - overlap)))
         window = torch.hann_window(n_fft, dtype=audio.dtype, device=audio.device)
         with torch.no_grad():
-            wanted = torch.stft(target.detach(), n_fft, hop_size, window=window, center=True, pad_mode="constant",
-                                return_complex=True).abs().transpose(1, 2)
+            wanted = complex_magnitude(torch.fft.rfft(_frames(target.detach(), n_fft, hop_size) * window))
         spectrum = torch.fft.rfft(_frames(audio, n_fft, hop_size) * window)  # == torch.stft, cheaper backward
         loss = loss + _SpectralDistance.apply(spectrum, wanted, magnitude_weight, log_magnitude_weight, eps)
     return loss
+
+
+def complex_magnitude(spectrum: torch.Tensor) -> torch.Tensor:
+    """|z| of a complex tensor via hypot on its real view (several times faster than ``abs`` on CPU)."""
+    parts = torch.view_as_real(spectrum)
+    return torch.hypot(parts[..., 0], parts[..., 1])
 
 
 def _frames(audio: torch.Tensor, n_fft: int, hop_size: int) -> torch.Tensor:
@@ -140,7 +145,7 @@ class _SpectralDistance(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, spectrum, wanted, magnitude_weight, log_magnitude_weight, eps):
-        magnitude = spectrum.abs()
+        magnitude = complex_magnitude(spectrum)
         linear_difference = magnitude - wanted
         log_difference = torch.log(magnitude + eps) - torch.log(wanted + eps)
         ctx.save_for_backward(spectrum, magnitude, linear_difference, log_difference)

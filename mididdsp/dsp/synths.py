@@ -144,9 +144,12 @@ def _harmonic_block(phase: torch.Tensor, f0_samples: torch.Tensor, harmonic_ampl
     highest_f0 = f0_samples.detach().abs().max().item()
     first_faded = max(0, min(n_active, math.floor((1.0 - max(nyquist_fade, 0.0)) * nyquist / max(highest_f0, 1e-9))))
     if first_faded < n_active:
-        faded_numbers = harmonic_numbers[first_faded:]
-        gain = nyquist_gain(f0_samples.unsqueeze(-1) * faded_numbers, sample_rate, nyquist_fade)
-        sines = torch.cat([sines[..., :first_faded], sines[..., first_faded:] * gain], dim=-1)
+        if f0_samples.requires_grad:
+            faded_numbers = harmonic_numbers[first_faded:]
+            gain = nyquist_gain(f0_samples.unsqueeze(-1) * faded_numbers, sample_rate, nyquist_fade)
+            sines = torch.cat([sines[..., :first_faded], sines[..., first_faded:] * gain], dim=-1)
+        else:
+            _apply_nyquist_gain_(sines, f0_samples, harmonic_numbers, sample_rate, nyquist_fade)
 
     # Between frames j and j+1 the amplitude of harmonic k is (1 - w) * c_jk + w * c_(j+1)k, so the block is two
     # batched matrix products of the sines with the frame amplitudes: no [samples, harmonics] amplitude tensor.
@@ -156,6 +159,22 @@ def _harmonic_block(phase: torch.Tensor, f0_samples: torch.Tensor, harmonic_ampl
     both = torch.bmm(sines, pair)  # [batch * segments, hop, 2]
     audio = both[..., 0] + (both[..., 1] - both[..., 0]) * next_weight
     return audio.reshape(batch, n_block)
+
+
+def _apply_nyquist_gain_(sines: torch.Tensor, f0_samples: torch.Tensor, harmonic_numbers: torch.Tensor,
+                         sample_rate: int, nyquist_fade: float) -> None:
+    """In place, item by item: multiply the few harmonics whose frequency enters the fade band in this block by
+    their per-sample Nyquist gain. Harmonics entirely above Nyquist already have zero weight at both neighbouring
+    frames; those below the band need no gain. (Used when no gradient flows to f0.)"""
+    nyquist = sample_rate / 2.0
+    with torch.no_grad():
+        for item in range(sines.shape[0]):
+            lowest, highest = f0_samples[item].aminmax()
+            first = math.floor((1.0 - max(nyquist_fade, 0.0)) * nyquist / max(highest.item(), 1e-9))
+            last = sines.shape[-1] if lowest.item() <= 0 else min(sines.shape[-1], math.ceil(nyquist / lowest.item()))
+            if first < last:
+                frequencies = f0_samples[item].unsqueeze(-1) * harmonic_numbers[first:last]
+                sines[item, :, first:last] *= nyquist_gain(frequencies, sample_rate, nyquist_fade)
 
 
 # ---------------------------------------------------------------------------------------------------------------
