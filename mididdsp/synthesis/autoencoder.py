@@ -34,6 +34,8 @@ class AutoencoderConfig:
     mlp_layers: int = 0              # layers in each MLP stack (0: none, like the tiny DDSP model)
     mlp_size: int = 256
     bidirectional: bool = False
+    frames_per_step: int = 1         # the GRU reads/writes this many 250 Hz frames per step (stacked): k times
+                                     # fewer sequential steps, same time resolution; a big speed-up on CPUs
     z_size: int = 16                 # latent size of the mfcc encoder
     n_mels: int = 64                 # log-mel bands of the logmel encoder
     conv_channels: int = 128         # channels of the logmel encoder's CNN
@@ -138,13 +140,18 @@ class DDSPAutoencoder(nn.Module):
         self.instrument_embedding = (nn.Embedding(config.n_instruments, config.instrument_embedding)
                                      if config.instrument_embedding > 0 else None)
         input_size += config.instrument_embedding if self.instrument_embedding is not None else 0
+        if config.frames_per_step < 1:
+            raise ValueError(f"model.frames_per_step must be >= 1, got {config.frames_per_step}")
+        stack = config.frames_per_step
+        input_size *= stack
         self.input_mlp = mlp(input_size, config.mlp_size, config.mlp_layers)
         gru_input = config.mlp_size if config.mlp_layers else input_size
         self.gru = nn.GRU(gru_input, config.hidden_size, batch_first=True, bidirectional=config.bidirectional)
         gru_output = config.hidden_size * (2 if config.bidirectional else 1)
-        self.output_mlp = mlp(gru_output + 2, config.mlp_size, config.mlp_layers)
-        head_input = config.mlp_size if config.mlp_layers else gru_output + 2
-        self.head = nn.Linear(head_input, 1 + config.n_harmonics + config.n_noise_bands)
+        self.output_mlp = mlp(gru_output + 2 * stack, config.mlp_size, config.mlp_layers)
+        head_input = config.mlp_size if config.mlp_layers else gru_output + 2 * stack
+        self.n_outputs = 1 + config.n_harmonics + config.n_noise_bands
+        self.head = nn.Linear(head_input, self.n_outputs * stack)
         self.synth = DDSPSynth(config.n_harmonics, config.n_noise_bands, config.sample_rate, config.reverb,
                                config.reverb_seconds, config.n_instruments)
 
@@ -161,9 +168,12 @@ class DDSPAutoencoder(nn.Module):
         if self.instrument_embedding is not None:
             ids = torch.zeros(batch, dtype=torch.long, device=f0_hz.device) if instrument is None else instrument
             inputs.append(self.instrument_embedding(ids).unsqueeze(1).expand(-1, frames, -1))
-        hidden = self.gru(self.input_mlp(torch.cat(inputs, dim=-1)))[0]
+        stack = self.config.frames_per_step
+        hidden = self.gru(self.input_mlp(_stack_frames(torch.cat(inputs, dim=-1), stack)))[0]
         # f0 and loudness skip past the GRU, as in DDSP's RnnFcDecoder.
-        raw = self.head(self.output_mlp(torch.cat([hidden, pitch, level], dim=-1)))
+        skip = _stack_frames(torch.cat([pitch, level], dim=-1), stack)
+        raw = self.head(self.output_mlp(torch.cat([hidden, skip], dim=-1)))
+        raw = raw.reshape(batch, -1, self.n_outputs)[:, :frames]
         n_harmonics = self.config.n_harmonics
         return {"amplitude": raw[..., :1], "harmonic_distribution": raw[..., 1:1 + n_harmonics],
                 "noise_magnitudes": raw[..., 1 + n_harmonics:], "f0_hz": f0_hz}
@@ -174,6 +184,17 @@ class DDSPAutoencoder(nn.Module):
         n_samples = n_samples or (audio.shape[-1] if audio is not None else (f0_hz.shape[1] - 1) * self.synth.hop_size)
         outputs = self.network_outputs(f0_hz, loudness_db, audio, instrument)
         return self.synth(outputs, n_samples, instrument, reverb)
+
+
+def _stack_frames(features: torch.Tensor, stack: int) -> torch.Tensor:
+    """[batch, frames, C] -> [batch, ceil(frames / stack), stack * C], edge-padding the last group."""
+    if stack == 1:
+        return features
+    batch, frames, channels = features.shape
+    missing = -frames % stack
+    if missing:
+        features = torch.cat([features, features[:, -1:].expand(-1, missing, -1)], dim=1)
+    return features.reshape(batch, (frames + missing) // stack, stack * channels)
 
 
 def _fit_frames(features: torch.Tensor, frames: int) -> torch.Tensor:
