@@ -161,31 +161,44 @@ def adjust_features(f0_hz, confidence, loudness_db, options: ResynthOptions, sta
 
 def resynthesize(audio, model, options: ResynthOptions | None = None):
     """16 kHz mono numpy audio -> resynthesised 16 kHz mono numpy audio of the same length."""
-    import numpy as np
-    import torch
-
-    from mididdsp.dsp import HOP_SIZE, StreamingRenderer
-
     options = options or ResynthOptions()
     instrument, name = instrument_id(model, options.instrument)
     statistics = ((getattr(model, "metadata", {}) or {}).get("statistics") or {}).get(name)
     f0_hz, confidence, loudness_db = analyse(audio, options.f0_model, options.chunk_seconds)
     f0_hz, loudness_db = adjust_features(f0_hz, confidence, loudness_db, options, statistics)
 
-    signal = torch.as_tensor(audio, dtype=torch.float32)
+    return synthesize_from_features(model, f0_hz, loudness_db, audio, instrument, options.reverb,
+                                    options.chunk_seconds)
+
+
+def synthesize_from_features(model, f0_hz, loudness_db, audio=None, instrument: int = 0, reverb: bool = True,
+                             chunk_seconds: float = 20.0, n_samples: int | None = None):
+    """Model network + streamed synthesis from [frames] features -> numpy float32 audio [n_samples].
+
+    ``audio`` (16 kHz [samples]) is needed only by models with an audio encoder. The network runs on pieces of
+    ``chunk_seconds`` with 2 s of context on each side, so memory does not grow with the length.
+    """
+    import numpy as np
+    import torch
+
+    from mididdsp.dsp import HOP_SIZE, StreamingRenderer
+
+    signal = None if audio is None else torch.as_tensor(audio, dtype=torch.float32)
+    n_samples = n_samples or (signal.shape[-1] if signal is not None else (f0_hz.shape[0] - 1) * HOP_SIZE)
     ids = torch.tensor([instrument])
-    stream = StreamingRenderer(model.synth, ids, options.reverb, generator=torch.Generator().manual_seed(0))
+    stream = StreamingRenderer(model.synth, ids, reverb, generator=torch.Generator().manual_seed(0))
     frames = f0_hz.shape[0]
-    chunk, context = max(1, int(options.chunk_seconds * 250)), 500  # 2 s for the recurrent state to settle
+    chunk, context = max(1, int(chunk_seconds * 250)), 500  # 2 s for the recurrent state to settle
     pieces = []
     with torch.inference_mode():
         for first in range(0, frames, chunk):
             last = min(frames, first + chunk)
             start, stop = max(0, first - context), min(frames, last + context)
-            piece_audio = signal[start * HOP_SIZE:(stop - 1) * HOP_SIZE + 1][None]
-            outputs = model.network_outputs(f0_hz[None, start:stop], loudness_db[None, start:stop],
-                                            piece_audio if model.encoder is not None else None, ids)
+            piece_audio = None
+            if model.encoder is not None:
+                piece_audio = signal[start * HOP_SIZE:(stop - 1) * HOP_SIZE + 1][None]
+            outputs = model.network_outputs(f0_hz[None, start:stop], loudness_db[None, start:stop], piece_audio, ids)
             controls = model.synth.get_controls(outputs)
             pieces.append(stream.push({key: value[:, first - start:last - start] for key, value in controls.items()}))
-        pieces.append(stream.finish(len(audio)))
+        pieces.append(stream.finish(n_samples))
     return torch.cat(pieces, dim=1)[0].numpy().astype(np.float32)
