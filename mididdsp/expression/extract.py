@@ -1,0 +1,210 @@
+"""Audio + aligned MIDI -> per-note expression table (`mididdsp extract`).
+
+Pipeline: audio (any rate/channels -> 16 kHz mono) -> f0 (CREPE) and A-weighted loudness -> frame-level synthesis
+controls, either from a trained model's network (``controls="model"``: the controls the synthesizer would play,
+which is what MIDI-DDSP measures expression on) or measured directly (``controls="analysis"``, see
+:mod:`mididdsp.expression.analysis`) -> every MIDI track split into monophonic voices
+(:func:`mididdsp.score.split_voices`) -> the six controls of every note (:mod:`mididdsp.expression.controls`)
+-> a :class:`~mididdsp.expression.table.NoteExpression` with one row per note.
+
+The audio is analysed as one monophonic line: with several voices sounding at once, every voice reads the same
+frame controls, so the controls of overlapping notes describe the mixture, not the single note.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAX_MIDI_OVERRUN_S = 0.5  # MIDI may end this much after the audio (release tails, rounding); more is misaligned
+CONTROL_SOURCES = ("model", "analysis")
+
+
+@dataclass
+class Extraction:
+    """What :func:`extract` measured: the table, and the frame signals it came from (for plots).
+
+    ``features``: ``f0_hz``, ``confidence``, ``loudness_db`` [T]; ``controls``: synthesis controls [1, T, ...].
+    """
+
+    table: Any
+    features: dict
+    controls: dict
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("audio", help="audio file (wav, flac, ogg, aiff; any rate and channel count)")
+    parser.add_argument("--midi", required=True, help="MIDI file aligned with the audio (same time axis)")
+    parser.add_argument("-o", "--output", required=True, help="expression table to write (.csv or .json)")
+    parser.add_argument("--model", default=None, help="model directory (default: the shipped autoencoder)")
+    parser.add_argument("--instrument", default=None, help="instrument of the model (default: its first)")
+    parser.add_argument("--controls", choices=CONTROL_SOURCES, default="model",
+                        help="frame controls from the model's network (default) or measured from the audio "
+                             "(analysis: no model needed)")
+    parser.add_argument("--plot", default=None, help="also draw the notes, f0, loudness and controls to this PNG")
+    parser.add_argument("--f0-model", choices=("tiny", "full"), default="tiny", help="CREPE size (default tiny)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mididdsp.audio import load_audio
+    from mididdsp.errors import MididdspError
+    from mididdsp.score import read_midi
+
+    output = Path(args.output)
+    if output.suffix.lower() not in (".csv", ".json"):
+        raise MididdspError(f"{args.output}: the expression table must end in .csv or .json")
+    if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
+        raise MididdspError(f"{args.plot}: the plot must end in .png")
+    model = None
+    if args.controls == "model":
+        from mididdsp.models import load_model
+        from mididdsp.resynth import _default_model
+
+        model = load_model(args.model or _default_model())
+    audio = load_audio(args.audio)
+    score = read_midi(args.midi)
+    check_alignment(score, len(audio) / 16000.0, args.midi, args.audio)
+    result = extract(audio, score, model, args.instrument, args.controls, args.f0_model)
+    if args.plot is not None:
+        from mididdsp.expression.plot import plot_expression
+
+        plot_expression(args.plot, result)
+    result.table.save(output)
+    print(f"wrote {output} ({len(result.table)} notes)" + (f" and {args.plot}" if args.plot else ""))
+    return 0
+
+
+def check_alignment(score, audio_seconds: float, midi_name: str = "MIDI", audio_name: str = "audio") -> None:
+    """One-line MididdspError if the score has no notes or ends more than 0.5 s after the audio."""
+    from mididdsp.errors import MididdspError
+
+    if not any(track.notes for track in score.tracks):
+        raise MididdspError(f"{midi_name}: the MIDI file has no notes")
+    last = max(note.end for track in score.tracks for note in track.notes)
+    if last > audio_seconds + MAX_MIDI_OVERRUN_S:
+        raise MididdspError(f"{midi_name}: notes run to {last:.2f} s but {audio_name} is {audio_seconds:.2f} s long; "
+                            f"expected MIDI aligned with the audio (at most {MAX_MIDI_OVERRUN_S} s past its end)")
+
+
+def model_controls(model, audio, f0_hz, loudness_db, instrument: int = 0, chunk_seconds: float = 20.0) -> dict:
+    """Features [T] -> the model's synthesis controls [1, T, ...], computed in chunks with 2 s of context."""
+    import torch
+
+    from mididdsp.dsp import HOP_SIZE
+
+    signal = torch.as_tensor(audio, dtype=torch.float32)
+    ids = torch.tensor([instrument])
+    frames = f0_hz.shape[0]
+    chunk, context = max(1, int(chunk_seconds * 250)), 500
+    pieces = []
+    with torch.inference_mode():
+        for first in range(0, frames, chunk):
+            last = min(frames, first + chunk)
+            start, stop = max(0, first - context), min(frames, last + context)
+            piece_audio = signal[start * HOP_SIZE:(stop - 1) * HOP_SIZE + 1][None]
+            outputs = model.network_outputs(f0_hz[None, start:stop], loudness_db[None, start:stop],
+                                            piece_audio if model.encoder is not None else None, ids)
+            controls = model.synth.get_controls(outputs)
+            pieces.append({key: value[:, first - start:last - start] for key, value in controls.items()})
+    return {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in pieces[0]}
+
+
+def chunked_analysis_controls(audio, f0_hz, chunk_seconds: float = 20.0) -> dict:
+    """:func:`analysis_controls` over pieces of the input (its STFT needs 8 frames of context), [1, T, ...]."""
+    import torch
+
+    from mididdsp.dsp import HOP_SIZE
+    from mididdsp.expression.analysis import analysis_controls
+
+    signal = torch.as_tensor(audio, dtype=torch.float32)
+    frames = f0_hz.shape[0]
+    chunk, context = max(1, int(chunk_seconds * 250)), 16
+    pieces = []
+    for first in range(0, frames, chunk):
+        last = min(frames, first + chunk)
+        start, stop = max(0, first - context), min(frames, last + context)
+        piece_audio = signal[start * HOP_SIZE:(stop - 1) * HOP_SIZE + 1]
+        controls = analysis_controls(piece_audio, f0_hz[start:stop])
+        pieces.append({key: value[first - start:last - start] for key, value in controls.items()})
+    return {key: torch.cat([piece[key] for piece in pieces], dim=0).unsqueeze(0) for key in pieces[0]}
+
+
+def expression_table(score, controls: dict, instrument: str | list[str]):
+    """Frame controls [1, T, ...] + the score -> NoteExpression, one row per note of every track's voices.
+
+    ``instrument``: one name for all tracks, or one per track. Notes that get no frame (beyond the end of the
+    controls, or hidden under the next onset) read 0 on every scaled control, with a warning.
+    """
+    import warnings
+
+    import torch
+
+    from mididdsp.expression.controls import (CONTROL_NAMES, CONTROL_RANGES, PHYSICAL_NAMES, PHYSICAL_OF,
+                                              note_expression)
+    from mididdsp.expression.table import INFO_COLUMNS, NoteExpression
+    from mididdsp.score import note_frames, split_voices
+
+    frames = controls["f0_hz"].shape[1]
+    voices = [(t, v, notes) for t, track in enumerate(score.tracks) for v, notes in enumerate(split_voices(track.notes))]
+    names = [instrument] * len(score.tracks) if isinstance(instrument, str) else list(instrument)
+    columns: dict[str, list] = {name: [] for name in (*INFO_COLUMNS, *CONTROL_NAMES, *PHYSICAL_NAMES)}
+    if not voices:
+        return NoteExpression(columns)
+    n_notes = max(len(notes) for _, _, notes in voices)
+    note_index = torch.stack([torch.from_numpy(note_frames(notes, frames)["note_index"]) for _, _, notes in voices])
+    pitch = torch.zeros(len(voices), n_notes)
+    for row, (_, _, notes) in enumerate(voices):
+        pitch[row, :len(notes)] = torch.tensor([float(n.pitch) for n in notes])
+    batch = {key: value.expand(len(voices), *value.shape[1:]) for key, value in controls.items()}
+    with torch.no_grad():
+        values = note_expression(batch, note_index, pitch, n_notes)
+    missing = 0
+    for row, (t, v, notes) in enumerate(voices):
+        for i, note in enumerate(notes):
+            for key, value in zip(INFO_COLUMNS, (t, v, i, note.start, note.end, note.pitch, note.velocity, names[t])):
+                columns[key].append(value)
+            present = bool(values["present"][row, i])
+            missing += not present
+            for name in CONTROL_NAMES:
+                columns[name].append(float(values[name][row, i]) if name in values else 0.0)
+            for name in PHYSICAL_NAMES:
+                if name in values and present:
+                    columns[name].append(float(values[name][row, i]))
+                else:  # no frames or no such input: the physical value of a 0 control
+                    scaled = next((s for s, p in PHYSICAL_OF.items() if p == name), None)
+                    columns[name].append(CONTROL_RANGES[scaled][0] if scaled else 0.0)
+    if missing:
+        warnings.warn(f"{missing} note(s) have no frames in the audio (past its end or hidden by the next onset); "
+                      f"their controls are set to 0", stacklevel=2)
+    order = sorted(range(len(columns["start"])), key=lambda r: (columns["track"][r], columns["start"][r],
+                                                                 columns["voice"][r]))
+    return NoteExpression({key: [value[r] for r in order] for key, value in columns.items()})
+
+
+def extract(audio, score, model=None, instrument: str | None = None, controls: str = "model",
+            f0_model: str = "tiny") -> Extraction:
+    """16 kHz mono audio [samples] + aligned Score -> :class:`Extraction` (table + frame signals).
+
+    ``controls="model"`` needs ``model`` (a loaded DDSP autoencoder); the table's instrument column is the model
+    instrument used (``instrument`` or the model's first). ``controls="analysis"`` needs no model; the instrument
+    column is ``instrument`` or each track's General MIDI program name.
+    """
+    from mididdsp.errors import MididdspError
+    from mididdsp.resynth import analyse, instrument_id
+    from mididdsp.score import gm_program_name
+
+    if controls not in CONTROL_SOURCES:
+        raise MididdspError(f"controls {controls!r}: expected one of {CONTROL_SOURCES}")
+    f0_hz, confidence, loudness_db = analyse(audio, f0_model)
+    features = {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": loudness_db}
+    if controls == "model":
+        if model is None:
+            raise MididdspError("controls='model' needs a model; pass one (or --model DIR), or use 'analysis'")
+        ids, name = instrument_id(model, instrument)
+        frame_controls = model_controls(model, audio, f0_hz, loudness_db, ids)
+        names: str | list[str] = name
+    else:
+        frame_controls = chunked_analysis_controls(audio, f0_hz)
+        names = instrument or [gm_program_name(t.program).lower() for t in score.tracks]
+    return Extraction(expression_table(score, frame_controls, names), features, frame_controls)

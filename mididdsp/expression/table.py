@@ -1,0 +1,349 @@
+"""The note expression table: one row per note, the six controls beside the note and their physical quantities.
+
+Columns (in this order; :data:`COLUMNS`):
+    track, voice, note_index   int   which MIDI track, which monophonic voice of it (:func:`mididdsp.score.split_voices`)
+                                     and which note of that voice (0-based, in time order)
+    start, end                 float seconds
+    pitch, velocity            int   MIDI 0..127
+    instrument                 str   the instrument the controls describe
+    volume, volume_fluctuation, volume_peak_position, vibrato, brightness, attack_noise
+                               float the scaled controls, each in [0, 1] (mapping: :mod:`mididdsp.expression.controls`)
+    volume_db, volume_fluctuation_db, peak_position, vibrato_extent_cents, vibrato_rate_hz, brightness_centroid,
+    attack_noise_db            float the physical quantities (dB, dB, fraction, cents, Hz, harmonic number, dB)
+
+Each scaled control and its physical twin are kept in step: setting ``vibrato`` to 0.5 sets
+``vibrato_extent_cents`` to 30 (the middle of its 0..60 cent range), and setting ``volume_db`` sets ``volume``.
+
+Validation happens on every construction, edit and load: a NaN or infinite value raises
+:class:`mididdsp.errors.MididdspError` naming the column and row; a scaled control outside [0, 1] is clipped to
+it with an :class:`ExpressionRangeWarning`. Files: CSV (header + one row per note) and JSON
+(``{"format": ..., "columns": [...], "notes": [{column: value}, ...]}``); floats are written with Python's
+shortest round-trip representation, so save -> load gives back exactly the same numbers.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from mididdsp.errors import InputFileError, MididdspError
+from mididdsp.expression.controls import CONTROL_NAMES, CONTROL_RANGES, PHYSICAL_NAMES, PHYSICAL_OF
+
+INFO_COLUMNS = ("track", "voice", "note_index", "start", "end", "pitch", "velocity", "instrument")
+COLUMNS = INFO_COLUMNS + CONTROL_NAMES + PHYSICAL_NAMES
+INT_COLUMNS = ("track", "voice", "note_index", "pitch", "velocity")
+TEXT_COLUMNS = ("instrument",)
+JSON_FORMAT = "mididdsp-note-expression/1"
+SCALED_OF = {physical: scaled for scaled, physical in PHYSICAL_OF.items()}
+
+
+class ExpressionRangeWarning(UserWarning):
+    """A scaled expression control outside [0, 1] was clipped into it."""
+
+
+def _kind(column: str) -> str:
+    return "int" if column in INT_COLUMNS else "text" if column in TEXT_COLUMNS else "float"
+
+
+class NoteExpression:
+    """Per-note expression table (see the module docstring for columns, validation and files).
+
+    Build it from a mapping of columns (``NoteExpression({"pitch": [60, 62], ...})``; a missing physical column is
+    derived from its scaled twin and vice versa, ``vibrato_rate_hz`` defaults to 0), or with :meth:`load`.
+
+    Reading: ``table["volume"]`` (a numpy copy of a column), ``table.volume`` (the same), ``table[3]`` (row 3 as a
+    dict), ``table[3, "volume"]`` (one value), ``table[table.pitch > 70]`` (a new table with those rows),
+    ``len(table)``, ``for row in table`` (dicts).
+    Editing (validated, twins kept in step): ``table[3, "volume"] = 0.5``, ``table["vibrato"] = 0.0``,
+    ``table[table.pitch > 70, "vibrato"] = 0.8``, or ``table.set("vibrato", 0.8, where=table.pitch > 70)``.
+    """
+
+    def __init__(self, columns: Mapping[str, Any]):
+        unknown = sorted(set(columns) - set(COLUMNS))
+        if unknown:
+            raise MididdspError(f"note expression: unknown column(s) {unknown}; expected columns {list(COLUMNS)}")
+        missing = [c for c in INFO_COLUMNS if c not in columns]
+        missing += [c for c in CONTROL_NAMES if c not in columns and PHYSICAL_OF[c] not in columns]
+        if missing:
+            raise MididdspError(f"note expression: missing column(s) {missing}")
+        lengths = {len(v) for v in (np.asarray(columns[c], dtype=object) for c in columns) if v.ndim > 0}
+        if len(lengths) > 1:
+            raise MididdspError(f"note expression: columns have different lengths {sorted(lengths)}")
+        n = lengths.pop() if lengths else 0
+        self._data: dict[str, np.ndarray] = {}
+        for column in INFO_COLUMNS:
+            self._data[column] = self._convert(column, columns[column], n)
+        for name in CONTROL_NAMES:
+            physical = PHYSICAL_OF[name]
+            if name in columns:
+                self._data[name] = self._convert(name, columns[name], n)
+            if physical in columns:
+                self._data[physical] = self._convert(physical, columns[physical], n)
+            if name not in columns:
+                self._data[name] = np.clip((self._data[physical] - CONTROL_RANGES[name][0]) /
+                                           (CONTROL_RANGES[name][1] - CONTROL_RANGES[name][0]), 0.0, 1.0)
+            if physical not in columns:
+                self._data[physical] = self._physical_from_scaled(name, self._data[name])
+        rate = columns.get("vibrato_rate_hz")
+        self._data["vibrato_rate_hz"] = (self._convert("vibrato_rate_hz", rate, n) if rate is not None
+                                         else np.zeros(n, np.float64))
+        self._data = {column: self._data[column] for column in COLUMNS}
+
+    # ---------------------------------------------------------------------------------------------- validation
+    @staticmethod
+    def _convert(column: str, values: Any, n: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """Values -> a validated numpy array of the column's type ([n], or broadcast to ``n``)."""
+        kind = _kind(column)
+        if kind == "text":
+            array = np.asarray(values, dtype=object)
+            return np.array([str(v) for v in np.broadcast_to(array, (n,))], dtype=object)
+        try:
+            array = np.broadcast_to(np.asarray(values, dtype=np.float64), (n,)).copy()
+        except (TypeError, ValueError):
+            raise MididdspError(f"note expression column {column!r}: expected numbers, got {values!r:.80}") from None
+        bad = ~np.isfinite(array)
+        if bad.any():
+            where = (rows if rows is not None else np.arange(n))[bad]
+            raise MididdspError(f"note expression column {column!r}: NaN or infinite value at row(s) "
+                                f"{where[:10].tolist()}; expected a number")
+        if kind == "int":
+            if (array != np.round(array)).any():
+                raise MididdspError(f"note expression column {column!r}: expected whole numbers")
+            limits = (0, 127) if column in ("pitch", "velocity") else (0, np.inf)
+            if ((array < limits[0]) | (array > limits[1])).any():
+                raise MididdspError(f"note expression column {column!r}: values out of range {limits[0]}..{limits[1]}")
+            return array.astype(np.int64)
+        if column in CONTROL_NAMES:
+            outside = (array < 0.0) | (array > 1.0)
+            if outside.any():
+                where = (rows if rows is not None else np.arange(n))[outside]
+                warnings.warn(f"note expression column {column!r}: {int(outside.sum())} value(s) outside [0, 1] at "
+                              f"row(s) {where[:10].tolist()} clipped to [0, 1]", ExpressionRangeWarning, stacklevel=4)
+                array = np.clip(array, 0.0, 1.0)
+        if column in ("start", "end") and (array < 0).any():
+            raise MididdspError(f"note expression column {column!r}: negative times; expected seconds >= 0")
+        return array
+
+    @staticmethod
+    def _physical_from_scaled(name: str, scaled: np.ndarray) -> np.ndarray:
+        low, high = CONTROL_RANGES[name]
+        return low + scaled * (high - low)
+
+    # ---------------------------------------------------------------------------------------------- reading
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return COLUMNS
+
+    def __len__(self) -> int:
+        return len(self._data["pitch"])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in range(len(self)):
+            yield self._row(row)
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name.startswith("_") or name not in COLUMNS:
+            raise AttributeError(name)
+        return self._data[name].copy()
+
+    def _row(self, row: int) -> dict[str, Any]:
+        return {column: self._data[column][row].item() if _kind(column) != "text" else self._data[column][row]
+                for column in COLUMNS}
+
+    def _rows(self, selection: Any) -> np.ndarray:
+        """Row selection (int, slice, bool mask, index list) -> sorted int array of rows (IndexError if bad)."""
+        n = len(self)
+        if selection is None:
+            return np.arange(n)
+        if isinstance(selection, (int, np.integer)):
+            if not -n <= selection < n:
+                raise IndexError(f"row {selection} out of range for a table of {n} notes")
+            return np.array([selection % n])
+        if isinstance(selection, slice):
+            return np.arange(n)[selection]
+        array = np.asarray(selection)
+        if array.dtype == bool:
+            if array.shape != (n,):
+                raise IndexError(f"boolean row mask of shape {array.shape}; expected ({n},)")
+            return np.flatnonzero(array)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise IndexError(f"rows must be ints, a slice or a boolean mask, got {array.dtype}")
+        if ((array < -n) | (array >= n)).any():
+            raise IndexError(f"row index out of range for a table of {n} notes")
+        return array % n
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return getattr(self, key) if key in COLUMNS else self._unknown(key)
+        if isinstance(key, tuple) and len(key) == 2:
+            selection, column = key
+            if column not in COLUMNS:
+                self._unknown(column)
+            values = self._data[column][self._rows(selection)]
+            if isinstance(selection, (int, np.integer)):
+                return values[0].item() if _kind(column) != "text" else values[0]
+            return values.copy()
+        if isinstance(key, (int, np.integer)):
+            return self._row(int(self._rows(key)[0]))
+        rows = self._rows(key)
+        return NoteExpression({column: values[rows] for column, values in self._data.items()})
+
+    @staticmethod
+    def _unknown(column: Any):
+        raise KeyError(f"unknown column {column!r}; columns: {', '.join(COLUMNS)}")
+
+    # ---------------------------------------------------------------------------------------------- editing
+    def set(self, column: str, value: Any, where: Any = None) -> "NoteExpression":
+        """Set ``column`` to ``value`` (a scalar or one value per selected row) on the rows ``where`` selects
+        (a boolean mask, indices, a slice, an int; default: all rows). Validated as described in the module
+        docstring; a scaled control's physical twin follows it, and vice versa. Returns the table (chainable)."""
+        if column not in COLUMNS:
+            self._unknown(column)
+        rows = self._rows(where)
+        new = self._convert(column, value, len(rows), rows)
+        self._data[column][rows] = new
+        if column in ("start", "end") and (self._data["end"] <= self._data["start"]).any():
+            bad = np.flatnonzero(self._data["end"] <= self._data["start"])[:10].tolist()
+            raise MididdspError(f"note expression: end <= start at row(s) {bad}")
+        if column in PHYSICAL_OF:
+            self._data[PHYSICAL_OF[column]][rows] = self._physical_from_scaled(column, new)
+        elif column in SCALED_OF:
+            name = SCALED_OF[column]
+            low, high = CONTROL_RANGES[name]
+            self._data[name][rows] = np.clip((new - low) / (high - low), 0.0, 1.0)
+        return self
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(key, str):
+            self.set(key, value)
+        elif isinstance(key, tuple) and len(key) == 2:
+            self.set(key[1], value, where=key[0])
+        else:
+            raise KeyError("assign a column (table['vibrato'] = v) or rows and a column (table[rows, 'vibrato'] = v)")
+
+    def copy(self) -> "NoteExpression":
+        return NoteExpression({column: values.copy() for column, values in self._data.items()})
+
+    def controls_array(self) -> np.ndarray:
+        """The six scaled controls as float32 [notes, 6], in :data:`CONTROL_NAMES` order."""
+        return np.stack([self._data[name] for name in CONTROL_NAMES], axis=1).astype(np.float32)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NoteExpression) or len(other) != len(self):
+            return False
+        return all(np.array_equal(self._data[c], other._data[c]) for c in COLUMNS)
+
+    def __repr__(self) -> str:
+        return f"NoteExpression({len(self)} notes; columns: {', '.join(COLUMNS)})"
+
+    # ---------------------------------------------------------------------------------------------- pandas
+    def to_dataframe(self):
+        """The table as a ``pandas.DataFrame`` (pandas is imported only here)."""
+        import pandas as pd
+
+        return pd.DataFrame({column: values.copy() for column, values in self._data.items()}, columns=list(COLUMNS))
+
+    @classmethod
+    def from_dataframe(cls, frame) -> "NoteExpression":
+        return cls({column: frame[column].to_numpy() for column in frame.columns})
+
+    # ---------------------------------------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``.csv`` or ``.json`` (by extension) atomically, losslessly."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".csv", ".json"):
+            raise MididdspError(f"{path}: expression tables are saved as .csv or .json")
+        text = self._csv_text() if suffix == ".csv" else self._json_text()
+        _atomic_write_text(path, text)
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        """Write CSV atomically, whatever the extension."""
+        _atomic_write_text(Path(path), self._csv_text())
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write JSON atomically, whatever the extension."""
+        _atomic_write_text(Path(path), self._json_text())
+
+    def _plain(self, column: str, row: int) -> Any:
+        value = self._data[column][row]
+        return str(value) if _kind(column) == "text" else int(value) if _kind(column) == "int" else float(value)
+
+    def _csv_text(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in range(len(self)):
+            writer.writerow([repr(v) if isinstance(v, float) else v
+                             for v in (self._plain(column, row) for column in COLUMNS)])
+        return buffer.getvalue()
+
+    def _json_text(self) -> str:
+        notes = [{column: self._plain(column, row) for column in COLUMNS} for row in range(len(self))]
+        return json.dumps({"format": JSON_FORMAT, "columns": list(COLUMNS), "notes": notes}, indent=1) + "\n"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NoteExpression":
+        """Read a table written by :meth:`save` (``.csv`` or ``.json``); InputFileError naming the file if it is
+        missing or malformed, MididdspError for bad values (NaN, unknown/missing columns)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputFileError(f"{path}: no such expression table")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputFileError(f"{path}: unreadable expression table ({error.__class__.__name__})") from None
+        try:
+            columns = _parse_json(text) if path.suffix.lower() == ".json" else _parse_csv(text)
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputFileError(f"{path}: not a note expression table ({error})") from None
+        try:
+            return cls(columns)
+        except MididdspError as error:
+            raise MididdspError(f"{path}: {error}") from None
+
+    read_csv = load
+    read_json = load
+
+
+def _parse_csv(text: str) -> dict[str, list]:
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise ValueError("empty file")
+    header, body = rows[0], [r for r in rows[1:] if r]
+    if any(len(r) != len(header) for r in body):
+        raise ValueError("rows with a different number of fields than the header")
+    columns: dict[str, list] = {}
+    for index, column in enumerate(header):
+        values = [r[index] for r in body]
+        columns[column] = values if _kind(column) == "text" else [float(v) for v in values]
+    return columns
+
+
+def _parse_json(text: str) -> dict[str, list]:
+    document = json.loads(text)
+    if not isinstance(document, dict) or document.get("format") != JSON_FORMAT:
+        raise ValueError(f"expected a JSON object with format {JSON_FORMAT!r}")
+    names = document["columns"]
+    return {column: [note[column] for note in document["notes"]] for column in names}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
