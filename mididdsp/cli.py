@@ -16,6 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("mididdsp.datasets.prepare", "turn audio (+MIDI) into feature shards for training"),
     "corpus": ("mididdsp.datasets.corpus", "render an expressive SoundFont training corpus"),
     "resynth": ("mididdsp.resynth", "resynthesize audio through a DDSP autoencoder (timbre transfer)"),
+    "extract": ("mididdsp.expression.extract", "per-note expression table from audio + aligned MIDI"),
+    "train": ("mididdsp.training.train", "train a model from a YAML config"),
+    "export": ("mididdsp.training.train", "export a training run's checkpoint as a model directory"),
 }
 
 
