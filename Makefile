@@ -25,3 +25,27 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# ---- The shipped models: data the project makes itself, then the documented training commands. -----------------
+# Each step is resumable: rerunning continues where it stopped (corpus and prepare skip finished files, training
+# resumes from its last checkpoint).
+DATA := data
+$(DATA)/corpus/manifest.json: | install
+	$(PY) -m mididdsp corpus --out $(DATA)/corpus --instruments violin,cello,flute,trumpet --minutes 6 --seed 0
+
+$(DATA)/prepared/manifest.json: $(DATA)/corpus/manifest.json
+	$(PY) -m mididdsp prepare $(DATA)/corpus --out $(DATA)/prepared --seed 0
+
+.PHONY: data model-autoencoder model-synthesis-coder eval-autoencoder
+data: $(DATA)/prepared/manifest.json
+
+model-autoencoder: install data
+	$(PY) -m mididdsp train autoencoder_tiny data.dir=$(DATA)/prepared --run-dir runs/autoencoder_tiny
+	$(PY) -m mididdsp export runs/autoencoder_tiny -o mididdsp/pretrained/autoencoder
+
+model-synthesis-coder: install data
+	$(PY) -m mididdsp train synthesis_coder data.dir=$(DATA)/prepared --run-dir runs/synthesis_coder
+	$(PY) -m mididdsp export runs/synthesis_coder -o runs/synthesis_coder/model
+
+eval-autoencoder: install data
+	$(PY) benchmarks/eval_autoencoder.py mididdsp/pretrained/autoencoder runs/synthesis_coder/model --data $(DATA)/prepared
