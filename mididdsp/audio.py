@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import soxr
 
 from mididdsp.dsp.core import FRAME_RATE, SAMPLE_RATE
 from mididdsp.errors import InputFileError, MididdspError
+from mididdsp.fileio import atomic_path
 
 # Output container and sample format by file extension (float input is written as 16-bit PCM / Vorbis).
 _WRITE_FORMATS: dict[str, tuple[str, str]] = {
@@ -170,16 +170,5 @@ def save_audio(path: str | os.PathLike, audio: Any, sample_rate: int = SAMPLE_RA
             data = np.clip(data, -1.0, 1.0)
         data = data.astype(np.float32, copy=False)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sf.write(tmp_name, data, int(sample_rate), format=fmt[0], subtype=fmt[1])
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path, suffix=path.suffix) as temp:
+        sf.write(temp, data, int(sample_rate), format=fmt[0], subtype=fmt[1])

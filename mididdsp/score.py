@@ -25,7 +25,6 @@ import collections
 import dataclasses
 import math
 import os
-import tempfile
 import warnings
 from typing import Any, Iterable, Sequence
 
@@ -35,6 +34,7 @@ import pretty_midi
 
 from mididdsp.dsp.core import FRAME_RATE
 from mididdsp.errors import InputFileError, MididdspError
+from mididdsp.fileio import atomic_open
 
 CONTROLS = (1, 7, 11)  # modulation, channel volume, expression: the CCs kept per track
 CONTROL_DEFAULTS = {1: 0.0, 7: 100.0, 11: 127.0}  # General MIDI power-on values, used before a track's first CC
@@ -562,12 +562,5 @@ def _atomic_save(mid: mido.MidiFile, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise MididdspError(f"{path}: cannot write MIDI, folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".mid.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            mid.save(file=f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        mid.save(file=f)

@@ -162,3 +162,31 @@ def test_chunked_render_equals_one_piece_render():
         chunked = synth.render(controls, n_samples, chunk_seconds=chunk_seconds, noise=noise)
         assert chunked.shape == whole.shape
         assert (chunked - whole).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("sample_rate,hop", [(4000, 16), (16000, 64), (44100, 147)])
+@pytest.mark.parametrize("upsampling", ["hann", "linear"])
+def test_compiled_kernel_equals_the_tensor_code(sample_rate, hop, upsampling):
+    """The numba render kernel (rotation recurrence) and the differentiable tensor code give the same audio."""
+    generator = torch.Generator().manual_seed(0)
+    count = sample_rate // hop + 1
+    f0 = torch.stack([torch.linspace(0.05, 0.4, count) * sample_rate / 2, torch.linspace(100, 150, count)])
+    amplitude = torch.rand(2, count, generator=generator)
+    distribution = torch.rand(2, count, 60, generator=generator)
+    initial_phase = torch.tensor([0.1, -0.3], dtype=torch.float64)
+    results = [harmonic_synthesis(f0, amplitude, distribution, sample_rate - 5, sample_rate, hop, initial_phase,
+                                  upsampling, return_final_phase=True, backend=backend)
+               for backend in ("torch", "numba")]
+    (torch_audio, torch_phase), (kernel_audio, kernel_phase) = results
+    assert (torch_audio - kernel_audio).abs().max() < 1e-5
+    assert (torch_phase - kernel_phase).abs().max() < 1e-9
+
+
+def test_compiled_kernel_refuses_gradients():
+    f0 = torch.full((1, 11), 200.0)
+    amplitude = torch.full((1, 11), 0.5, requires_grad=True)
+    with pytest.raises(RuntimeError, match="no gradient"):
+        harmonic_synthesis(f0, amplitude, torch.ones(1, 11, 4), 640, backend="numba")
+    # "auto" picks the differentiable code when a gradient is needed.
+    harmonic_synthesis(f0, amplitude, torch.ones(1, 11, 4), 640).sum().backward()
+    assert amplitude.grad is not None

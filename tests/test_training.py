@@ -15,6 +15,7 @@ import torch
 
 from mididdsp.dsp.core import n_frames
 from mididdsp.errors import MididdspError
+from mididdsp.fileio import remove_temp_files
 from mididdsp.training.train import CONFIG_DIR, export, load_config, train
 
 PYTHON_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -230,7 +231,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_whole(tmp_path, monke
         io.save_checkpoint({"global_step": 2, "weights": torch.zeros(1000)}, path)
     assert checkpoint(path)["global_step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     (tmp_path / ".last.ckpt.tmp-abc").write_bytes(b"left by kill -9")
-    assert [p.name for p in callbacks.remove_temp_checkpoints(tmp_path)] == [".last.ckpt.tmp-abc"]
+    assert [p.name for p in remove_temp_files(tmp_path)] == [".last.ckpt.tmp-abc"]
 
 
 # --- export ------------------------------------------------------------------------------------------------------

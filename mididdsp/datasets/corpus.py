@@ -167,8 +167,8 @@ def write_recording(out: Path, plan: RecordingPlan, sources: list[str], seed: in
     import numpy as np
     import soundfile
 
-    from mididdsp.datasets.performer import _atomic
     from mididdsp.dsp.core import SAMPLE_RATE
+    from mididdsp.fileio import atomic_path, write_text_atomic
 
     performance, segments = perform_recording(plan, sources, seed)
     midi_path = out / f"{plan.name}.mid"
@@ -176,15 +176,14 @@ def write_recording(out: Path, plan: RecordingPlan, sources: list[str], seed: in
     audio = render_midi(midi_path, soundfont, SAMPLE_RATE, performance.duration)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     output_gain = 1.0 if peak <= PEAK_LIMIT else round(PEAK_LIMIT / peak, 4)
-    with _atomic(out / f"{plan.name}.wav") as tmp:
-        soundfile.write(tmp, audio * output_gain, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    with atomic_path(out / f"{plan.name}.wav", suffix=".wav") as temp:
+        soundfile.write(temp, audio * output_gain, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     performance.write_notes_csv(out / f"{plan.name}.notes.csv")
     entry = {"name": plan.name, "instrument": plan.instrument, "program": INSTRUMENT_PROGRAMS[plan.instrument],
              "audio": f"{plan.name}.wav", "midi": f"{plan.name}.mid", "notes": f"{plan.name}.notes.csv",
              "duration_s": performance.duration, "n_notes": len(performance.notes), "output_gain": output_gain,
              "peak": round(peak * output_gain, 4), "segments": segments}
-    with _atomic(out / f"{plan.name}.json") as tmp:
-        Path(tmp).write_text(json.dumps(entry, indent=1) + "\n")
+    write_text_atomic(out / f"{plan.name}.json", json.dumps(entry, indent=1) + "\n")
     return entry
 
 
@@ -209,8 +208,8 @@ def build_corpus(out: str | Path, instruments: list[str], minutes: float = 2.0, 
                  progress: bool = True) -> dict:
     """Render the corpus into ``out`` (see the module docstring) and return the manifest."""
     from mididdsp.datasets import melodies, performer
-    from mididdsp.datasets.performer import _atomic
     from mididdsp.dsp.core import SAMPLE_RATE
+    from mididdsp.fileio import write_text_atomic
 
     sources = list(melodies.MELODY_SOURCES if sources is None else sources)
     unknown = [name for name in instruments if name not in INSTRUMENT_PROGRAMS]
@@ -256,8 +255,7 @@ def build_corpus(out: str | Path, instruments: list[str], minutes: float = 2.0, 
         "cc11_gain_law": "gain_db = 40 * log10(cc11 / 127)", "notes_columns": list(performer.CSV_COLUMNS),
         "recordings": [entries[plan.name] for plan in plans],
     }
-    with _atomic(out / "manifest.json") as tmp:
-        Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 

@@ -21,14 +21,13 @@ so the ground truth is exactly what the file encodes.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mididdsp.datasets.melodies import Melody
+from mididdsp.fileio import atomic_path, write_text_atomic
 
 PITCH_BEND_RANGE_SEMITONES = 2
 CONTROL_STEP_S = 0.01
@@ -144,16 +143,13 @@ class Performance:
 
     def write_midi(self, path: str | Path) -> None:
         """Write the MIDI file atomically."""
-        path = Path(path)
-        with _atomic(path) as tmp:
-            self.midi_file().save(tmp)
+        with atomic_path(path) as temp:
+            self.midi_file().save(temp)
 
     def write_notes_csv(self, path: str | Path) -> None:
         """Write the per-note ground truth (:data:`CSV_COLUMNS`) atomically."""
         lines = [",".join(CSV_COLUMNS)] + [",".join(note.csv_row()) for note in self.notes]
-        path = Path(path)
-        with _atomic(path) as tmp:
-            Path(tmp).write_text("\n".join(lines) + "\n")
+        write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------ curves
@@ -295,24 +291,3 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}".rstrip("0").rstrip(".") if value != 0 else "0"
     return str(value)
-
-
-class _atomic:
-    """``with _atomic(path) as tmp:`` write ``tmp`` (same folder); it replaces ``path`` only on success."""
-
-    def __init__(self, path: Path, suffix: str | None = None):
-        self.path = Path(path)
-        self.suffix = suffix if suffix is not None else self.path.suffix
-
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=f".tmp{self.suffix}",
-                                        dir=self.path.parent)
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)

@@ -221,13 +221,14 @@ def prepare(sources: list, out_dir: str | Path, seed: int = 0, valid: float = 0.
     from tqdm import tqdm
 
     from mididdsp.errors import MididdspError
+    from mididdsp.fileio import remove_temp_files
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
     shard_dir = out_dir / shard_io.SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
-    shard_io.remove_temp_files(shard_dir)
-    shard_io.remove_temp_files(out_dir)
+    remove_temp_files(shard_dir)
+    remove_temp_files(out_dir)
     if not 0 <= valid < 1 or not 0 <= test < 1 or valid + test >= 1:
         raise MididdspError(f"--valid {valid} and --test {test}: expected fractions >= 0 that sum to less than 1")
     recordings, skipped = collect_recordings(sources)

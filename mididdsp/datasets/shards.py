@@ -31,20 +31,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from mididdsp.fileio import TEMP_MARKER, atomic_open
+
 SHARD_FORMAT_VERSION = 1
 SHARD_SUFFIX = ".npz"
 SHARDS_DIR = "shards"
 MANIFEST_NAME = "manifest.json"
-TEMP_MARKER = ".tmp-"
 
 PITCH_BIN_WIDTH = 0.1        # semitones
 PITCH_RANGE = (0.0, 128.0)   # MIDI numbers
@@ -78,41 +77,10 @@ def histogram(values: np.ndarray, value_range: tuple[float, float], bin_width: f
     return np.bincount(index.clip(0, n_bins - 1), minlength=n_bins).astype(np.int64)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _finish_temp(file, temp_name: str) -> None:
-    """fsync and give the temp file ordinary permissions (mkstemp makes it private)."""
-    file.flush()
-    os.fsync(file.fileno())
-    os.chmod(temp_name, 0o666 & ~_umask())
-
-
 def write_shard(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write a shard atomically: a temp file in the same folder, fsync, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.stem}{TEMP_MARKER}", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
-            _finish_temp(file, temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def remove_temp_files(folder: str | Path) -> list[Path]:
-    """Delete temp files left by an interrupted run (a run killed between write and rename)."""
-    removed = []
-    for temp in Path(folder).glob(f".*{TEMP_MARKER}*"):
-        temp.unlink(missing_ok=True)
-        removed.append(temp)
-    return removed
+    with atomic_open(path, "wb", durable=True) as file:
+        np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
 
 
 def _member_offsets(path: Path) -> dict[str, tuple[int, np.dtype, tuple[int, ...], bool]]:
@@ -310,16 +278,9 @@ def build_manifest(out_dir: str | Path, seed: int = 0, valid: float = 0.1, test:
 
 
 def write_json_atomic(path: str | Path, data: dict) -> None:
-    path = Path(path)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(data, file, indent=1)
-            _finish_temp(file, temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON atomically and durably."""
+    with atomic_open(path, "w", durable=True) as file:
+        json.dump(data, file, indent=1)
 
 
 def load_manifest(out_dir: str | Path) -> dict:

@@ -204,6 +204,18 @@ def normalize_harmonic_distribution(harmonic_distribution: torch.Tensor, f0_hz: 
     if f0_hz.dim() == 2:
         f0_hz = f0_hz.unsqueeze(-1)
     n_harmonics = harmonic_distribution.shape[-1]
-    harmonic_numbers = torch.arange(1, n_harmonics + 1, dtype=f0_hz.dtype, device=f0_hz.device)
-    masked = harmonic_distribution * nyquist_gain(f0_hz * harmonic_numbers, sample_rate, fade)
+    # Only the harmonics that reach the fade band somewhere need the gain computed; below it the gain is 1 and
+    # from the first harmonic above Nyquist everywhere it is 0.
+    nyquist = sample_rate / 2.0
+    lowest, highest = f0_hz.detach().abs().min().item(), f0_hz.detach().abs().max().item()
+    first = min(n_harmonics, math.floor((1.0 - max(fade, 0.0)) * nyquist / highest)) if highest > 0 else n_harmonics
+    last = n_harmonics if lowest <= 0 else min(n_harmonics, math.ceil(nyquist / lowest))
+    first = min(first, last)
+    parts = [harmonic_distribution[..., :first]]
+    if last > first:
+        numbers = torch.arange(first + 1, last + 1, dtype=f0_hz.dtype, device=f0_hz.device)
+        parts.append(harmonic_distribution[..., first:last] * nyquist_gain(f0_hz * numbers, sample_rate, fade))
+    if n_harmonics > last:
+        parts.append(torch.zeros_like(harmonic_distribution[..., last:]))
+    masked = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
     return masked / masked.sum(dim=-1, keepdim=True).clamp_min(1e-7)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,12 +40,17 @@ def accumulate_phase(f0_hz: torch.Tensor, sample_rate: int, initial_phase: torch
         phase: [batch, samples] float32, cycles in [-0.5, 0.5); sample 0 has ``initial_phase``.
         final_phase: [batch] float64, wrapped phase after the last sample (the ``initial_phase`` of what follows).
     """
+    phase, final_phase = _wrapped_phase_float64(f0_hz, sample_rate, initial_phase)
+    return phase.to(f0_hz.dtype), final_phase
+
+
+def _wrapped_phase_float64(f0_hz: torch.Tensor, sample_rate: int, initial_phase: torch.Tensor | None):
     increment = f0_hz.to(torch.float64) / sample_rate
     total = torch.cumsum(increment, dim=-1)
     start = torch.zeros_like(total[:, :1]) if initial_phase is None else initial_phase.to(torch.float64).reshape(-1, 1)
     phase = start + total - increment
     final_phase = start[:, 0] + total[:, -1]
-    return (phase - torch.round(phase)).to(f0_hz.dtype), final_phase - torch.round(final_phase)
+    return phase - torch.round(phase), final_phase - torch.round(final_phase)
 
 
 def harmonic_synthesis(
@@ -60,6 +66,7 @@ def harmonic_synthesis(
     normalize: bool = True,
     chunk_size: int = 16384,
     return_final_phase: bool = False,
+    backend: str = "auto",
 ):
     """Additive synthesis of a harmonic tone: ``y[n] = A[n] * sum_k a_k[n] * sin(2 pi k phi[n])``.
 
@@ -77,6 +84,8 @@ def harmonic_synthesis(
         normalize: renormalise the distribution to sum 1 over the harmonics below Nyquist (per frame).
         chunk_size: samples per block of work; bounds memory to ``batch * chunk_size * n_harmonics`` floats.
         return_final_phase: also return the [batch] float64 phase (cycles) after the last sample.
+        backend: ``"torch"`` (differentiable tensor code), ``"numba"`` (compiled kernel, no gradient, CPU) or
+            ``"auto"``: numba when no gradient is needed, the tensors are on the CPU and numba imports.
     Returns:
         audio [batch, n_samples] (and the final phase if asked).
     """
@@ -93,10 +102,22 @@ def harmonic_synthesis(
     n_segments = -(-int(n_samples) // hop_size)
     harmonic_amplitudes = _hold_last_frame(harmonic_amplitudes, n_segments + 1)
     f0_samples = upsample_frames(f0_frames, n_segments * hop_size, hop_size, "linear")
-    phase, final_phase = accumulate_phase(f0_samples[:, :n_samples], sample_rate, initial_phase)
-    phase = F.pad(phase, (0, n_segments * hop_size - n_samples))
+    next_weight = _segment_weights(hop_size, amplitude_upsampling, f0_samples)
 
-    next_weight = _segment_weights(hop_size, amplitude_upsampling, phase)
+    if _use_kernel(backend, f0_samples, harmonic_amplitudes):
+        from mididdsp.dsp import kernels
+
+        initial = None if initial_phase is None else initial_phase.detach().cpu().numpy()
+        phase, final = kernels.wrapped_phase(f0_samples[:, :n_samples].numpy(), sample_rate, initial)
+        phase = np.pad(phase, ((0, 0), (0, n_segments * hop_size - n_samples)))
+        audio = kernels.harmonic_block(phase, f0_samples.numpy(), harmonic_amplitudes.numpy(), next_weight.numpy(),
+                                       sample_rate, nyquist_fade)
+        audio = torch.from_numpy(audio).to(f0_samples.dtype)[:, :n_samples]
+        return (audio, torch.from_numpy(final)) if return_final_phase else audio
+
+    phase, final_phase = _wrapped_phase_float64(f0_samples[:, :n_samples], sample_rate, initial_phase)
+    phase = F.pad(phase, (0, n_segments * hop_size - n_samples))
+    phase = phase.to(f0_samples.dtype)
     segments_per_chunk = max(1, chunk_size // hop_size)
     pieces = []
     for first in range(0, n_segments, segments_per_chunk):
@@ -106,6 +127,23 @@ def harmonic_synthesis(
                                       harmonic_amplitudes[:, first:last + 1], next_weight, sample_rate, nyquist_fade))
     audio = torch.cat(pieces, dim=1)[:, :n_samples]
     return (audio, final_phase) if return_final_phase else audio
+
+
+def _use_kernel(backend: str, *tensors: torch.Tensor) -> bool:
+    if backend == "torch":
+        return False
+    if backend not in ("auto", "numba"):
+        raise ValueError(f"unknown backend {backend!r}; expected 'auto', 'torch' or 'numba'")
+    from mididdsp.dsp import kernels
+
+    usable = all(tensor.device.type == "cpu" for tensor in tensors) and kernels.available()
+    if backend == "numba":
+        if not usable:
+            raise RuntimeError("the numba backend needs numba and CPU tensors")
+        if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors):
+            raise RuntimeError("the numba backend has no gradient; use backend='torch' for training")
+        return True
+    return usable and not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors))
 
 
 def _hold_last_frame(frames: torch.Tensor, count: int) -> torch.Tensor:

@@ -5,13 +5,12 @@ matplotlib (Agg backend, no display needed) is imported only when a plot is draw
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from mididdsp.dsp.core import FRAME_RATE
 from mididdsp.expression.controls import CONTROL_NAMES
+from mididdsp.fileio import atomic_path
 
 
 def plot_expression(path: str | os.PathLike, extraction, confidence_threshold: float = 0.5) -> None:
@@ -60,14 +59,8 @@ def plot_expression(path: str | os.PathLike, extraction, confidence_threshold: f
     axes[-1].set_xlabel("time (s)")
     axes[-1].set_xlim(0, max(time[-1] if len(time) else 0.0, float(table.end.max()) if len(table) else 0.0))
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
     try:
-        figure.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as temp:
+            figure.savefig(temp, dpi=100, format="png")
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -26,7 +26,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -35,6 +34,7 @@ import numpy as np
 
 from mididdsp.errors import InputFileError, MididdspError
 from mididdsp.expression.controls import CONTROL_NAMES, CONTROL_RANGES, PHYSICAL_NAMES, PHYSICAL_OF
+from mididdsp.fileio import write_text_atomic
 
 INFO_COLUMNS = ("track", "voice", "note_index", "start", "end", "pitch", "velocity", "instrument")
 COLUMNS = INFO_COLUMNS + CONTROL_NAMES + PHYSICAL_NAMES
@@ -262,15 +262,15 @@ class NoteExpression:
         if suffix not in (".csv", ".json"):
             raise MididdspError(f"{path}: expression tables are saved as .csv or .json")
         text = self._csv_text() if suffix == ".csv" else self._json_text()
-        _atomic_write_text(path, text)
+        write_text_atomic(path, text)
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write CSV atomically, whatever the extension."""
-        _atomic_write_text(Path(path), self._csv_text())
+        write_text_atomic(Path(path), self._csv_text())
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Write JSON atomically, whatever the extension."""
-        _atomic_write_text(Path(path), self._json_text())
+        write_text_atomic(Path(path), self._json_text())
 
     def _plain(self, column: str, row: int) -> Any:
         value = self._data[column][row]
@@ -333,17 +333,3 @@ def _parse_json(text: str) -> dict[str, list]:
         raise ValueError(f"expected a JSON object with format {JSON_FORMAT!r}")
     names = document["columns"]
     return {column: [note[column] for note in document["notes"]] for column in names}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -2,8 +2,6 @@
 (input vs resynthesis WAVs and a PNG of spectrograms and controls)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,58 +11,17 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
 from mididdsp.errors import MididdspError
-
-TEMP_MARKER = ".tmp-"
+from mididdsp.fileio import atomic_open, atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temp file in the same folder, fsynced, then renamed over the target: a process
     killed at any moment (even ``kill -9`` mid-save) leaves the previous checkpoint whole, plus at most a stray
-    temp file that :func:`remove_temp_checkpoints` deletes on the next run. Local paths only."""
+    temp file that :func:`mididdsp.fileio.remove_temp_files` deletes on the next run. Local paths only."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes it private; give it ordinary permissions
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        _fsync_directory(path.parent)  # make the rename itself durable
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def remove_temp_checkpoints(directory: str | Path) -> list[Path]:
-    """Delete temp files left by a run killed while saving a checkpoint."""
-    removed = []
-    for temp in Path(directory).glob(f".*{TEMP_MARKER}*"):
-        temp.unlink(missing_ok=True)
-        removed.append(temp)
-    return removed
+        with atomic_open(path, "wb", durable=True) as file:
+            torch.save(checkpoint, file)
 
 
 class NonFiniteGuard(pl.Callback):
@@ -171,11 +128,5 @@ def plot_example(path: str | Path, input_audio: np.ndarray, output_audio: np.nda
     axes[4].set(title="noise magnitudes (dB)", ylabel="Hz", xlabel="time (s)")
     if title:
         figure.suptitle(title)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", suffix=".png", dir=path.parent)
-    os.close(descriptor)
-    try:
-        figure.savefig(temp_name, dpi=80, format="png")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".png") as temp:
+        figure.savefig(temp, dpi=80, format="png")

@@ -23,13 +23,13 @@ import argparse
 import copy
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mididdsp.errors import MididdspError
+from mididdsp.fileio import atomic_path
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_FILE = "config.yaml"
@@ -135,15 +135,8 @@ def save_config(config: dict, path: Path) -> None:
     """Write a config as YAML atomically."""
     from omegaconf import OmegaConf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(descriptor)
-    try:
-        OmegaConf.save(OmegaConf.create(config), temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        OmegaConf.save(OmegaConf.create(config), temp)
 
 
 def _check_resume(saved_path: Path, config: dict) -> None:
@@ -180,8 +173,8 @@ def train(config: dict, run_dir: str | os.PathLike | None = None) -> TrainResult
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger
 
-    from mididdsp.training.callbacks import (AtomicCheckpointIO, ExampleWriter, FinalCheckpoint, NonFiniteGuard,
-                                            remove_temp_checkpoints)
+    from mididdsp.fileio import remove_temp_files
+    from mididdsp.training.callbacks import AtomicCheckpointIO, ExampleWriter, FinalCheckpoint, NonFiniteGuard
     from mididdsp.datasets.shards import write_json_atomic
     from mididdsp.training.data import StepDataModule
     from mididdsp.training.module import AutoencoderModule
@@ -244,7 +237,7 @@ def train(config: dict, run_dir: str | os.PathLike | None = None) -> TrainResult
     except (ValueError, TypeError) as error:  # Lightning's MisconfigurationException is a ValueError
         raise MididdspError(f"train settings (accelerator/devices/strategy/precision): {error}") from None
     checkpoint_dir.mkdir(parents=True, exist_ok=True)  # only once the settings are known to be valid
-    remove_temp_checkpoints(checkpoint_dir)
+    remove_temp_files(checkpoint_dir)
     save_config(config, run_dir / CONFIG_FILE)
     # What the model must carry (instrument ids, statistics) is kept with the run, so that exporting later does
     # not depend on the data folder still being there or unchanged.
