@@ -45,7 +45,7 @@ model-autoencoder: install data
 
 model-synthesis-coder: install data
 	$(PY) -m mididdsp train synthesis_coder data.dir=$(DATA)/prepared --run-dir runs/synthesis_coder
-	$(PY) -m mididdsp export runs/synthesis_coder -o runs/synthesis_coder/model
+	$(PY) -m mididdsp export runs/synthesis_coder -o mididdsp/pretrained/synthesis_coder
 
 eval-autoencoder: install data
-	$(PY) benchmarks/eval_autoencoder.py mididdsp/pretrained/autoencoder runs/synthesis_coder/model --data $(DATA)/prepared
+	$(PY) benchmarks/eval_autoencoder.py mididdsp/pretrained/autoencoder mididdsp/pretrained/synthesis_coder --data $(DATA)/prepared
