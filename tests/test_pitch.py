@@ -39,15 +39,19 @@ def test_torchcrepe_imports_without_torchaudio_and_fast_net_matches_it():
 
 
 def test_accuracy_on_harmonic_tones_80_to_1000_hz():
-    freqs = [80.0, 200.0, 440.0, 1000.0]
-    audio = np.stack([harmonic_tone(np.full(SR // 2, f)) for f in freqs])  # [4, 8000]: one batched call
+    """Spec: within 10 cents from 80 to 1000 Hz, on every interior frame (not just the median one)."""
+    freqs = np.geomspace(80.0, 1000.0, 9)  # 80, 110, 150, 206, 283, 388, 532, 729, 1000 Hz
+    audio = np.stack([harmonic_tone(np.full(SR // 2, f)) for f in freqs])  # [9, 8000]: one batched call
     f0, confidence = compute_f0(audio)
-    assert f0.shape == confidence.shape == (4, n_frames(SR // 2))
+    assert f0.shape == confidence.shape == (len(freqs), n_frames(SR // 2))
+    core = slice(10, -10)  # CREPE's 64 ms window reaches past the tone's ends at the edges (40 ms cut)
     for row, freq in enumerate(freqs):
-        core = slice(10, -10)  # CREPE's window reaches past the tone's ends at the edges
-        err = np.abs(cents_error(f0[row, core].numpy(), freq))
-        assert np.median(err) < 10, (freq, np.median(err))
+        # Every interior frame is voiced by compute_f0's own threshold (none is a filled-in gap) ...
+        assert (confidence[row, core] >= 0.5).all(), (freq, confidence[row, core].min())
         assert confidence[row, core].mean() > 0.6
+        # ... and the worst of them is within 10 cents (measured: at most 8.8 cents, at 80 Hz; 2-5.4 above).
+        err = np.abs(cents_error(f0[row, core].numpy(), freq))
+        assert err.max() < 10, (freq, err.max(), np.percentile(err, 95))
 
 
 def test_vibrato_is_tracked_at_250_hz():

@@ -30,8 +30,9 @@ def _compiled():
     import numba
 
     @numba.njit(parallel=True, fastmath=True, cache=True)
-    def harmonic(phase, f0, amplitudes, next_weight, nyquist, fade, out):
-        """phase (float64 cycles) / f0 (Hz) [B, S*hop]; amplitudes [B, S+1, K]; next_weight [hop]; out [B, S*hop]."""
+    def harmonic(phase, f0, amplitudes, next_weight, fade_weight, nyquist, fade, out):
+        """phase (float64 cycles) / f0 (Hz) [B, S*hop]; amplitudes [B, S+1, K]; next_weight, fade_weight [hop]
+        (fade_weight for the harmonics in the fade band); out [B, S*hop]."""
         batch, n_block = phase.shape
         hop = next_weight.shape[0]
         segments = n_block // hop
@@ -70,7 +71,7 @@ def _compiled():
                         rotated = sin_k[n] * cos_1[n] + cos_k[n] * sin_1[n]
                         cos_k[n] = cos_k[n] * cos_1[n] - sin_k[n] * sin_1[n]
                         sin_k[n] = rotated
-                else:  # the fade band near Nyquist: per-sample gain, zero at and above Nyquist
+                else:  # the fade band near Nyquist: per-sample gain, zero at and above Nyquist; fade_weight
                     for n in range(hop):
                         frequency = k * abs(f0[item, base + n])
                         if frequency < nyquist:
@@ -78,7 +79,7 @@ def _compiled():
                             if fade > 0.0 and frequency > fade_start:
                                 position = (nyquist - frequency) / (fade * nyquist)
                                 gain = 0.5 - 0.5 * math.cos(math.pi * position)
-                            total[n] += (start + step * next_weight[n]) * sin_k[n] * gain
+                            total[n] += (start + step * fade_weight[n]) * sin_k[n] * gain
                         rotated = sin_k[n] * cos_1[n] + cos_k[n] * sin_1[n]
                         cos_k[n] = cos_k[n] * cos_1[n] - sin_k[n] * sin_1[n]
                         sin_k[n] = rotated
@@ -110,7 +111,8 @@ def wrapped_phase(f0_samples: np.ndarray, sample_rate: int, initial_phase: np.nd
 
 
 def harmonic_block(phase_cycles: np.ndarray, f0_samples: np.ndarray, harmonic_amplitudes: np.ndarray,
-                   next_weight: np.ndarray, sample_rate: int, nyquist_fade: float) -> np.ndarray:
+                   next_weight: np.ndarray, sample_rate: int, nyquist_fade: float,
+                   fade_weight: np.ndarray | None = None) -> np.ndarray:
     """Harmonic audio of whole segments (see ``synths._harmonic_block``, which this equals to ~1e-6).
 
     Args:
@@ -118,11 +120,15 @@ def harmonic_block(phase_cycles: np.ndarray, f0_samples: np.ndarray, harmonic_am
         f0_samples: [batch, segments * hop] Hz.
         harmonic_amplitudes: [batch, segments + 1, n_harmonics] per-frame amplitude of each harmonic.
         next_weight: [hop] weight of the next frame inside a segment.
+        fade_weight: [hop] the same for a harmonic in the segments where it enters the Nyquist fade band
+            (default ``next_weight``).
     Returns:
         [batch, segments * hop] float32 audio.
     """
     out = np.empty(phase_cycles.shape, dtype=np.float32)
+    fade_weight = next_weight if fade_weight is None else fade_weight
     _compiled()[0](np.ascontiguousarray(phase_cycles, np.float64), np.ascontiguousarray(f0_samples, np.float32),
                 np.ascontiguousarray(harmonic_amplitudes, np.float32), np.ascontiguousarray(next_weight, np.float32),
-                float(sample_rate) / 2.0, float(max(nyquist_fade, 0.0)), out)
+                np.ascontiguousarray(fade_weight, np.float32), float(sample_rate) / 2.0, float(max(nyquist_fade, 0.0)),
+                out)
     return out

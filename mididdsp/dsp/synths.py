@@ -78,7 +78,11 @@ def harmonic_synthesis(
         sample_rate: Hz.
         hop_size: samples per frame (default: ``sample_rate / 250`` rounded).
         initial_phase: [batch] phase in cycles at sample 0 (carry ``final_phase`` across chunks).
-        amplitude_upsampling: ``"hann"`` (overlap-add of Hann windows) or ``"linear"``.
+        amplitude_upsampling: ``"hann"`` (overlap-add of Hann windows) or ``"linear"``. With ``"hann"``, a harmonic
+            is still interpolated linearly in the segments where it enters the Nyquist fade band: Hann overlap-add
+            turns a changing amplitude (the fade, or the renormalisation it causes) into a ripple at the frame rate,
+            and for a partial that close to Nyquist the ripple's upper sidebands lie above Nyquist and fold back
+            (-68 dB at 16 kHz on a glide through Nyquist, against -104 dB with linear interpolation there).
         nyquist_fade: harmonics fade out (raised cosine) over this fraction of Nyquist just below it and are
             silent at and above it, per frame AND per sample, so glides crossing Nyquist inside a frame do not alias.
         normalize: renormalise the distribution to sum 1 over the harmonics below Nyquist (per frame).
@@ -103,6 +107,8 @@ def harmonic_synthesis(
     harmonic_amplitudes = _hold_last_frame(harmonic_amplitudes, n_segments + 1)
     f0_samples = upsample_frames(f0_frames, n_segments * hop_size, hop_size, "linear")
     next_weight = _segment_weights(hop_size, amplitude_upsampling, f0_samples)
+    # Weights for the harmonics in the fade band (see ``amplitude_upsampling``): always linear.
+    fade_weight = _segment_weights(hop_size, "linear", f0_samples)
 
     if _use_kernel(backend, f0_samples, harmonic_amplitudes):
         from mididdsp.dsp import kernels
@@ -111,7 +117,7 @@ def harmonic_synthesis(
         phase, final = kernels.wrapped_phase(f0_samples[:, :n_samples].numpy(), sample_rate, initial)
         phase = np.pad(phase, ((0, 0), (0, n_segments * hop_size - n_samples)))
         audio = kernels.harmonic_block(phase, f0_samples.numpy(), harmonic_amplitudes.numpy(), next_weight.numpy(),
-                                       sample_rate, nyquist_fade)
+                                       sample_rate, nyquist_fade, fade_weight.numpy())
         audio = torch.from_numpy(audio).to(f0_samples.dtype)[:, :n_samples]
         return (audio, torch.from_numpy(final)) if return_final_phase else audio
 
@@ -124,7 +130,8 @@ def harmonic_synthesis(
         last = min(n_segments, first + segments_per_chunk)
         samples = slice(first * hop_size, last * hop_size)
         pieces.append(_harmonic_block(phase[:, samples], f0_samples[:, samples],
-                                      harmonic_amplitudes[:, first:last + 1], next_weight, sample_rate, nyquist_fade))
+                                      harmonic_amplitudes[:, first:last + 1], next_weight, sample_rate, nyquist_fade,
+                                      None if amplitude_upsampling == "linear" else fade_weight))
     audio = torch.cat(pieces, dim=1)[:, :n_samples]
     return (audio, final_phase) if return_final_phase else audio
 
@@ -163,8 +170,13 @@ def _segment_weights(hop_size: int, method: str, like: torch.Tensor) -> torch.Te
 
 
 def _harmonic_block(phase: torch.Tensor, f0_samples: torch.Tensor, harmonic_amplitudes: torch.Tensor,
-                    next_weight: torch.Tensor, sample_rate: int, nyquist_fade: float) -> torch.Tensor:
-    """One block of whole segments: phase/f0 [batch, segments * hop], amplitudes [batch, segments + 1, harmonics]."""
+                    next_weight: torch.Tensor, sample_rate: int, nyquist_fade: float,
+                    fade_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """One block of whole segments: phase/f0 [batch, segments * hop], amplitudes [batch, segments + 1, harmonics].
+
+    ``fade_weight`` ([hop], or None to use ``next_weight``) interpolates, segment by segment, the harmonics that
+    enter the Nyquist fade band there (``k * max |f0| > (1 - nyquist_fade) * nyquist`` over the segment).
+    """
     batch, n_block = phase.shape
     hop_size = next_weight.shape[0]
     n_segments = n_block // hop_size
@@ -196,14 +208,24 @@ def _harmonic_block(phase: torch.Tensor, f0_samples: torch.Tensor, harmonic_ampl
     pair = torch.stack([amplitudes[:, :-1], amplitudes[:, 1:]], dim=-1).reshape(batch * n_segments, n_active, 2)
     both = torch.bmm(sines, pair)  # [batch * segments, hop, 2]
     audio = both[..., 0] + (both[..., 1] - both[..., 0]) * next_weight
+    if fade_weight is not None and first_faded < n_active:
+        # Harmonics in the fade band get fade_weight instead: add (fade_weight - next_weight) * their amplitude step.
+        fade_start = (1.0 - max(nyquist_fade, 0.0)) * nyquist
+        segment_max = f0_samples.detach().abs().reshape(batch, n_segments, hop_size).amax(-1).to(torch.float64)
+        safe = torch.floor(fade_start / segment_max.clamp_min(1e-9))  # [batch, segments], as in the kernel
+        faded = harmonic_numbers[first_faded:].to(torch.float64) > safe.unsqueeze(-1)
+        step = (amplitudes[:, 1:, first_faded:] - amplitudes[:, :-1, first_faded:]) * faded.to(amplitudes.dtype)
+        faded_step = torch.bmm(sines[..., first_faded:], step.reshape(batch * n_segments, -1, 1))[..., 0]
+        audio = audio + faded_step * (fade_weight - next_weight)
     return audio.reshape(batch, n_block)
 
 
 def _apply_nyquist_gain_(sines: torch.Tensor, f0_samples: torch.Tensor, harmonic_numbers: torch.Tensor,
                          sample_rate: int, nyquist_fade: float) -> None:
     """In place, item by item: multiply the few harmonics whose frequency enters the fade band in this block by
-    their per-sample Nyquist gain. Harmonics entirely above Nyquist already have zero weight at both neighbouring
-    frames; those below the band need no gain. (Used when no gradient flows to f0.)"""
+    their per-sample Nyquist gain and silence those above Nyquist throughout (an item's harmonics can be above
+    Nyquist while another item's are not; without normalisation their weight is not zero). Those below the band
+    need no gain. (Used when no gradient flows to f0.)"""
     nyquist = sample_rate / 2.0
     with torch.no_grad():
         for item in range(sines.shape[0]):
@@ -213,6 +235,7 @@ def _apply_nyquist_gain_(sines: torch.Tensor, f0_samples: torch.Tensor, harmonic
             if first < last:
                 frequencies = f0_samples[item].unsqueeze(-1) * harmonic_numbers[first:last]
                 sines[item, :, first:last] *= nyquist_gain(frequencies, sample_rate, nyquist_fade)
+            sines[item, :, max(last, 0):] = 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
