@@ -3,7 +3,6 @@ the FluidSynth program, the rendered corpus (files, durations, measured vibrato 
 from __future__ import annotations
 
 import json
-import shutil
 
 import mido
 import numpy as np
@@ -14,9 +13,8 @@ import soundfile
 from mididdsp.datasets import corpus, melodies, performer
 from mididdsp.datasets.melodies import Melody
 
-fluidsynth = pytest.mark.skipif(
-    shutil.which("fluidsynth") is None or not __import__("os").path.isfile(corpus.DEFAULT_SOUNDFONT),
-    reason="needs the fluidsynth program and FluidR3_GM.sf2 (apt-get install fluidsynth fluid-soundfont-gm)")
+# Tests marked fluidsynth are skipped without FluidSynth + FluidR3_GM, or fail with MIDIDDSP_REQUIRE_FLUIDSYNTH=1
+# (as in CI): see tests/conftest.py.
 
 
 def _monophonic(notes) -> bool:
@@ -163,7 +161,6 @@ def _vibrato_rate_hz(audio: np.ndarray, f_nominal: float, sample_rate: int = 160
 
 
 @pytest.mark.fluidsynth
-@fluidsynth
 def test_rendered_vibrato_rate_and_cc11_gain_match_the_ground_truth(tmp_path):
     # Trumpet: its FluidR3 samples carry almost no vibrato of their own (strings and flute do, see corpus.py).
     melody = Melody("test", "long note", 60.0, ((0.2, 3.2, 67),), (0,))
@@ -187,7 +184,6 @@ def test_rendered_vibrato_rate_and_cc11_gain_match_the_ground_truth(tmp_path):
 
 
 @pytest.mark.fluidsynth
-@fluidsynth
 def test_tiny_corpus_files_durations_determinism_and_resume(tmp_path):
     args = dict(instruments=["flute"], minutes=0.1, seed=0, sources=["generated", "bach"], progress=False)
     manifest = corpus.build_corpus(tmp_path / "a", **args)
@@ -217,3 +213,21 @@ def test_missing_soundfont_is_one_clear_line(tmp_path):
 
     with pytest.raises(MididdspError, match="apt-get install fluidsynth fluid-soundfont-gm"):
         corpus.build_corpus(tmp_path, ["violin"], 0.1, soundfont=tmp_path / "none.sf2", progress=False)
+
+
+def test_fluidsynth_gate_skips_locally_and_fails_when_required(monkeypatch):
+    import shutil
+
+    from conftest import REQUIRE_FLUIDSYNTH_ENV, check_fluidsynth
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # as on a machine without the program
+    monkeypatch.delenv(REQUIRE_FLUIDSYNTH_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="fluidsynth program is not installed"):
+        check_fluidsynth()
+    monkeypatch.setenv(REQUIRE_FLUIDSYNTH_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=f"{REQUIRE_FLUIDSYNTH_ENV} is set"):
+        check_fluidsynth()
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/fluidsynth")
+    monkeypatch.setattr(corpus, "DEFAULT_SOUNDFONT", "/nonexistent/FluidR3_GM.sf2")
+    with pytest.raises(pytest.fail.Exception, match="SoundFont /nonexistent/FluidR3_GM.sf2 is missing"):
+        check_fluidsynth()

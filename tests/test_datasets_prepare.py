@@ -200,6 +200,129 @@ def test_no_audio_is_an_error(tmp_path: Path) -> None:
         prep.prepare([str(tmp_path / "empty")], tmp_path / "out", progress=False)
 
 
+def harmonic_tones(path: Path, notes, seconds: float, n_harmonics: int = 4) -> Path:
+    """Audio playing ``notes`` [(start, end, pitch, velocity)] as harmonic tones (1/k amplitudes), silence between."""
+    t = np.arange(int(SR * seconds)) / SR
+    audio = np.zeros_like(t)
+    for start, end, pitch, _ in notes:
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        inside = (t >= start) & (t < end)
+        audio[inside] += sum(np.sin(2 * np.pi * k * f0 * (t[inside] - start)) / k for k in range(1, n_harmonics + 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, (0.3 * audio).astype(np.float32), SR)
+    return path
+
+
+def write_pretty_midi(path: Path, notes, program: int = 40) -> Path:
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI()  # 120 qpm, 220 ticks per beat: the times below are whole ticks
+    instrument = pretty_midi.Instrument(program=program)
+    instrument.notes = [pretty_midi.Note(velocity=v, pitch=p, start=s, end=e) for s, e, p, v in notes]
+    midi.instruments.append(instrument)
+    midi.write(str(path))
+    return path
+
+
+PAIR_NOTES = [(0.2, 0.6, 64, 80), (0.6, 1.0, 67, 100), (1.4, 1.9, 60, 64)]
+
+
+def test_pairs_source_reads_the_midi_into_note_arrays_and_skips_a_bad_midi(tmp_path: Path, monkeypatch) -> None:
+    import pretty_midi
+
+    monkeypatch.setattr("mididdsp.pitch.compute_f0", fake_f0())
+    folder = tmp_path / "pairs"
+    harmonic_tones(folder / "take.wav", PAIR_NOTES, 2.2)
+    write_pretty_midi(folder / "take.mid", PAIR_NOTES)
+    harmonic_tones(folder / "bad.wav", PAIR_NOTES, 2.2)
+    (folder / "bad.mid").write_bytes(b"\x00garbage, not a MIDI file\xff" * 8)
+    report = prep.prepare([f"pairs:{folder}:violin"], tmp_path / "out", workers=1, progress=False)
+    manifest = report.manifest
+    assert [(r["id"], r["instrument"]) for r in manifest["recordings"]] == [("pairs/take", "violin")]
+    [bad] = [s for s in manifest["skipped"] if Path(s["path"]).stem == "bad"]
+    assert Path(bad["path"]).name == "bad.wav" and "bad.mid" in bad["reason"]
+    assert "not a readable MIDI file" in bad["reason"]
+    arrays = shards.open_shard(shard_of(tmp_path / "out", "pairs/take"))
+    # The MIDI notes as pretty_midi reads them back (the oracle), against the shard's note list and frames.
+    midi_notes = [(n.start, n.end, n.pitch, n.velocity) for n in pretty_midi.PrettyMIDI(str(folder / "take.mid")).instruments[0].notes]
+    np.testing.assert_allclose(midi_notes, PAIR_NOTES, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(arrays["notes"]), midi_notes, atol=1e-3)
+    pitch, onset = np.asarray(arrays["note_pitch"]), np.asarray(arrays["note_onset"])
+    index, velocity = np.asarray(arrays["note_index"]), np.asarray(arrays["note_velocity"])
+    expected_pitch = np.zeros(pitch.size)
+    expected_index = np.full(pitch.size, -1)
+    expected_velocity = np.zeros(pitch.size)
+    for i, (start, end, note_pitch, note_velocity) in enumerate(midi_notes):
+        first, stop = round(start * 250), round(end * 250)  # 50-150, 150-250, 350-475: exact frame edges
+        expected_pitch[first:stop], expected_index[first:stop], expected_velocity[first:stop] = note_pitch, i, note_velocity
+    np.testing.assert_array_equal(pitch, expected_pitch)
+    np.testing.assert_array_equal(index, expected_index)
+    np.testing.assert_array_equal(velocity, expected_velocity)
+    assert np.flatnonzero(onset).tolist() == [50, 150, 350]
+
+
+def test_bad_corpus_manifest_skips_that_source_and_the_run_goes_on(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr("mididdsp.pitch.compute_f0", fake_f0())
+    corpus = make_corpus(tmp_path / "corpus")
+    (corpus / "manifest.json").write_text('{"recordings": [{"name": "violin_0000", ')  # cut off mid-write
+    write_tone(tmp_path / "tones" / "cello" / "a.wav", 220.0, 0.3)
+    parser = argparse.ArgumentParser()
+    prep.configure_parser(parser)
+    status = prep.run(parser.parse_args([str(corpus), f"audio:{tmp_path / 'tones'}", "--out", str(tmp_path / "out"),
+                                         "--quiet", "--workers", "1"]))
+    assert status == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [r["id"] for r in manifest["recordings"]] == ["tones/cello/a"]
+    [skip] = manifest["skipped"]
+    assert skip["path"] == str(corpus / "manifest.json") and "not a readable corpus manifest.json" in skip["reason"]
+    assert f"skipped {corpus / 'manifest.json'}: " in capsys.readouterr().out
+    # With nothing else to prepare: one clear line naming the manifest and the problem, no traceback.
+    with pytest.raises(MididdspError) as error:
+        prep.prepare([str(corpus)], tmp_path / "out2", workers=1, progress=False)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("nothing to prepare")
+    assert f"{corpus / 'manifest.json'}: not a readable corpus manifest.json" in message
+
+
+@pytest.mark.fluidsynth
+def test_soundfont_corpus_to_prepare_end_to_end(tmp_path: Path) -> None:
+    import csv
+
+    from mididdsp.datasets.corpus import build_corpus
+
+    corpus_manifest = build_corpus(tmp_path / "corpus", ["flute", "trumpet"], minutes=0.05, seed=0,
+                                   sources=["generated"], progress=False)
+    entries = {f"corpus/{e['name']}": e for e in corpus_manifest["recordings"]}
+    assert sorted(e["instrument"] for e in entries.values()) == ["flute", "trumpet"]
+    report = prep.prepare([f"corpus:{tmp_path / 'corpus'}"], tmp_path / "out", seed=0, workers=1, progress=False)
+    manifest = report.manifest
+    assert not manifest["skipped"] and sorted(report.computed) == sorted(entries)
+    assert manifest["instruments"] == {"flute": 0, "trumpet": 1}
+    by_id = {r["id"]: r for r in manifest["recordings"]}
+    assert sorted(by_id) == sorted(entries)
+    assert {i: r["split"] for i, r in by_id.items()} == shards.assign_splits(list(entries), 0, 0.1, 0.1)
+    for recording_id, entry in entries.items():
+        recording = by_id[recording_id]
+        assert recording["instrument"] == entry["instrument"]
+        assert recording["duration_s"] == pytest.approx(entry["duration_s"], abs=1e-3)
+        assert manifest["statistics"][entry["instrument"]]["notes"] == entry["n_notes"]
+        arrays = shards.open_shard(tmp_path / "out" / recording["shard"])
+        with open(tmp_path / "corpus" / entry["notes"], newline="") as file:
+            truth = [(float(row["start"]), float(row["end"]), int(row["pitch"])) for row in csv.DictReader(file)]
+        assert len(truth) == entry["n_notes"] >= 3
+        onset, pitch = np.asarray(arrays["note_onset"]), np.asarray(arrays["note_pitch"])
+        assert np.flatnonzero(onset).tolist() == [int(np.floor(start * 250 + 0.5)) for start, _, _ in truth]
+        assert np.asarray(arrays["notes"])[:, [0, 2]].tolist() == [[start, p] for start, _, p in truth]
+        for start, end, note_pitch in truth:
+            assert (pitch[int(np.floor(start * 250 + 0.5)):int(np.floor(end * 250 - 0.5))] == note_pitch).all()
+        # The rendered pitch: f0 of voiced note frames within 50 cents of the note (vibrato is at most 40 cents).
+        f0, confidence = np.asarray(arrays["f0_hz"]), np.asarray(arrays["confidence"])
+        voiced = (pitch > 0) & (confidence >= prep.VOICED_CONFIDENCE)
+        cents = 1200 * np.log2(f0[voiced] / (440.0 * 2 ** ((pitch[voiced] - 69) / 12)))
+        assert voiced.sum() >= 0.3 * (pitch > 0).sum() and voiced.sum() >= 100
+        assert np.mean(np.abs(cents) < 50) >= 0.8, recording_id
+
+
 def test_monophonic_reduction_keeps_top_of_chords_and_trims_overlaps() -> None:
     from mididdsp.score import Note
 

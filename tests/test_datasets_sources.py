@@ -125,6 +125,20 @@ def test_corpus(tmp_path: Path) -> None:
     assert [(n.start, n.end, n.pitch, n.velocity) for n in notes] == [(0.1, 0.8, 69, 100)]
 
 
+@pytest.mark.parametrize("manifest_text, reason", [
+    ("{ half written", "not a readable corpus manifest.json"),
+    (json.dumps({"format": "mididdsp-soundfont-corpus/1", "recordings": []}), "no recordings listed"),
+])
+def test_bad_corpus_manifest_is_one_skipped_file_not_an_error(tmp_path: Path, manifest_text: str, reason: str) -> None:
+    root = make_corpus(tmp_path / "corpus")
+    (root / "manifest.json").write_text(manifest_text)
+    assert detect_kind(root) == "corpus"
+    recordings, skipped = split_items(iter_source(f"corpus:{root}"))  # no exception
+    assert recordings == []
+    assert [s.path for s in skipped] == [root / "manifest.json"]
+    assert reason in skipped[0].reason and "corpus source skipped" in skipped[0].reason
+
+
 def test_parse_source_errors(tmp_path: Path) -> None:
     with pytest.raises(MididdspError, match="does not exist"):
         parse_source(f"audio:{tmp_path / 'missing'}")

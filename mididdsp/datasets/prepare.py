@@ -197,18 +197,27 @@ def _is_up_to_date(shard_path: Path, recording: Recording, f0_model: str) -> boo
 
 
 def collect_recordings(sources: list) -> tuple[list[Recording], list[dict]]:
-    """Recordings of every source (spec strings or SourceSpec), duplicates of an id dropped, plus skipped files."""
+    """Recordings of every source (spec strings or SourceSpec), duplicates of an id dropped, plus skipped files.
+
+    A source path that does not exist is an error (a mistyped argument); a source whose files cannot be read
+    (say a corrupt corpus manifest) is reported as skipped and the other sources go on."""
+    from mididdsp.errors import InputFileError
+
     recordings: dict[str, Recording] = {}
     skipped: list[dict] = []
     for source in sources:
         spec = parse_source(source) if isinstance(source, str) else source
-        for item in iter_source(spec):
-            if isinstance(item, SkippedFile):
-                skipped.append({"path": str(item.path), "reason": item.reason})
-            elif item.id in recordings:
-                skipped.append({"path": str(item.audio_path), "reason": f"duplicate recording id {item.id}"})
-            else:
-                recordings[item.id] = item
+        try:
+            for item in iter_source(spec):
+                if isinstance(item, SkippedFile):
+                    skipped.append({"path": str(item.path), "reason": item.reason})
+                elif item.id in recordings:
+                    skipped.append({"path": str(item.audio_path), "reason": f"duplicate recording id {item.id}"})
+                else:
+                    recordings[item.id] = item
+        except (InputFileError, OSError) as error:  # the rest of this source is unusable; the run goes on
+            reason = str(error).replace(f"{spec.path}: ", "") or type(error).__name__
+            skipped.append({"path": str(spec.path), "reason": f"{spec.kind} source skipped: {reason}"})
     return list(recordings.values()), skipped
 
 
@@ -233,8 +242,12 @@ def prepare(sources: list, out_dir: str | Path, seed: int = 0, valid: float = 0.
         raise MididdspError(f"--valid {valid} and --test {test}: expected fractions >= 0 that sum to less than 1")
     recordings, skipped = collect_recordings(sources)
     if not recordings and not any(shard_dir.glob(f"*{shard_io.SHARD_SUFFIX}")):
-        raise MididdspError(f"no audio files found in {', '.join(map(str, sources))} "
-                            f"(expected {', '.join(AUDIO_EXTENSIONS)} files)")
+        # Nothing at all to prepare: one line, with what was skipped and why.
+        why = "; ".join(f"{item['path']}: {item['reason']}" for item in skipped[:3])
+        more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        raise MididdspError(f"nothing to prepare: no audio files found in {', '.join(map(str, sources))} "
+                            f"(expected {', '.join(AUDIO_EXTENSIONS)} files)"
+                            + (f"; skipped {why}{more}" if skipped else ""))
     report = PrepareReport(skipped=skipped)
     tasks = []
     for recording in recordings:

@@ -168,16 +168,22 @@ def _entry_path(root: Path, entry: dict, keys: tuple[str, ...], stem: str | None
 
 
 def corpus(root: str | Path) -> Iterator[Recording | SkippedFile]:
-    """The SoundFont corpus written by ``mididdsp corpus`` (``manifest.json`` + NAME.wav/.mid/.notes.csv)."""
+    """The SoundFont corpus written by ``mididdsp corpus`` (``manifest.json`` + NAME.wav/.mid/.notes.csv).
+
+    A missing, unreadable or corrupt ``manifest.json``, or one listing no recordings, yields one SkippedFile for
+    the manifest (the whole source is skipped and reported; other sources of the same run go on)."""
     root = Path(root)
     manifest_path = root / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as error:
-        raise InputFileError(f"{manifest_path}: not a readable corpus manifest.json ({error})") from None
+        problem = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+        yield SkippedFile(manifest_path, f"not a readable corpus manifest.json ({problem}); corpus source skipped")
+        return
     entries = _manifest_entries(manifest)
     if not entries:
-        raise InputFileError(f"{manifest_path}: no recordings listed (expected a 'recordings' list)")
+        yield SkippedFile(manifest_path, "no recordings listed (expected a 'recordings' list); corpus source skipped")
+        return
     for entry in entries:
         stem = entry.get("name") or entry.get("id") or entry.get("stem")
         audio = _entry_path(root, entry, ("audio", "wav", "audio_path"), stem, ".wav")
