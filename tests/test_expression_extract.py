@@ -1,11 +1,13 @@
 """`mididdsp extract` on a tiny synthetic case (a tone with vibrato + its MIDI), and its bad-input errors."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mididdsp.audio import save_audio
 from mididdsp.cli import main
+from mididdsp.errors import MididdspError
 from mididdsp.expression.table import NoteExpression
 from mididdsp.models import save_model
 from mididdsp.score import score_from_notes
@@ -68,34 +70,81 @@ def test_extract_analysis_controls_measure_the_known_expression(case, tmp_path):
     assert table.instrument.tolist() == ["violin", "violin"]  # the track's General MIDI program
 
 
-def run_cli(capsys, *args):
+def bad_input(capsys, *args):
+    """Run ``mididdsp extract`` on a bad input: exit 1 with exactly one ``error:`` line on stderr, nothing on stdout."""
     code = main(["extract", *map(str, args)])
-    return code, capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert code == 1, captured
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert captured.out == ""
+    return lines[0]
 
 
 def test_bad_inputs_give_one_line_and_write_nothing(case, tmp_path, capsys, monkeypatch):
-    out = tmp_path / "expr.csv"
+    out, plot = tmp_path / "expr.csv", tmp_path / "expr.png"
     wav, mid, model = case / "tone.wav", case / "tone.mid", case / "model"
     long_midi = tmp_path / "long.mid"
     score_from_notes([(0.2, 3.0, 60, 80)]).write_midi(long_midi)
-    code, message = run_cli(capsys, wav, "--midi", long_midi, "-o", out, "--model", model)
-    assert code == 1 and "long.mid" in message and "aligned" in message
+    message = bad_input(capsys, wav, "--midi", long_midi, "-o", out, "--model", model)
+    assert "long.mid" in message and "aligned" in message
+    message = bad_input(capsys, wav, "--midi", long_midi, "-o", out, "--model", model, "--plot", plot)
+    assert "long.mid" in message and "aligned" in message
     text = tmp_path / "not_audio.wav"
     text.write_text("hello")
-    code, message = run_cli(capsys, text, "--midi", mid, "-o", out, "--model", model)
-    assert code == 1 and "not_audio.wav" in message
-    code, message = run_cli(capsys, wav, "--midi", text, "-o", out, "--model", model)
-    assert code == 1 and "not_audio.wav" in message and "MIDI" in message
+    message = bad_input(capsys, text, "--midi", mid, "-o", out, "--model", model)
+    assert "not_audio.wav" in message
+    message = bad_input(capsys, wav, "--midi", text, "-o", out, "--model", model)
+    assert "not_audio.wav" in message and "MIDI" in message
     empty = tmp_path / "empty.mid"
     score_from_notes([]).write_midi(empty)
-    code, message = run_cli(capsys, wav, "--midi", empty, "-o", out, "--model", model)
-    assert code == 1 and "empty.mid" in message and "notes" in message
-    code, message = run_cli(capsys, wav, "--midi", mid, "-o", out, "--model", tmp_path / "nowhere")
-    assert code == 1 and "nowhere" in message
+    message = bad_input(capsys, wav, "--midi", empty, "-o", out, "--model", model, "--plot", plot)
+    assert "empty.mid" in message and "notes" in message
+    message = bad_input(capsys, wav, "--midi", mid, "-o", out, "--model", tmp_path / "nowhere")
+    assert "nowhere" in message
+    message = bad_input(capsys, wav, "--midi", mid, "-o", out, "--model", model, "--plot", tmp_path / "expr.jpg")
+    assert "expr.jpg" in message and ".png" in message
     monkeypatch.setattr("mididdsp.resynth.DEFAULT_MODEL", tmp_path / "no_default")
-    code, message = run_cli(capsys, wav, "--midi", mid, "-o", out)
-    assert code == 1 and "--model" in message
-    code, message = run_cli(capsys, wav, "--midi", mid, "-o", tmp_path / "expr.txt", "--model", model)
-    assert code == 1 and ".csv or .json" in message
-    assert "\n" not in message
-    assert set(tmp_path.iterdir()) == {long_midi, text, empty}  # no output, no temporary file
+    message = bad_input(capsys, wav, "--midi", mid, "-o", out)
+    assert "--model" in message
+    message = bad_input(capsys, wav, "--midi", mid, "-o", tmp_path / "expr.txt", "--model", model)
+    assert ".csv or .json" in message
+    assert set(tmp_path.iterdir()) == {long_midi, text, empty}  # no output (table or plot), no temporary file
+
+
+def failing_table_save(self, path):
+    Path(path).write_text("track,voice\n0,")  # half a table in the temporary file, then the disk is full
+    raise OSError(28, "No space left on device")
+
+
+def failing_plot(path, extraction):
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")  # half a picture, then matplotlib fails
+    raise MididdspError("plot failed")
+
+
+@pytest.mark.parametrize("failure", ["table", "plot"])
+def test_a_failed_output_leaves_neither_table_nor_plot(case, tmp_path, capsys, monkeypatch, failure):
+    out, plot = tmp_path / "expr.csv", tmp_path / "expr.png"
+    args = ["extract", str(case / "tone.wav"), "--midi", str(case / "tone.mid"), "-o", str(out),
+            "--controls", "analysis", "--plot", str(plot)]
+    if failure == "table":
+        monkeypatch.setattr(NoteExpression, "save", failing_table_save)
+        with pytest.raises(OSError, match="No space"):
+            main(args)
+    else:
+        monkeypatch.setattr("mididdsp.expression.plot.plot_expression", failing_plot)
+        assert main(args) == 1
+        assert capsys.readouterr().err.strip() == "error: plot failed"
+    assert list(tmp_path.iterdir()) == []  # neither file, and no temporary file
+
+
+def test_outputs_replace_old_ones_only_when_both_succeed(case, tmp_path, monkeypatch):
+    out, plot = tmp_path / "expr.json", tmp_path / "expr.png"
+    out.write_text("old table")
+    plot.write_bytes(b"old plot")
+    monkeypatch.setattr("mididdsp.expression.plot.plot_expression", failing_plot)
+    args = ["extract", str(case / "tone.wav"), "--midi", str(case / "tone.mid"), "-o", str(out),
+            "--controls", "analysis", "--plot", str(plot)]
+    assert main(args) == 1
+    assert out.read_text() == "old table" and plot.read_bytes() == b"old plot"
+    assert set(tmp_path.iterdir()) == {out, plot}

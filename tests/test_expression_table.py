@@ -108,3 +108,91 @@ def test_loading_bad_files(tmp_path):
         warnings.simplefilter("always")
         assert NoteExpression.load(path)[0, "vibrato"] == 1.0
     assert any(issubclass(w.category, ExpressionRangeWarning) for w in caught)
+
+
+def assert_rejected(table, key, value, error=MididdspError, match=None):
+    """``table[key] = value`` raises ``error`` and leaves every column of the table exactly as it was."""
+    before = table.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExpressionRangeWarning)  # a clip may come before the rejection
+        with pytest.raises(error, match=match):
+            table[key] = value
+    assert table == before, f"rejected edit {key!r} = {value!r} changed the table"
+
+
+NUMBER_COLUMNS = [c for c in COLUMNS if c != "instrument"]
+
+
+@pytest.mark.parametrize("column", NUMBER_COLUMNS)
+def test_rejected_edits_leave_the_table_unchanged(column):
+    table = make_table()
+    mask = table.pitch > 62  # rows 1..4
+    # NaN / infinity: on one row, on a selection (valid values first, the bad one last), on the whole column.
+    assert_rejected(table, (2, column), float("nan"), match="NaN")
+    assert_rejected(table, (mask, column), [table[1, column], table[2, column], table[3, column], float("inf")])
+    assert_rejected(table, ([0, 3], column), [table[0, column], float("nan")])
+    assert_rejected(table, (slice(1, 3), column), float("nan"))
+    assert_rejected(table, column, [table[0, column]] * 4 + [float("nan")])
+    assert_rejected(table, (mask, column), "loud", match="expected numbers")
+    assert_rejected(table, (mask, column), [0.5, 0.5])  # wrong number of values for the selection
+    if column in ("track", "voice", "note_index", "pitch", "velocity"):
+        assert_rejected(table, (mask, column), [1, 2, 3, 2.5], match="whole numbers")
+        assert_rejected(table, (mask, column), [1, 2, 3, -1], match="out of range")
+    if column in ("pitch", "velocity"):
+        assert_rejected(table, (mask, column), [60, 61, 62, 128], match="out of range")
+    if column in ("start", "end"):
+        assert_rejected(table, (mask, column), [0.5, 0.6, 0.7, -1.0], match="negative")
+
+
+def test_rejected_start_and_end_edits_leave_the_table_unchanged():
+    table = make_table()  # starts 1/3 + 0.1 i, ends 0.45 + 0.1 i
+    assert_rejected(table, (0, "end"), 0.1, match=r"end <= start at row 0 \(start 0.333")
+    assert_rejected(table, (0, "end"), table[0, "start"], match="end <= start")  # zero length
+    assert_rejected(table, (0, "start"), 0.5, match="end <= start at row 0")
+    assert_rejected(table, (table.pitch > 65, "end"), [1.0, 1.0, 0.2], match="row 4")
+    assert_rejected(table, ([1, 2], "start"), [0.3, 0.9], match="row 2")
+    assert_rejected(table, (slice(None), "start"), 0.6, match="row 0.*row 1")
+    assert_rejected(table, "end", 0.3, match="end <= start")
+    table.set("end", 2.0).set("start", 1.5)  # valid edits in an order that passes through valid states only
+    assert table.start.tolist() == [1.5] * 5 and table.end.tolist() == [2.0] * 5
+
+
+def test_rejected_control_edits_keep_both_twins():
+    table = make_table()
+    before = table.copy()
+    assert_rejected(table, (table.pitch > 62, "vibrato_extent_cents"), [10.0, 20.0, 30.0, float("nan")])
+    assert_rejected(table, ([0, 1], "volume"), [0.2, float("nan")])
+    assert table.vibrato.tolist() == before.vibrato.tolist() and table.volume_db.tolist() == before.volume_db.tolist()
+
+
+def test_construction_rejects_end_not_after_start():
+    columns = {column: make_table()[column] for column in COLUMNS}
+    columns["end"] = columns["end"].copy()
+    columns["end"][3] = columns["start"][3] - 0.05
+    with pytest.raises(MididdspError, match=r"end <= start at row 3 \(start 0.633.* s, end 0.583.* s\)"):
+        NoteExpression(columns)
+    columns["end"][3] = columns["start"][3]
+    with pytest.raises(MididdspError, match="end <= start at row 3"):
+        NoteExpression(columns)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_loading_a_table_with_end_before_start_names_file_row_and_values(tmp_path, suffix):
+    table = make_table()
+    path = tmp_path / f"t{suffix}"
+    table.save(path)
+    if suffix == ".csv":
+        lines = path.read_text().splitlines()
+        header = lines[0].split(",")
+        fields = lines[3].split(",")  # row 2
+        fields[header.index("start")], fields[header.index("end")] = "0.9", "0.7"
+        lines[3] = ",".join(fields)
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        document = json.loads(path.read_text())
+        document["notes"][2]["start"], document["notes"][2]["end"] = 0.9, 0.7
+        path.write_text(json.dumps(document))
+    expected = rf"t\{suffix}: .*end <= start at row 2 \(start 0.9 s, end 0.7 s\)"
+    with pytest.raises(MididdspError, match=expected) as caught:
+        NoteExpression.load(path)
+    assert "\n" not in str(caught.value)

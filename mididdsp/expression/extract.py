@@ -66,13 +66,30 @@ def run(args: argparse.Namespace) -> int:
     score = read_midi(args.midi)
     check_alignment(score, len(audio) / 16000.0, args.midi, args.audio)
     result = extract(audio, score, model, args.instrument, args.controls, args.f0_model)
-    if args.plot is not None:
-        from mididdsp.expression.plot import plot_expression
-
-        plot_expression(args.plot, result)
-    result.table.save(output)
+    write_outputs(result, output, args.plot)
     print(f"wrote {output} ({len(result.table)} notes)" + (f" and {args.plot}" if args.plot else ""))
     return 0
+
+
+def write_outputs(result: Extraction, output: str | Path, plot: str | Path | None = None) -> None:
+    """Save the table to ``output`` (.csv/.json) and, if given, draw the PNG ``plot``: all or nothing.
+
+    Both are rendered to temporary files next to their targets first; only when both succeeded are they renamed
+    into place, so a failure in either leaves no output (and no temporary file) behind.
+    """
+    import contextlib
+
+    from mididdsp.fileio import atomic_path
+
+    output = Path(output)
+    with contextlib.ExitStack() as stack:
+        table_temp = stack.enter_context(atomic_path(output, suffix=output.suffix))
+        plot_temp = stack.enter_context(atomic_path(plot, suffix=".png")) if plot is not None else None
+        result.table.save(table_temp)
+        if plot_temp is not None:
+            from mididdsp.expression.plot import plot_expression
+
+            plot_expression(plot_temp, result)
 
 
 def check_alignment(score, audio_seconds: float, midi_name: str = "MIDI", audio_name: str = "audio") -> None:

@@ -16,7 +16,9 @@ Each scaled control and its physical twin are kept in step: setting ``vibrato`` 
 
 Validation happens on every construction, edit and load: a NaN or infinite value raises
 :class:`mididdsp.errors.MididdspError` naming the column and row; a scaled control outside [0, 1] is clipped to
-it with an :class:`ExpressionRangeWarning`. Files: CSV (header + one row per note) and JSON
+it with an :class:`ExpressionRangeWarning`; a note with ``end <= start`` raises :class:`MididdspError` naming the
+row and its times (on construction, on load, with the file's name, and on an edit of ``start`` or ``end``). A
+rejected edit leaves the table unchanged. Files: CSV (header + one row per note) and JSON
 (``{"format": ..., "columns": [...], "notes": [{column: value}, ...]}``); floats are written with Python's
 shortest round-trip representation, so save -> load gives back exactly the same numbers.
 """
@@ -95,6 +97,7 @@ class NoteExpression:
         self._data["vibrato_rate_hz"] = (self._convert("vibrato_rate_hz", rate, n) if rate is not None
                                          else np.zeros(n, np.float64))
         self._data = {column: self._data[column] for column in COLUMNS}
+        _check_times(self._data["start"], self._data["end"])
 
     # ---------------------------------------------------------------------------------------------- validation
     @staticmethod
@@ -207,17 +210,21 @@ class NoteExpression:
         if column not in COLUMNS:
             self._unknown(column)
         rows = self._rows(where)
+        # Everything is validated and computed before anything is written: a rejected edit leaves the table as it was.
         new = self._convert(column, value, len(rows), rows)
-        self._data[column][rows] = new
-        if column in ("start", "end") and (self._data["end"] <= self._data["start"]).any():
-            bad = np.flatnonzero(self._data["end"] <= self._data["start"])[:10].tolist()
-            raise MididdspError(f"note expression: end <= start at row(s) {bad}")
+        updates = {column: new}
+        if column in ("start", "end"):
+            times = {"start": self._data["start"].copy(), "end": self._data["end"].copy()}
+            times[column][rows] = new
+            _check_times(times["start"], times["end"])
         if column in PHYSICAL_OF:
-            self._data[PHYSICAL_OF[column]][rows] = self._physical_from_scaled(column, new)
+            updates[PHYSICAL_OF[column]] = self._physical_from_scaled(column, new)
         elif column in SCALED_OF:
             name = SCALED_OF[column]
             low, high = CONTROL_RANGES[name]
-            self._data[name][rows] = np.clip((new - low) / (high - low), 0.0, 1.0)
+            updates[name] = np.clip((new - low) / (high - low), 0.0, 1.0)
+        for name, values in updates.items():
+            self._data[name][rows] = values
         return self
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -292,7 +299,8 @@ class NoteExpression:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NoteExpression":
         """Read a table written by :meth:`save` (``.csv`` or ``.json``); InputFileError naming the file if it is
-        missing or malformed, MididdspError for bad values (NaN, unknown/missing columns)."""
+        missing or malformed, MididdspError naming the file for bad values (NaN, unknown/missing columns, a note
+        with end <= start)."""
         path = Path(path)
         if not path.is_file():
             raise InputFileError(f"{path}: no such expression table")
@@ -311,6 +319,16 @@ class NoteExpression:
 
     read_csv = load
     read_json = load
+
+
+def _check_times(start: np.ndarray, end: np.ndarray) -> None:
+    """MididdspError naming the rows (0-based) and their times if any note has end <= start."""
+    bad = np.flatnonzero(end <= start)
+    if len(bad):
+        shown = ", ".join(f"row {row} (start {float(start[row])!r} s, end {float(end[row])!r} s)" for row in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise MididdspError(f"note expression: end <= start at {shown}{more}; expected every note to end after it "
+                            f"starts")
 
 
 def _parse_csv(text: str) -> dict[str, list]:
