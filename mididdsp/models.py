@@ -89,8 +89,33 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
         raise ModelError(f"{directory}: {WEIGHTS_FILE} is missing")
     try:
         state = torch.load(weights_path, map_location=device, weights_only=True)
-        model.load_state_dict(state)
-    except Exception as error:  # noqa: BLE001 - truncated/corrupt/mismatched weights are one user problem
-        raise ModelError(f"{weights_path}: corrupt or mismatched weights ({str(error).splitlines()[0][:160]})") from None
+    except Exception:  # noqa: BLE001 - torch's own text (about weights_only and PyTorch 2.6) only confuses here
+        state = None
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ModelError(f"{weights_path}: the weights file is corrupt, truncated or not a mididdsp weights file "
+                         "(export or copy the model again)")
+    _check_state_fits(model, state, weights_path, directory / CONFIG_FILE)
+    model.load_state_dict(state)
     model.metadata = config
     return model.to(device).eval()
+
+
+def _check_state_fits(model: torch.nn.Module, state: dict, weights_path: Path, config_path: Path) -> None:
+    """ModelError (one line) when a readable state dict does not fit the model that ``config_path`` describes."""
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    reshaped = [name for name in expected if name in state and state[name].shape != expected[name].shape]
+    if not (missing or unexpected or reshaped):
+        return
+    details = []
+    if reshaped:
+        name = reshaped[0]
+        details.append(f"{len(reshaped)} of another shape (e.g. {name}: {list(state[name].shape)} in the file, "
+                       f"{list(expected[name].shape)} in the config)")
+    if missing:
+        details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    raise ModelError(f"{weights_path}: mismatched weights, they do not fit the model in {config_path.name}: "
+                     + "; ".join(details))

@@ -304,3 +304,36 @@ def test_ddp_with_two_cpu_processes(data_dir, tmp_path) -> None:
     from mididdsp.models import load_model
 
     assert load_model(tmp_path / "run" / "model").metadata["training"]["global_step"] == 4
+
+
+# --- precision ---------------------------------------------------------------------------------------------------
+
+def test_bf16_mixed_precision_trains_on_cpu_with_the_network_in_bfloat16(data_dir, tmp_path, monkeypatch) -> None:
+    """train.precision=bf16-mixed (the GPU option) also runs on CPU here: Lightning's CPU autocast runs the
+    network in bfloat16 while the DSP and the loss stay float32; a few steps give a finite loss."""
+    from mididdsp.synthesis.autoencoder import DDSPAutoencoder
+
+    dtypes: set[torch.dtype] = set()
+    original = DDSPAutoencoder.network_outputs
+
+    def recording(self, *args, **kwargs):
+        outputs = original(self, *args, **kwargs)
+        dtypes.add(outputs["amplitude"].dtype)
+        return outputs
+
+    monkeypatch.setattr(DDSPAutoencoder, "network_outputs", recording)
+    config = load_config(write_config(tmp_path / "tiny.yaml", data_dir, 6),
+                         ["train.precision=bf16-mixed", "train.export=false", "train.val_every_n_steps=6"])
+    result = train(config, tmp_path / "run")
+    assert result.global_step == 6 and np.isfinite(result.best_val_loss)
+    assert torch.bfloat16 in dtypes  # the network really ran in reduced precision
+    metrics = (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    column = metrics[0].split(",").index("train_loss")
+    losses = [float(row.split(",")[column]) for row in metrics[1:] if row.split(",")[column]]
+    assert losses and all(np.isfinite(losses))
+    last = checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert all(value.dtype == torch.float32 and torch.isfinite(value).all() for value in last["state_dict"].values())
+    bad = load_config(write_config(tmp_path / "bad.yaml", data_dir, 2), ["train.precision=12-fancy"])
+    with pytest.raises(MididdspError, match="12-fancy") as error:
+        train(bad, tmp_path / "bad_run")
+    assert "\n" not in str(error.value) and not (tmp_path / "bad_run" / "checkpoints").exists()
