@@ -18,8 +18,9 @@ with the ground truth the performer wrote into the MIDI (:mod:`mididdsp.datasets
 ``--reference neutral`` (needs FluidSynth) scores against the expression the audio really carries: every
 recording's MIDI is rendered again without its expression (velocity 127, CC11 127, no pitch bend), the same
 controls are measured on that neutral render, and the performer's exactly known changes are applied to them:
-amplitude and noise magnitudes times ``10 ** ((40 log10(velocity / 127) + cc11_db(t)) / 20)``, f0 times
-``2 ** (bend(t) / 12)``. The six controls of those expected frame controls are the reference. This removes what
+amplitude and noise magnitudes times ``10 ** (cc11_db(t) / 20)``, f0 times ``2 ** (bend(t) / 12)``. The neutral
+render keeps each note's velocity (the same SoundFont sample layer); with ``--neutral-velocity 127`` it plays
+every note at 127 and the velocity law ``40 log10(velocity / 127)`` dB is applied as a gain as well. The six controls of those expected frame controls are the reference. This removes what
 the SoundFont's samples do by themselves (per-key levels, attack shapes, the violin and cello samples' own
 5-20 cent pitch wobble at 5-6 Hz) and leaves what extraction is asked to recover: the expression the performer
 added. Both references are reported in docs/RESULTS.md.
@@ -100,20 +101,22 @@ def match_notes(table, truth: list[dict]) -> list[tuple[int, dict]]:
     return pairs
 
 
-def neutral_midi(score_, path: Path) -> None:
-    """Write ``score_`` without its expression: velocity 127, no CC11 (127) and no pitch bend."""
+def neutral_midi(score_, path: Path, velocity: int | None = None) -> None:
+    """Write ``score_`` without its expression: no CC11 (127), no pitch bend, velocities kept or all ``velocity``."""
     import dataclasses
 
     from mididdsp.score import Note
 
-    tracks = [dataclasses.replace(track, notes=[Note(n.start, n.end, n.pitch, 127) for n in track.notes],
+    tracks = [dataclasses.replace(track, notes=[Note(n.start, n.end, n.pitch, velocity or n.velocity)
+                                                for n in track.notes],
                                   pitch_bends=[], controls={cc: v for cc, v in track.controls.items() if cc != 11})
               for track in score_.tracks]
     dataclasses.replace(score_, tracks=tracks).write_midi(path)
 
 
-def expected_controls(score_, neutral: dict) -> dict:
-    """Neutral-render controls [1, T, ...] + the score's velocity, CC11 and bends -> the expected controls."""
+def expected_controls(score_, neutral: dict, velocity_applied: bool) -> dict:
+    """Neutral-render controls [1, T, ...] + the score's CC11, bends (and velocity gain when the neutral render
+    played every note at velocity 127: ``velocity_applied``) -> the expected controls."""
     import torch
 
     from mididdsp.datasets.performer import cc11_to_db
@@ -125,7 +128,9 @@ def expected_controls(score_, neutral: dict) -> dict:
     velocity = note_frames(track.notes, frames)["velocity"]
     held = np.maximum.accumulate(np.where(velocity > 0, np.arange(frames), 0))  # releases keep the last velocity
     velocity = np.where(velocity > 0, velocity, velocity[held])
-    gain_db = np.where(velocity > 0, cc11_to_db(np.maximum(velocity, 1)), 0.0) + cc11_to_db(steps["cc11"])
+    gain_db = cc11_to_db(steps["cc11"])
+    if velocity_applied:
+        gain_db = gain_db + np.where(velocity > 0, cc11_to_db(np.maximum(velocity, 1)), 0.0)
     gain = torch.from_numpy(10.0 ** (gain_db / 20.0)).float()[None]
     bend = torch.from_numpy(2.0 ** (steps["pitch_bend"].astype(np.float64) / 12.0)).float()[None]
     out = dict(neutral)
@@ -193,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", choices=("applied", "neutral"), default="applied",
                         help="score against the performer's applied parameters (default) or against the "
                              "controls of a neutral re-render plus the applied changes (needs FluidSynth)")
+    parser.add_argument("--neutral-velocity", choices=("keep", "127"), default="keep",
+                        help="the neutral render keeps each note's velocity (default: same SoundFont sample "
+                             "layer, so only CC11 and bends are applied) or plays all at 127 and applies the "
+                             "velocity law as a gain too")
     parser.add_argument("--per-note", default=None, help="also write the per-note comparison to this CSV")
     args = parser.parse_args(argv)
 
@@ -239,11 +248,12 @@ def main(argv: list[str] | None = None) -> int:
             from mididdsp.datasets.corpus import render_midi
 
             with tempfile.TemporaryDirectory() as temp:
-                neutral_midi(score_, Path(temp) / "neutral.mid")
+                neutral_midi(score_, Path(temp) / "neutral.mid", 127 if args.neutral_velocity == "127" else None)
                 neutral_audio = render_midi(Path(temp) / "neutral.mid", duration_s=len(audio) / 16000)
             n_f0, _, n_loudness = analyse(neutral_audio)
             neutral, _ = controls_for(neutral_audio, n_f0, n_loudness, instrument)
-            expected = expression_table(score_, expected_controls(score_, neutral), label)
+            expected = expression_table(
+                score_, expected_controls(score_, neutral, args.neutral_velocity == "127"), label)
         for row, note in match_notes(table, ground_truth(corpus / f"{name}.notes.csv")):
             rows.append({
                 "recording": name, "instrument": instrument, "split": split,
