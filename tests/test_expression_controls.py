@@ -68,6 +68,19 @@ def test_vibrato_gates_short_notes_and_fast_wobble():
     assert out["vibrato_extent_cents"][0].item() < 1e-3
 
 
+def test_vibrato_gate_is_continuous_around_the_published_limits():
+    from mididdsp.expression.controls import vibrato_gate
+
+    rate = torch.tensor([6.0, 3.0, 9.0, 2.4, 9.6, 8.0, 6.0, 6.0, 4.0])
+    duration = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.14, 0.3, 0.25])  # last: exactly one cycle
+    weight = vibrato_gate(rate, duration)
+    assert weight.tolist() == pytest.approx([1.0, 0.5, 0.5, 0.0, 0.0, 0.5, 0.0, 1.0, 0.5])
+    # Continuous: a small change of rate near a limit changes the weight a little, never from 0 to 1.
+    rates = torch.linspace(2.0, 10.0, 801)
+    steps = vibrato_gate(rates, torch.ones_like(rates)).diff().abs()
+    assert steps.max().item() <= 0.01 + 1e-6
+
+
 def test_brightness_is_the_harmonic_centroid():
     controls, index, pitch = single_note(100, torch.full((100,), -20.0))
     total = index.shape[0]

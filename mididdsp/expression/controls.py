@@ -38,8 +38,10 @@ long stationary note its peak is the FFT's peak); the best f is refined by parab
 rate. The extent is the fitted amplitude ``sqrt(a^2 + b^2)`` at that rate over the windows of one period
 inside the note, its 90th percentile over the windows (so a vibrato that starts late or fades in is
 measured at its full depth, and one pitch glitch does not decide it), or the whole-note
-amplitude when no full period fits. Extent and rate are 0 unless the rate lies at 3-9 Hz, the note is longer
-than 200 ms and holds more than one cycle (as published).
+amplitude when no full period fits. The extent is weighted by the published gate (rate at 3-9 Hz, note longer
+than 200 ms, more than one cycle) made continuous by short ramps around each limit (:func:`vibrato_gate`): 0
+outside, 1 inside, so a short note whose rate estimate sits near a limit does not flip between 0 and its full
+extent (on the SoundFont corpus the hard gate cost 0.02-0.03 of the extent's correlation with the truth).
 
 Differentiable: volume, volume_fluctuation, brightness, attack_noise (and their physical twins), except where a
 scaled value is clipped at 0 or 1. The peak position (argmax) and the vibrato gate are not.
@@ -70,6 +72,7 @@ PHYSICAL_UNITS = {"volume_db": "dB", "volume_fluctuation_db": "dB", "peak_positi
 
 VIBRATO_RATE_RANGE_HZ = (3.0, 9.0)
 VIBRATO_MIN_NOTE_S = 0.2
+VIBRATO_GATE_RAMPS = (0.5, 0.05, 0.25)  # half-widths of the gate's ramps: rate (Hz), duration (s), cycles
 VIBRATO_MAX_DEVIATION_CENTS = 200.0
 VIBRATO_SEARCH_HZ = (1.0, 15.0001, 0.05)  # candidate rates: start, stop, step (Hz)
 ATTACK_FRAMES = 10
@@ -315,7 +318,8 @@ def vibrato(deviation: torch.Tensor, notes: NoteFrames, frame_rate: float = FRAM
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Vibrato extent (cents) and rate (Hz) per note, [G] each, from the f0 deviation [B, T] in cents.
 
-    See the module docstring for the method. Both are 0 where the gate (3-9 Hz, > 200 ms, > one cycle) fails.
+    See the module docstring for the method. The extent is weighted by :func:`vibrato_gate`; both are 0 where
+    the gate is 0.
     """
     # The analysed span leaves out the onset's and release's pitch transients (scoops, CREPE's 64 ms window),
     # unless that would leave fewer than 8 frames.
@@ -338,11 +342,23 @@ def vibrato(deviation: torch.Tensor, notes: NoteFrames, frame_rate: float = FRAM
         width = int(sorted_spans[first + count - 1].item())
         extent[rows], rate[rows] = _vibrato_of_blocks(blocks[rows, :width], mask[rows, :width], frame_rate)
         first += count
-    duration = notes.count.to(deviation.dtype) / frame_rate
+    gate = vibrato_gate(rate, notes.count.to(deviation.dtype) / frame_rate)
+    return extent * gate, torch.where(gate > 0, rate, torch.zeros_like(rate))
+
+
+def vibrato_gate(rate_hz: torch.Tensor, duration_s: torch.Tensor) -> torch.Tensor:
+    """Weight in [0, 1] of a note's vibrato extent, [G]: MIDI-DDSP's gate (rate 3-9 Hz, note longer than 200 ms,
+    more than one cycle) made continuous. Each limit gets a linear ramp of :data:`VIBRATO_GATE_RAMPS` half-width
+    (0.5 Hz, 50 ms, 0.25 cycle): 1 well inside, 0 well outside, 0.5 at the published limit. A hard gate turns a
+    small error in a short note's rate or length into the whole extent; the ramps keep the control continuous."""
     low, high = VIBRATO_RATE_RANGE_HZ
-    keep = (rate >= low) & (rate <= high) & (duration > VIBRATO_MIN_NOTE_S) & (duration * rate > 1.0)
-    zero = torch.zeros_like(rate)
-    return torch.where(keep, extent, zero), torch.where(keep, rate, zero)
+    rate_ramp, duration_ramp, cycle_ramp = VIBRATO_GATE_RAMPS
+
+    def above(value: torch.Tensor, limit: float, half_width: float) -> torch.Tensor:
+        return ((value - limit) / (2.0 * half_width) + 0.5).clamp(0.0, 1.0)
+
+    return (above(rate_hz, low, rate_ramp) * above(-rate_hz, -high, rate_ramp)
+            * above(duration_s, VIBRATO_MIN_NOTE_S, duration_ramp) * above(duration_s * rate_hz, 1.0, cycle_ramp))
 
 
 def attack_mean(signal: torch.Tensor, notes: NoteFrames, n_frames: int = ATTACK_FRAMES) -> torch.Tensor:
