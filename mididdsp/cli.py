@@ -12,7 +12,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("mididdsp.demo", "synthesize a short example phrase and write it to a WAV file"),
+    "demo": ("mididdsp.demo", "play a bundled example as another instrument (--dsp: a phrase from the DSP core)"),
     "prepare": ("mididdsp.datasets.prepare", "turn audio (+MIDI) into feature shards for training"),
     "corpus": ("mididdsp.datasets.corpus", "render an expressive SoundFont training corpus"),
     "resynth": ("mididdsp.resynth", "resynthesize audio through a DDSP autoencoder (timbre transfer)"),
