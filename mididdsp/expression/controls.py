@@ -17,7 +17,8 @@ fixed ranges of :data:`CONTROL_RANGES`:
 
     volume               volume_db             = mean a_dB                           -60 .. 0 dB
     volume_fluctuation   volume_fluctuation_db = std a_dB (population)               0 .. 12 dB
-    volume_peak_position peak_position         = (argmax a_dB - first frame) / n     0 .. 1 (already a fraction)
+    volume_peak_position peak_position         = mean (frame - first frame) / n over    0 .. 1 (already a fraction)
+                                                 the frames within 1 dB of max a_dB
     vibrato              vibrato_extent_cents  = peak deviation amplitude (below)    0 .. 60 cents
                          vibrato_rate_hz       = vibrato rate (below)                (no scaled twin)
     brightness           brightness_centroid   = mean c                              1 .. 8 harmonics
@@ -44,7 +45,10 @@ outside, 1 inside, so a short note whose rate estimate sits near a limit does no
 extent (on the SoundFont corpus the hard gate cost 0.02-0.03 of the extent's correlation with the truth).
 
 Differentiable: volume, volume_fluctuation, brightness, attack_noise (and their physical twins), except where a
-scaled value is clipped at 0 or 1. The peak position (argmax) and the vibrato gate are not.
+scaled value is clipped at 0 or 1. The peak position (a thresholded mean) and the vibrato gate are not.
+Peak position: MIDI-DDSP took the argmax; on a nearly flat note that jumps between far-apart frames with every
+0.1 dB of flicker, so here it is the mean position of the note's top (within :data:`PEAK_TOLERANCE_DB`), which
+equals the argmax for a clear peak and the middle of a plateau otherwise.
 Published defects fixed here: fixed constants that no note reaches, vibrato without unit or rate, and the
 vibrato frequency axis (MIDI-DDSP used 250/999 Hz per bin; here the rates are in Hz by construction).
 """
@@ -77,6 +81,7 @@ VIBRATO_MAX_DEVIATION_CENTS = 200.0
 VIBRATO_SEARCH_HZ = (1.0, 15.0001, 0.05)  # candidate rates: start, stop, step (Hz)
 ATTACK_FRAMES = 10
 PEAK_SMOOTHING_FRAMES = 1  # no smoothing: 11 and 25 frames scored worse on the corpus
+PEAK_TOLERANCE_DB = 1.0  # frames this close to a note's loudest frame count as its peak
 VIBRATO_CHUNK_ELEMENTS = 1 << 18  # note frames per group in the vibrato fit
 VIBRATO_EXTENT_QUANTILE = 0.9  # of the one-period window amplitudes
 VIBRATO_SKIP_FRAMES = (10, 5)  # frames left out of the vibrato fit after the onset / before the end (40 / 20 ms)
@@ -193,14 +198,20 @@ def smooth_frames(signal: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.conv1d(padded, kernel).squeeze(1)
 
 
-def peak_position(amplitude_db: torch.Tensor, notes: NoteFrames, smoothing: int = PEAK_SMOOTHING_FRAMES
-                  ) -> torch.Tensor:
-    """(argmax a_dB - first frame) / n, [G] in [0, 1), on a_dB smoothed over ``smoothing`` frames (so one
-    frame's flicker does not decide the peak); the first maximum wins ties."""
+def peak_position(amplitude_db: torch.Tensor, notes: NoteFrames, smoothing: int = PEAK_SMOOTHING_FRAMES,
+                  tolerance_db: float = PEAK_TOLERANCE_DB) -> torch.Tensor:
+    """Where in the note the level peaks, [G] in [0, 1): the mean position ``(frame - first frame) / n`` of the
+    frames whose a_dB (smoothed over ``smoothing`` frames) lies within ``tolerance_db`` of the note's maximum.
+
+    With a clear peak this is the argmax (MIDI-DDSP's definition) to within the width of the peak's top; on a
+    nearly flat note, where the argmax jumps between far-apart frames with every 0.1 dB of flicker, it settles
+    at the middle of the plateau instead.
+    """
     level = smooth_frames(amplitude_db.reshape(notes.batch, -1), smoothing)
     blocks = notes.gather(level).masked_fill(~notes.mask, -math.inf)
-    return notes.offset.gather(1, blocks.argmax(-1, keepdim=True)).squeeze(1).to(amplitude_db.dtype) / \
-        notes.count.clamp_min(1).to(amplitude_db.dtype)
+    top = (blocks >= blocks.amax(-1, keepdim=True) - tolerance_db) & notes.mask
+    position = notes.offset.to(amplitude_db.dtype) / notes.count.clamp_min(1).unsqueeze(1).to(amplitude_db.dtype)
+    return masked_mean(position, top)
 
 
 def _trend_basis(length: int, device: torch.device) -> torch.Tensor:
