@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "pretrained" / "autoencoder"
+PRETRAINED = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_MODEL = PRETRAINED / "autoencoder"
 
 
 @dataclass
@@ -75,12 +76,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_model() -> Path:
+def _default_model(*preferred: Path) -> Path:
+    """The first installed model of ``preferred`` (default: the shipped autoencoder); ModelError if none is."""
     from mididdsp.errors import ModelError
 
-    if not (DEFAULT_MODEL / "config.yaml").is_file():
-        raise ModelError(f"{DEFAULT_MODEL}: the default model is not installed; pass --model DIR")
-    return DEFAULT_MODEL
+    candidates = preferred or (DEFAULT_MODEL,)
+    for candidate in candidates:
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise ModelError(f"{candidates[-1]}: the default model is not installed; pass --model DIR")
 
 
 def instrument_id(model, name: str | None) -> tuple[int, str]:

@@ -37,7 +37,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("audio", help="audio file (wav, flac, ogg, aiff; any rate and channel count)")
     parser.add_argument("--midi", required=True, help="MIDI file aligned with the audio (same time axis)")
     parser.add_argument("-o", "--output", required=True, help="expression table to write (.csv or .json)")
-    parser.add_argument("--model", default=None, help="model directory (default: the shipped autoencoder)")
+    parser.add_argument("--model", default=None,
+                        help="model directory (default: the shipped synthesis coder, else the autoencoder)")
     parser.add_argument("--instrument", default=None, help="instrument of the model (default: its first)")
     parser.add_argument("--controls", choices=CONTROL_SOURCES, default="model",
                         help="frame controls from the model's network (default) or measured from the audio "
@@ -59,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     model = None
     if args.controls == "model":
         from mididdsp.models import load_model
-        from mididdsp.resynth import _default_model
+        from mididdsp.resynth import DEFAULT_MODEL, PRETRAINED, _default_model
 
-        model = load_model(args.model or _default_model())
+        # MIDI-DDSP measures expression on the synthesis coder's controls; the autoencoder when it is absent.
+        model = load_model(args.model or _default_model(PRETRAINED / "synthesis_coder", DEFAULT_MODEL))
     audio = load_audio(args.audio)
     score = read_midi(args.midi)
     check_alignment(score, len(audio) / 16000.0, args.midi, args.audio)
