@@ -105,6 +105,7 @@ def test_bad_inputs_give_one_line_and_write_nothing(case, tmp_path, capsys, monk
     message = bad_input(capsys, wav, "--midi", mid, "-o", out, "--model", model, "--plot", tmp_path / "expr.jpg")
     assert "expr.jpg" in message and ".png" in message
     monkeypatch.setattr("mididdsp.resynth.DEFAULT_MODEL", tmp_path / "no_default")
+    monkeypatch.setattr("mididdsp.resynth.PRETRAINED", tmp_path / "no_pretrained")  # no synthesis coder either
     message = bad_input(capsys, wav, "--midi", mid, "-o", out)
     assert "--model" in message
     message = bad_input(capsys, wav, "--midi", mid, "-o", tmp_path / "expr.txt", "--model", model)
@@ -148,3 +149,20 @@ def test_outputs_replace_old_ones_only_when_both_succeed(case, tmp_path, monkeyp
     assert main(args) == 1
     assert out.read_text() == "old table" and plot.read_bytes() == b"old plot"
     assert set(tmp_path.iterdir()) == {out, plot}
+
+
+def test_extract_defaults_to_the_synthesis_coder_then_the_autoencoder(case, tmp_path, monkeypatch):
+    import shutil
+
+    pretrained = tmp_path / "pretrained"
+    shutil.copytree(case / "model", pretrained / "synthesis_coder")
+    broken = tmp_path / "autoencoder"
+    broken.mkdir()
+    (broken / "config.yaml").write_text("model: [not, a, mapping")  # would fail if it were loaded
+    monkeypatch.setattr("mididdsp.resynth.PRETRAINED", pretrained)
+    monkeypatch.setattr("mididdsp.resynth.DEFAULT_MODEL", broken)
+    out = tmp_path / "expr.csv"
+    assert main(["extract", str(case / "tone.wav"), "--midi", str(case / "tone.mid"), "-o", str(out)]) == 0
+    assert out.is_file()
+    shutil.rmtree(pretrained / "synthesis_coder")  # without the coder the autoencoder is the default
+    assert main(["extract", str(case / "tone.wav"), "--midi", str(case / "tone.mid"), "-o", str(out)]) == 1
