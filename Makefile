@@ -36,7 +36,7 @@ $(DATA)/corpus/manifest.json: | install
 $(DATA)/prepared/manifest.json: $(DATA)/corpus/manifest.json
 	$(PY) -m mididdsp prepare $(DATA)/corpus --out $(DATA)/prepared --seed 0
 
-.PHONY: data model-autoencoder model-synthesis-coder eval-autoencoder
+.PHONY: data model-autoencoder model-synthesis-coder eval-autoencoder eval-expression
 data: $(DATA)/prepared/manifest.json
 
 model-autoencoder: install data
@@ -49,3 +49,9 @@ model-synthesis-coder: install data
 
 eval-autoencoder: install data
 	$(PY) benchmarks/eval_autoencoder.py mididdsp/pretrained/autoencoder mididdsp/pretrained/synthesis_coder --data $(DATA)/prepared
+
+# Expression extraction against the corpus's ground truth: the performer's applied parameters, then the neutral
+# re-render reference (see benchmarks/eval_expression.py and docs/RESULTS.md).
+eval-expression: install data
+	$(PY) benchmarks/eval_expression.py mididdsp/pretrained/synthesis_coder $(DATA)/corpus
+	$(PY) benchmarks/eval_expression.py mididdsp/pretrained/synthesis_coder $(DATA)/corpus --reference neutral
