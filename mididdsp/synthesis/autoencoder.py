@@ -4,8 +4,8 @@ One configurable module covers both (choose by config):
 
 * DDSP autoencoder: f0 and loudness (+ optionally a per-frame latent z from MFCCs through a GRU) + an instrument
   embedding -> a unidirectional GRU decoder with MLP stacks -> controls. ``hidden_size: 256, mlp_layers: 0,
-  encoder: none`` is the tiny model (about 0.25 M parameters); ``hidden_size: 512, mlp_layers: 3, encoder: mfcc``
-  is the published size.
+  encoder: none`` is the tiny model (0.24 M parameters; 0.39 M with ``frames_per_step: 4``, whose head writes 4
+  frames per step); ``hidden_size: 512, mlp_layers: 3, encoder: mfcc`` is the published size.
 * Synthesis coder: log-mel frames through a small 1-D CNN, with f0 and loudness -> a bidirectional GRU ->
   controls (``encoder: logmel, bidirectional: true``). It sees the whole context, which MIDI-DDSP found to
   reconstruct better; its controls are what the note expression is measured on.
