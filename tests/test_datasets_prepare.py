@@ -144,15 +144,36 @@ def slow(audio, **kwargs):
     return torch.full((n_frames(len(audio)),), 440.0), torch.ones(n_frames(len(audio)))
 pitch.compute_f0 = slow
 from mididdsp.datasets.prepare import prepare
-prepare([sys.argv[1]], sys.argv[2], workers=1, progress=False)
+prepare([sys.argv[1]], sys.argv[2], workers=int(sys.argv[3]), progress=False)
 """
 
 
-def test_kill_9_leaves_only_complete_shards_and_resumes(tmp_path: Path, monkeypatch) -> None:
-    for i in range(6):
+def _wait_for_group_to_end(group: int, seconds: float) -> None:
+    """Wait until no process of ``group`` is left (killing the rest after ``seconds``)."""
+    import os
+    import signal
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_9_leaves_only_complete_shards_and_resumes(tmp_path: Path, monkeypatch, workers: int) -> None:
+    for i in range(8):
         write_tone(tmp_path / "src" / "horn" / f"t{i}.wav", 200.0 + 50 * i, 0.3)
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path / "src"), str(out)])
+    process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path / "src"), str(out), str(workers)],
+                               start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not list((out / "shards").glob("t*.npz")) + list(
@@ -160,16 +181,18 @@ def test_kill_9_leaves_only_complete_shards_and_resumes(tmp_path: Path, monkeypa
             time.sleep(0.05)
         time.sleep(0.2)
     finally:
-        process.kill()  # SIGKILL: no cleanup of any kind
+        process.kill()  # SIGKILL of the run (its workers, if any, are orphaned mid-file: no cleanup of any kind)
         process.wait()
+    # Orphaned pool workers may finish the file in hand; then they find their parent gone and stop.
+    _wait_for_group_to_end(process.pid, 10.0)
     done = [p for p in (out / "shards").glob("*.npz") if shards.TEMP_MARKER not in p.name]
-    assert 1 <= len(done) < 6, "the run should have been killed part way"
+    assert 1 <= len(done) < 8, "the run should have been killed part way"
     for path in done:
         shards.read_meta(path)  # complete, valid shards only
     calls: list = []
     monkeypatch.setattr("mididdsp.pitch.compute_f0", fake_f0(calls))
     report = prep.prepare([str(tmp_path / "src")], out, workers=1, progress=False)
-    assert len(report.cached) == len(done) and len(calls) == 6 - len(done)
+    assert len(report.cached) == len(done) and len(calls) == 8 - len(done)
     assert not [p for p in (out / "shards").iterdir() if shards.TEMP_MARKER in p.name]
 
 
