@@ -119,17 +119,25 @@ def upsample_frames(frames: torch.Tensor, n_samples: int, hop_size: int = HOP_SI
 # ---------------------------------------------------------------------------------------------------------------
 # Convolution and filter design
 # ---------------------------------------------------------------------------------------------------------------
-def fft_convolve(signal: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def fft_convolve(signal: torch.Tensor, kernel: torch.Tensor, kernel_spectra: dict | None = None) -> torch.Tensor:
     """Full linear convolution by FFT along the last axis.
 
     Args:
         signal: [..., n]; kernel: [..., m] (broadcastable leading axes).
+        kernel_spectra: optional dict in which the kernel's spectrum is kept per FFT size, for callers that
+            convolve many blocks with one fixed kernel (streamed reverb); never pass one for a kernel that changes.
     Returns:
         [..., n + m - 1], equal to ``scipy.signal.fftconvolve(signal, kernel)``.
     """
     n_out = signal.shape[-1] + kernel.shape[-1] - 1
     n_fft = _fast_fft_size(n_out)
-    spectrum = torch.fft.rfft(signal, n_fft) * torch.fft.rfft(kernel, n_fft)
+    if kernel_spectra is None:
+        kernel_spectrum = torch.fft.rfft(kernel, n_fft)
+    else:
+        if n_fft not in kernel_spectra:
+            kernel_spectra[n_fft] = torch.fft.rfft(kernel, n_fft)
+        kernel_spectrum = kernel_spectra[n_fft]
+    spectrum = torch.fft.rfft(signal, n_fft) * kernel_spectrum
     return torch.fft.irfft(spectrum, n_fft)[..., :n_out]
 
 

@@ -9,17 +9,18 @@ from mididdsp.dsp.core import fft_convolve
 
 
 def apply_reverb(audio: torch.Tensor, impulse_response: torch.Tensor, tail: torch.Tensor | None = None,
-                 return_tail: bool = False):
+                 return_tail: bool = False, spectra: dict | None = None):
     """Add the reverberated signal to the dry one: ``audio + audio * impulse_response`` (convolution).
 
     Args:
         audio: [batch, samples] dry signal.
         impulse_response: [batch or 1, taps] wet impulse response (its tap 0 should be 0: the dry path is added).
         tail: [batch, taps - 1] wet tail carried over from the previous chunk (streaming), or None.
+        spectra: cache of the impulse response's spectra (see :func:`fft_convolve`), for a fixed response.
     Returns:
         [batch, samples] dry + wet (and the new tail [batch, taps - 1] if ``return_tail``).
     """
-    wet = fft_convolve(audio, impulse_response)
+    wet = fft_convolve(audio, impulse_response, spectra)
     n_samples = audio.shape[-1]
     if tail is not None:
         overlap = min(tail.shape[-1], wet.shape[-1])

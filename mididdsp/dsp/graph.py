@@ -118,6 +118,7 @@ class StreamingRenderer:
         # (possibly small) piece keeps its cost per sample low.
         self.reverb_block = 2 * self.impulse_response.shape[-1] if self.impulse_response is not None else 0
         self.pending: list[torch.Tensor] = []
+        self.reverb_spectra: dict = {}  # the fixed impulse response's spectrum per FFT size, computed once
 
     def _segments(self, frames: dict[str, torch.Tensor]) -> torch.Tensor:
         """Synthesise the segments between consecutive frames of ``frames`` (k frames -> k - 1 segments)."""
@@ -151,7 +152,8 @@ class StreamingRenderer:
         if not flush and sum(piece.shape[1] for piece in self.pending) < self.reverb_block:
             return dry[:, :0]
         block, self.pending = torch.cat(self.pending, dim=1), []
-        wet, self.reverb_tail = apply_reverb(block, self.impulse_response, self.reverb_tail, return_tail=True)
+        wet, self.reverb_tail = apply_reverb(block, self.impulse_response, self.reverb_tail, return_tail=True,
+                                             spectra=self.reverb_spectra)
         return wet
 
     def _emit(self, audio: torch.Tensor, limit: int | None = None) -> torch.Tensor:
