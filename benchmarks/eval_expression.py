@@ -39,6 +39,7 @@ import csv
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -126,11 +127,11 @@ def expected_controls(score_, neutral: dict, velocity_applied: bool) -> dict:
     track = score_.tracks[0]
     frames = neutral["f0_hz"].shape[1]
     steps = track.control_frames(frames)
-    velocity = note_frames(track.notes, frames)["velocity"]
-    held = np.maximum.accumulate(np.where(velocity > 0, np.arange(frames), 0))  # releases keep the last velocity
-    velocity = np.where(velocity > 0, velocity, velocity[held])
     gain_db = cc11_to_db(steps["cc11"])
     if velocity_applied:
+        velocity = note_frames(track.notes, frames)["velocity"]
+        held = np.maximum.accumulate(np.where(velocity > 0, np.arange(frames), 0))  # releases keep the last one
+        velocity = velocity[held]
         gain_db = gain_db + np.where(velocity > 0, cc11_to_db(np.maximum(velocity, 1)), 0.0)
     gain = torch.from_numpy(10.0 ** (gain_db / 20.0)).float()[None]
     bend = torch.from_numpy(2.0 ** (steps["pitch_bend"].astype(np.float64) / 12.0)).float()[None]
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mididdsp.audio import load_audio
+    from mididdsp.datasets.corpus import render_midi
     from mididdsp.datasets.performer import cc11_to_db
     from mididdsp.expression.extract import chunked_analysis_controls, expression_table, model_controls
     from mididdsp.resynth import analyse, instrument_id
@@ -244,10 +246,6 @@ def main(argv: list[str] | None = None) -> int:
         table = expression_table(score_, controls, label)
         expected = None
         if args.reference == "neutral":
-            import tempfile
-
-            from mididdsp.datasets.corpus import render_midi
-
             with tempfile.TemporaryDirectory() as temp:
                 neutral_midi(score_, Path(temp) / "neutral.mid", 127 if args.neutral_velocity == "127" else None)
                 neutral_audio = render_midi(Path(temp) / "neutral.mid", duration_s=len(audio) / 16000)

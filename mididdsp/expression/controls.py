@@ -17,8 +17,8 @@ fixed ranges of :data:`CONTROL_RANGES`:
 
     volume               volume_db             = mean a_dB                           -60 .. 0 dB
     volume_fluctuation   volume_fluctuation_db = std a_dB (population)               0 .. 12 dB
-    volume_peak_position peak_position         = mean (frame - first frame) / n over    0 .. 1 (already a fraction)
-                                                 the frames within 1 dB of max a_dB
+    volume_peak_position peak_position         = mean (frame - first frame) / n      0 .. 1 (already a fraction)
+                                                 over the frames within 1 dB of max a_dB
     vibrato              vibrato_extent_cents  = peak deviation amplitude (below)    0 .. 60 cents
                          vibrato_rate_hz       = vibrato rate (below)                (no scaled twin)
     brightness           brightness_centroid   = mean c                              1 .. 8 harmonics
@@ -42,7 +42,8 @@ measured at its full depth, and one pitch glitch does not decide it), or the who
 amplitude when no full period fits. The extent is weighted by the published gate (rate at 3-9 Hz, note longer
 than 200 ms, more than one cycle) made continuous by short ramps around each limit (:func:`vibrato_gate`): 0
 outside, 1 inside, so a short note whose rate estimate sits near a limit does not flip between 0 and its full
-extent (on the SoundFont corpus the hard gate cost 0.02-0.03 of the extent's correlation with the truth).
+extent (on the SoundFont corpus the continuous gate lifted the extent's correlation with the neutral-render
+reference from 0.898 to 0.914).
 
 Differentiable: volume, volume_fluctuation, brightness, attack_noise (and their physical twins), except where a
 scaled value is clipped at 0 or 1. The peak position (a thresholded mean) and the vibrato gate are not.

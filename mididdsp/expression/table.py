@@ -89,8 +89,7 @@ class NoteExpression:
             if physical in columns:
                 self._data[physical] = self._convert(physical, columns[physical], n)
             if name not in columns:
-                self._data[name] = np.clip((self._data[physical] - CONTROL_RANGES[name][0]) /
-                                           (CONTROL_RANGES[name][1] - CONTROL_RANGES[name][0]), 0.0, 1.0)
+                self._data[name] = self._scaled_from_physical(name, self._data[physical])
             if physical not in columns:
                 self._data[physical] = self._physical_from_scaled(name, self._data[name])
         rate = columns.get("vibrato_rate_hz")
@@ -138,6 +137,11 @@ class NoteExpression:
     def _physical_from_scaled(name: str, scaled: np.ndarray) -> np.ndarray:
         low, high = CONTROL_RANGES[name]
         return low + scaled * (high - low)
+
+    @staticmethod
+    def _scaled_from_physical(name: str, physical: np.ndarray) -> np.ndarray:
+        low, high = CONTROL_RANGES[name]
+        return np.clip((physical - low) / (high - low), 0.0, 1.0)
 
     # ---------------------------------------------------------------------------------------------- reading
     @property
@@ -220,9 +224,7 @@ class NoteExpression:
         if column in PHYSICAL_OF:
             updates[PHYSICAL_OF[column]] = self._physical_from_scaled(column, new)
         elif column in SCALED_OF:
-            name = SCALED_OF[column]
-            low, high = CONTROL_RANGES[name]
-            updates[name] = np.clip((new - low) / (high - low), 0.0, 1.0)
+            updates[SCALED_OF[column]] = self._scaled_from_physical(SCALED_OF[column], new)
         for name, values in updates.items():
             self._data[name][rows] = values
         return self
