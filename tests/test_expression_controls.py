@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mididdsp.expression.controls import (CONTROL_NAMES, CONTROL_RANGES, PEAK_TOLERANCE_DB, PHYSICAL_OF,
-                                          note_expression,
+from mididdsp.expression.controls import (CONTROL_NAMES, CONTROL_RANGES, PEAK_EDGE_FRAMES, PEAK_TOLERANCE_DB,
+                                          PHYSICAL_OF, note_expression,
                                           scale_control, unscale_control)
 
 FR = 250
@@ -34,10 +34,13 @@ def test_level_ramp_gives_mean_std_and_peak_position():
     out = note_expression(controls, index, pitch)
     assert out["volume_db"][0].item() == pytest.approx(-30.0, abs=1e-3)
     assert out["volume_fluctuation_db"][0].item() == pytest.approx(float(np.std(ramp.numpy())), abs=1e-3)
-    # The peak is the mean position of the frames within PEAK_TOLERANCE_DB of the maximum: the top of the ramp.
-    top = np.flatnonzero(ramp.numpy() >= -20.0 - PEAK_TOLERANCE_DB)
+    # The peak is the mean position of the frames within PEAK_TOLERANCE_DB of the maximum, searched without the
+    # note's last PEAK_EDGE_FRAMES frames: the top of the ramp that ends that many frames before the note does.
+    inner = ramp.numpy()[:n - PEAK_EDGE_FRAMES]
+    top = np.flatnonzero(inner >= inner.max() - PEAK_TOLERANCE_DB)
     assert out["peak_position"][0].item() == pytest.approx(top.mean() / n, abs=1e-4)
-    assert out["peak_position"][0].item() == pytest.approx(1.0 - PEAK_TOLERANCE_DB / 20.0 / 2.0, abs=2.0 / n)
+    assert out["peak_position"][0].item() == pytest.approx(
+        1.0 - (PEAK_EDGE_FRAMES + PEAK_TOLERANCE_DB / 20.0 * n / 2.0) / n, abs=2.0 / n)
     assert out["volume"][0].item() == pytest.approx(0.5, abs=1e-4)  # -30 dB on the -60..0 dB scale
     assert out["volume_fluctuation"][0].item() == pytest.approx(np.std(ramp.numpy()) / 12.0, abs=1e-4)
     # A swell peaking 30% into the note.
@@ -48,6 +51,18 @@ def test_level_ramp_gives_mean_std_and_peak_position():
     flicker = -30.0 + 0.2 * torch.rand(n, generator=torch.Generator().manual_seed(1))
     out = note_expression(*single_note(n, flicker))
     assert out["peak_position"][0].item() == pytest.approx(0.5, abs=0.05)
+
+
+def test_peak_position_ignores_the_neighbours_level_at_the_edges():
+    # A swell from -40 dB to a -30 dB peak at 60% of the note, after a louder note (-25 dB) whose level still
+    # reads on the first 3 frames (its release, the analysis window): the peak is the swell's, not frame 0.
+    n = 100
+    position = torch.arange(n) / n
+    swell = -30.0 - 10.0 * torch.abs(position - 0.6) / 0.6
+    swell[:3] = -25.0
+    swell[-2:] = -24.0  # the next note's attack leaking into the last frames
+    out = note_expression(*single_note(n, swell))
+    assert out["peak_position"][0].item() == pytest.approx(0.6, abs=2.0 / n)
 
 
 @pytest.mark.parametrize("rate,extent,seconds,delay", [(5.5, 25.0, 1.2, 0.0), (6.3, 12.0, 0.8, 0.0),
@@ -61,6 +76,30 @@ def test_sinusoidal_vibrato_extent_and_rate(rate, extent, seconds, delay):
     assert out["vibrato_extent_cents"][0].item() == pytest.approx(extent, abs=2.0)
     assert out["vibrato_rate_hz"][0].item() == pytest.approx(rate, abs=0.2)
     assert out["vibrato"][0].item() == pytest.approx(out["vibrato_extent_cents"][0].item() / 60.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("transition_s", [0.05, 0.13])
+def test_vibrato_ignores_a_legato_transition_from_the_previous_pitch(transition_s):
+    # The first frames of a legato note still read the previous note, 2 semitones below (its release rings
+    # under the onset), then glide up over 48 ms; the vibrato after it is 20 cents at 5.5 Hz. An octave error in
+    # the middle of the note must not count either.
+    n = int(0.45 * FR)
+    t = torch.arange(n) / FR
+    held = int(transition_s * FR)
+    glide = 12
+    cents = 20.0 * torch.sin(2 * math.pi * 5.5 * t)
+    cents[:held] = -200.0
+    cents[held:held + glide] = torch.linspace(-200.0, 0.0, glide)
+    cents[n // 2 + 10] = -1200.0
+    out = note_expression(*single_note(n, cents=cents, pitch=62.0))
+    assert out["vibrato_rate_hz"][0].item() == pytest.approx(5.5, abs=0.3)
+    assert out["vibrato_extent_cents"][0].item() == pytest.approx(20.0, abs=3.0)
+    # The same note without vibrato reads none, transition or not.
+    cents = torch.zeros(n)
+    cents[:held] = -200.0
+    cents[held:held + glide] = torch.linspace(-200.0, 0.0, glide)
+    out = note_expression(*single_note(n, cents=cents, pitch=62.0))
+    assert out["vibrato_extent_cents"][0].item() < 1.0
 
 
 def test_vibrato_gates_short_notes_and_fast_wobble():
@@ -120,8 +159,10 @@ def reference_note(controls, index, pitch, row, note):
     dist = controls["harmonic_distribution"][row].double().numpy()[frames]
     centroid = (dist * np.arange(1, dist.shape[1] + 1)).sum(-1) / dist.sum(-1)
     noise = np.maximum(20 * np.log10(controls["noise_magnitudes"][row].double().numpy()[frames[:10]]), -80.0)
+    edge = PEAK_EDGE_FRAMES if len(frames) >= 2 * PEAK_EDGE_FRAMES + 2 else 0
+    inner = level[edge:len(level) - edge]
     return {"volume_db": level.mean(), "volume_fluctuation_db": level.std(),
-            "peak_position": np.flatnonzero(level >= level.max() - PEAK_TOLERANCE_DB).mean() / len(frames),
+            "peak_position": (edge + np.flatnonzero(inner >= inner.max() - PEAK_TOLERANCE_DB).mean()) / len(frames),
             "brightness_centroid": centroid.mean(),
             "attack_noise_db": noise.mean(axis=-1).mean()}
 
