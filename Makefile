@@ -42,10 +42,12 @@ data: $(DATA)/prepared/manifest.json
 model-autoencoder: install data
 	$(PY) -m mididdsp train autoencoder_tiny data.dir=$(DATA)/prepared --run-dir runs/autoencoder_tiny
 	$(PY) -m mididdsp export runs/autoencoder_tiny -o mididdsp/pretrained/autoencoder
+	$(PY) -m mididdsp calibrate mididdsp/pretrained/autoencoder --data $(DATA)/prepared
 
 model-synthesis-coder: install data
 	$(PY) -m mididdsp train synthesis_coder data.dir=$(DATA)/prepared --run-dir runs/synthesis_coder
 	$(PY) -m mididdsp export runs/synthesis_coder -o mididdsp/pretrained/synthesis_coder
+	$(PY) -m mididdsp calibrate mididdsp/pretrained/synthesis_coder --data $(DATA)/prepared
 
 eval-autoencoder: install data
 	$(PY) benchmarks/eval_autoencoder.py mididdsp/pretrained/autoencoder mididdsp/pretrained/synthesis_coder --data $(DATA)/prepared
@@ -55,3 +57,4 @@ eval-autoencoder: install data
 eval-expression: install data
 	$(PY) benchmarks/eval_expression.py mididdsp/pretrained/synthesis_coder $(DATA)/corpus
 	$(PY) benchmarks/eval_expression.py mididdsp/pretrained/synthesis_coder $(DATA)/corpus --reference neutral
+	$(PY) benchmarks/eval_expression.py mididdsp/pretrained/synthesis_coder $(DATA)/corpus --reference written

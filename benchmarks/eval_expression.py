@@ -25,6 +25,10 @@ the SoundFont's samples do by themselves (per-key levels, attack shapes, the vio
 5-20 cent pitch wobble at 5-6 Hz) and leaves what extraction is asked to recover: the expression the performer
 added. Both references are reported in docs/RESULTS.md.
 
+``--reference written`` (vibrato only) scores the extent against the pitch curve the MIDI file itself writes
+(each note's pitch times its bends, measured by the same extractor with no audio): the performer's vibrato as
+the extractor's definition counts it, without the samples' own wobble and without CREPE.
+
 Targets: r >= 0.95 for vibrato extent and volume, >= 0.9 for peak position, rate within 0.5 Hz. FluidR3's violin and
 cello samples carry their own 5-20 cent pitch wobble at 5-6 Hz, so their vibrato scores mix the written vibrato
 with the samples'; per-instrument rows show it. ``--controls analysis`` measures the controls from the audio
@@ -165,6 +169,36 @@ def score_neutral(rows: list[dict]) -> dict:
     return metric
 
 
+def written_vibrato(score_, controls: dict):
+    """The table of the pitch curve the MIDI writes: f0 = each note's pitch x its pitch bends, no audio.
+
+    Its vibrato extent is what the performer's bends amount to under the extractor's own definition (delays,
+    fade-ins and short notes included), free of the SoundFont's samples and of CREPE."""
+    import torch
+
+    from mididdsp.expression.extract import expression_table
+    from mididdsp.score import note_frames
+
+    track = score_.tracks[0]
+    frames = controls["f0_hz"].shape[1]
+    pitch = note_frames(track.notes, frames)["pitch"].astype(np.float64)
+    pitch = np.where(pitch > 0, pitch, 69.0)
+    bend = track.control_frames(frames)["pitch_bend"].astype(np.float64)
+    f0_hz = 440.0 * 2.0 ** ((pitch - 69.0 + bend) / 12.0)
+    return expression_table(score_, {"f0_hz": torch.from_numpy(f0_hz).float()[None],
+                                     "amplitude": controls["amplitude"]}, "written")
+
+
+def score_written(rows: list[dict]) -> dict:
+    """Vibrato against the written pitch curve (``--reference written``)."""
+    vib = [r for r in rows if r["expected_extent"] >= DETECTED_CENTS and r["extent"] >= DETECTED_CENTS]
+    return {"notes": len(rows),
+            "vibrato r": pearson([r["extent"] for r in rows], [r["expected_extent"] for r in rows]),
+            "rate err (Hz, median)": (float(np.median([abs(r["rate"] - r["expected_rate"]) for r in vib]))
+                                      if vib else float("nan")),
+            "written vs applied r": pearson([r["expected_extent"] for r in rows], [r["true_depth"] for r in rows])}
+
+
 def score(rows: list[dict]) -> dict:
     """Metrics over per-note rows (see the module docstring)."""
     with_vibrato = [r for r in rows if r["true_depth"] > 0]
@@ -197,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("heldout", "all"), default="all",
                         help="only the held-out recordings, or all (held-out ones first; default all)")
     parser.add_argument("--max-recordings", type=int, default=None)
-    parser.add_argument("--reference", choices=("applied", "neutral"), default="applied",
-                        help="score against the performer's applied parameters (default) or against the "
-                             "controls of a neutral re-render plus the applied changes (needs FluidSynth)")
+    parser.add_argument("--reference", choices=("applied", "neutral", "written"), default="applied",
+                        help="score against the performer's applied parameters (default), against the "
+                             "controls of a neutral re-render plus the applied changes (needs FluidSynth), or "
+                             "(vibrato only) against the extent of the pitch curve the MIDI writes")
     parser.add_argument("--neutral-velocity", choices=("keep", "127"), default="keep",
                         help="the neutral render keeps each note's velocity (default: same SoundFont sample "
                              "layer, so only CC11 and bends are applied) or plays all at 127 and applies the "
@@ -253,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             neutral, _ = controls_for(neutral_audio, n_f0, n_loudness, instrument)
             expected = expression_table(
                 score_, expected_controls(score_, neutral, args.neutral_velocity == "127"), label)
+        written = written_vibrato(score_, controls) if args.reference == "written" else None
         for row, note in match_notes(table, ground_truth(corpus / f"{name}.notes.csv")):
             rows.append({
                 "recording": name, "instrument": instrument, "split": split,
@@ -267,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                 "true_depth_db": float(note["cc11_depth_db"]),
                 "brightness": float(table[row, "brightness_centroid"]), "attack_db": float(table[row, "attack_noise_db"]),
             })
+            if written is not None:
+                rows[-1]["expected_extent"] = float(written[row, "vibrato_extent_cents"])
+                rows[-1]["expected_rate"] = float(written[row, "vibrato_rate_hz"])
             if expected is not None:
                 rows[-1].update({f"expected_{key}": float(expected[row, column]) for key, column in (
                     ("extent", "vibrato_extent_cents"), ("rate", "vibrato_rate_hz"), ("volume_db", "volume_db"),
@@ -283,16 +322,18 @@ def main(argv: list[str] | None = None) -> int:
         groups["held-out (valid+test)"] = held_out
     results = []
     for label, group in groups.items():
-        metrics = score(group) if args.reference == "applied" else score_neutral(group)
+        metrics = {"applied": score, "neutral": score_neutral, "written": score_written}[args.reference](group)
         results.append({"group": label, **{k: (f"{v:.3f}" if isinstance(v, float) and not math.isnan(v) else
                                                ("-" if isinstance(v, float) else v)) for k, v in metrics.items()}})
     source = "analysis (CREPE f0, A-weighted loudness, STFT harmonics)" if model is None else f"model {args.model}"
     print(f"\nExpression extraction vs the corpus ground truth ({args.reference} reference); controls: {source}; "
           f"{len(items)} recordings, {len(rows)} notes, {seconds:.0f} s\n")
-    columns = (["group", "notes", "vibrato r", "rate err (Hz, median)", "rate err >= 0.5 s", "detected",
-                "false vib.", "volume r", "peak r (swell)", "fluct. r"] if args.reference == "applied" else
-               ["group", "notes", "vibrato r", "rate err (Hz, median)", "volume r", "peak r (swell)", "fluct. r",
-                "brightness r", "attack r"])
+    columns = {"applied": ["group", "notes", "vibrato r", "rate err (Hz, median)", "rate err >= 0.5 s", "detected",
+                           "false vib.", "volume r", "peak r (swell)", "fluct. r"],
+               "neutral": ["group", "notes", "vibrato r", "rate err (Hz, median)", "volume r", "peak r (swell)",
+                           "fluct. r", "brightness r", "attack r"],
+               "written": ["group", "notes", "vibrato r", "rate err (Hz, median)", "written vs applied r"]
+               }[args.reference]
     print(markdown_table(results, columns))
     if args.per_note:
         with open(args.per_note, "w", newline="") as handle:

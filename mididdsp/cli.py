@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("mididdsp.datasets.corpus", "render an expressive SoundFont training corpus"),
     "resynth": ("mididdsp.resynth", "resynthesize audio through a DDSP autoencoder (timbre transfer)"),
     "extract": ("mididdsp.expression.extract", "per-note expression table from audio + aligned MIDI"),
+    "calibrate": ("mididdsp.expression.calibrate", "measure a model's expression scales on its training notes"),
     "train": ("mididdsp.training.train", "train a model from a YAML config"),
     "export": ("mididdsp.training.train", "export a training run's checkpoint as a model directory"),
 }

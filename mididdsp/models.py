@@ -70,6 +70,21 @@ def read_model_config(directory: str | os.PathLike) -> dict:
     return config
 
 
+def update_model_config(directory: str | os.PathLike, updates: dict) -> dict:
+    """Set top-level keys of a model directory's config.yaml (``model:`` itself cannot change), atomically.
+
+    Returns the new config. Used for what is measured after training, e.g. the expression ranges."""
+    from omegaconf import OmegaConf
+
+    from mididdsp.fileio import write_text_atomic
+
+    if "model" in updates or "model_type" in updates:
+        raise ModelError("update_model_config: the architecture ('model', 'model_type') cannot be changed")
+    config = {**read_model_config(directory), **updates}
+    write_text_atomic(Path(directory) / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(config)))
+    return config
+
+
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load a model directory for inference (eval mode). The config is attached as ``model.metadata``."""
     from mididdsp.synthesis.autoencoder import DDSPAutoencoder

@@ -95,15 +95,15 @@ def test_loading_bad_files(tmp_path):
     table = make_table()
     path = tmp_path / "t.csv"
     table.save(path)
-    text = path.read_text().splitlines()
+    comment, *text = path.read_text().splitlines()  # the ranges line, then the header
     header = text[0].split(",")
     fields = text[1].split(",")
     fields[header.index("vibrato")] = "nan"
-    path.write_text("\n".join([text[0], ",".join(fields)] + text[2:]) + "\n")
+    path.write_text("\n".join([comment, text[0], ",".join(fields)] + text[2:]) + "\n")
     with pytest.raises(MididdspError, match="t.csv.*vibrato.*NaN"):
         NoteExpression.load(path)
     fields[header.index("vibrato")] = "1.5"
-    path.write_text("\n".join([text[0], ",".join(fields)] + text[2:]) + "\n")
+    path.write_text("\n".join([comment, text[0], ",".join(fields)] + text[2:]) + "\n")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert NoteExpression.load(path)[0, "vibrato"] == 1.0
@@ -183,10 +183,10 @@ def test_loading_a_table_with_end_before_start_names_file_row_and_values(tmp_pat
     table.save(path)
     if suffix == ".csv":
         lines = path.read_text().splitlines()
-        header = lines[0].split(",")
-        fields = lines[3].split(",")  # row 2
+        header = lines[1].split(",")  # after the ranges line
+        fields = lines[4].split(",")  # row 2
         fields[header.index("start")], fields[header.index("end")] = "0.9", "0.7"
-        lines[3] = ",".join(fields)
+        lines[4] = ",".join(fields)
         path.write_text("\n".join(lines) + "\n")
     else:
         document = json.loads(path.read_text())

@@ -62,10 +62,12 @@ vibrato frequency axis (MIDI-DDSP used 250/999 Hz per bin; here the rates are in
 from __future__ import annotations
 
 import math
+from typing import Mapping, Sequence
 
 import torch
 
 from mididdsp.dsp.core import DB_FLOOR, FRAME_RATE, amplitude_to_db
+from mididdsp.errors import MididdspError
 
 CONTROL_NAMES = ("volume", "volume_fluctuation", "volume_peak_position", "vibrato", "brightness", "attack_noise")
 # Physical twin of each scaled control, and its (low, high) range mapped to 0 .. 1.
@@ -98,15 +100,37 @@ VIBRATO_SKIP_FRAMES = (10, 5)  # frames left out of the vibrato fit after the on
 
 
 # ------------------------------------------------------------------------------------------------ scaling
-def scale_control(name: str, physical: torch.Tensor) -> torch.Tensor:
-    """Physical value -> scaled control in [0, 1]: ``clip((x - low) / (high - low), 0, 1)`` (:data:`CONTROL_RANGES`)."""
-    low, high = CONTROL_RANGES[name]
+def control_ranges(ranges: Mapping[str, Sequence[float]] | None = None) -> dict[str, tuple[float, float]]:
+    """Every control's ``(low, high)``: ``ranges`` (e.g. a model's ``expression_ranges``, see
+    :mod:`mididdsp.expression.calibrate`) where given, :data:`CONTROL_RANGES` for the rest. MididdspError for
+    an unknown control or a range that is not two finite numbers with low < high."""
+    resolved = dict(CONTROL_RANGES)
+    for name, pair in (ranges or {}).items():
+        if name not in CONTROL_RANGES:
+            raise MididdspError(f"expression range for unknown control {name!r}; expected one of "
+                                f"{', '.join(CONTROL_NAMES)}")
+        try:
+            low, high = (float(v) for v in pair)
+        except (TypeError, ValueError):
+            raise MididdspError(f"expression range of {name!r}: expected [low, high], got {pair!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise MididdspError(f"expression range of {name!r}: expected finite low < high, got [{low}, {high}]")
+        resolved[name] = (low, high)
+    return resolved
+
+
+def scale_control(name: str, physical: torch.Tensor, ranges: Mapping[str, Sequence[float]] | None = None
+                  ) -> torch.Tensor:
+    """Physical value -> scaled control in [0, 1]: ``clip((x - low) / (high - low), 0, 1)`` with the control's
+    range from ``ranges`` (default :data:`CONTROL_RANGES`)."""
+    low, high = control_ranges(ranges)[name]
     return ((torch.as_tensor(physical) - low) / (high - low)).clamp(0.0, 1.0)
 
 
-def unscale_control(name: str, scaled: torch.Tensor) -> torch.Tensor:
+def unscale_control(name: str, scaled: torch.Tensor, ranges: Mapping[str, Sequence[float]] | None = None
+                    ) -> torch.Tensor:
     """Scaled control in [0, 1] -> physical value, the inverse of :func:`scale_control` inside the range."""
-    low, high = CONTROL_RANGES[name]
+    low, high = control_ranges(ranges)[name]
     return low + torch.as_tensor(scaled) * (high - low)
 
 
@@ -419,7 +443,8 @@ def attack_mean(signal: torch.Tensor, notes: NoteFrames, n_frames: int = ATTACK_
 
 
 def note_expression(controls: dict[str, torch.Tensor], note_index: torch.Tensor, note_pitch: torch.Tensor,
-                    n_notes: int | None = None, frame_rate: float = FRAME_RATE) -> dict[str, torch.Tensor]:
+                    n_notes: int | None = None, frame_rate: float = FRAME_RATE,
+                    ranges: Mapping[str, Sequence[float]] | None = None) -> dict[str, torch.Tensor]:
     """Every note's six controls and their physical quantities, all notes at once.
 
     Args:
@@ -429,6 +454,8 @@ def note_expression(controls: dict[str, torch.Tensor], note_index: torch.Tensor,
         note_index: [B, T] (or [T]) int, the note of each frame (0 .. n_notes - 1 per row), -1 in rests.
         note_pitch: [B, n_notes] (or [n_notes]) MIDI pitch of each note (vibrato is measured against it).
         n_notes: notes per row (default: the largest index + 1).
+        ranges: the scaled controls' ``(low, high)`` (a model's ``expression_ranges``; default
+            :data:`CONTROL_RANGES`), see :func:`control_ranges`.
     Returns:
         dict of [B, n_notes] (or [n_notes]) tensors: the scaled controls (:data:`CONTROL_NAMES`, in [0, 1]), the
         physical quantities (:data:`PHYSICAL_NAMES`) and ``present`` (bool: the note has at least one frame;
@@ -461,9 +488,10 @@ def note_expression(controls: dict[str, torch.Tensor], note_index: torch.Tensor,
     out: dict[str, torch.Tensor] = {}
     for name, value in physical.items():
         out[name] = notes.per_note(torch.where(present, value, torch.zeros_like(value)))
+    resolved = control_ranges(ranges)
     for name in CONTROL_NAMES:
         if PHYSICAL_OF[name] in physical:
-            scaled = scale_control(name, physical[PHYSICAL_OF[name]])
+            scaled = scale_control(name, physical[PHYSICAL_OF[name]], resolved)
             out[name] = notes.per_note(torch.where(present, scaled, torch.zeros_like(scaled)))
     out["present"] = notes.per_note(present)
     return {key: value.squeeze(0) for key, value in out.items()} if unbatched else out

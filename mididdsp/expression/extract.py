@@ -149,17 +149,18 @@ def chunked_analysis_controls(audio, f0_hz, chunk_seconds: float = 20.0) -> dict
     return {key: torch.cat([piece[key] for piece in pieces], dim=0).unsqueeze(0) for key in pieces[0]}
 
 
-def expression_table(score, controls: dict, instrument: str | list[str]):
+def expression_table(score, controls: dict, instrument: str | list[str], ranges: dict | None = None):
     """Frame controls [1, T, ...] + the score -> NoteExpression, one row per note of every track's voices.
 
-    ``instrument``: one name for all tracks, or one per track. Notes that get no frame (beyond the end of the
+    ``instrument``: one name for all tracks, or one per track; ``ranges``: the controls' scales (a model's
+    ``expression_ranges``; default the fixed ones). Notes that get no frame (beyond the end of the
     controls, or hidden under the next onset) read 0 on every scaled control, with a warning.
     """
     import warnings
 
     import torch
 
-    from mididdsp.expression.controls import (CONTROL_NAMES, CONTROL_RANGES, PHYSICAL_NAMES, PHYSICAL_OF,
+    from mididdsp.expression.controls import (CONTROL_NAMES, PHYSICAL_NAMES, PHYSICAL_OF, control_ranges,
                                               note_expression)
     from mididdsp.expression.table import INFO_COLUMNS, NoteExpression
     from mididdsp.score import note_frames, split_voices
@@ -168,8 +169,9 @@ def expression_table(score, controls: dict, instrument: str | list[str]):
     voices = [(t, v, notes) for t, track in enumerate(score.tracks) for v, notes in enumerate(split_voices(track.notes))]
     names = [instrument] * len(score.tracks) if isinstance(instrument, str) else list(instrument)
     columns: dict[str, list] = {name: [] for name in (*INFO_COLUMNS, *CONTROL_NAMES, *PHYSICAL_NAMES)}
+    ranges = control_ranges(ranges)
     if not voices:
-        return NoteExpression(columns)
+        return NoteExpression(columns, ranges)
     n_notes = max(len(notes) for _, _, notes in voices)
     note_index = torch.stack([torch.from_numpy(note_frames(notes, frames)["note_index"]) for _, _, notes in voices])
     pitch = torch.zeros(len(voices), n_notes)
@@ -177,7 +179,7 @@ def expression_table(score, controls: dict, instrument: str | list[str]):
         pitch[row, :len(notes)] = torch.tensor([float(n.pitch) for n in notes])
     batch = {key: value.expand(len(voices), *value.shape[1:]) for key, value in controls.items()}
     with torch.no_grad():
-        values = note_expression(batch, note_index, pitch, n_notes)
+        values = note_expression(batch, note_index, pitch, n_notes, ranges=ranges)
     missing = 0
     for row, (t, v, notes) in enumerate(voices):
         for i, note in enumerate(notes):
@@ -192,13 +194,13 @@ def expression_table(score, controls: dict, instrument: str | list[str]):
                     columns[name].append(float(values[name][row, i]))
                 else:  # no frames or no such input: the physical value of a 0 control
                     scaled = next((s for s, p in PHYSICAL_OF.items() if p == name), None)
-                    columns[name].append(CONTROL_RANGES[scaled][0] if scaled else 0.0)
+                    columns[name].append(ranges[scaled][0] if scaled else 0.0)
     if missing:
         warnings.warn(f"{missing} note(s) have no frames in the audio (past its end or hidden by the next onset); "
                       f"their controls are set to 0", stacklevel=2)
     order = sorted(range(len(columns["start"])), key=lambda r: (columns["track"][r], columns["start"][r],
                                                                  columns["voice"][r]))
-    return NoteExpression({key: [value[r] for r in order] for key, value in columns.items()})
+    return NoteExpression({key: [value[r] for r in order] for key, value in columns.items()}, ranges)
 
 
 def extract(audio, score, model=None, instrument: str | None = None, controls: str = "model",
@@ -223,7 +225,14 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
         ids, name = instrument_id(model, instrument)
         frame_controls = model_controls(model, audio, f0_hz, loudness_db, ids)
         names: str | list[str] = name
+        ranges = model_ranges(model)
     else:
         frame_controls = chunked_analysis_controls(audio, f0_hz)
         names = instrument or [gm_program_name(t.program).lower() for t in score.tracks]
-    return Extraction(expression_table(score, frame_controls, names), features, frame_controls)
+        ranges = None
+    return Extraction(expression_table(score, frame_controls, names, ranges), features, frame_controls)
+
+
+def model_ranges(model) -> dict | None:
+    """The model's calibrated ``expression_ranges`` (:mod:`mididdsp.expression.calibrate`), or None."""
+    return (getattr(model, "metadata", None) or {}).get("expression_ranges")

@@ -11,16 +11,19 @@ Columns (in this order; :data:`COLUMNS`):
     volume_db, volume_fluctuation_db, peak_position, vibrato_extent_cents, vibrato_rate_hz, brightness_centroid,
     attack_noise_db            float the physical quantities (dB, dB, fraction, cents, Hz, harmonic number, dB)
 
-Each scaled control and its physical twin are kept in step: setting ``vibrato`` to 0.5 sets
-``vibrato_extent_cents`` to 30 (the middle of its 0..60 cent range), and setting ``volume_db`` sets ``volume``.
+Each scaled control and its physical twin are kept in step through the table's ``ranges`` (``{control: (low,
+high)}``; those of the model that measured it, see :mod:`mididdsp.expression.calibrate`, else the fixed
+:data:`~mididdsp.expression.controls.CONTROL_RANGES`): with the fixed vibrato range of 0..60 cents, setting
+``vibrato`` to 0.5 sets ``vibrato_extent_cents`` to 30, and setting ``volume_db`` sets ``volume``.
 
 Validation happens on every construction, edit and load: a NaN or infinite value raises
 :class:`mididdsp.errors.MididdspError` naming the column and row; a scaled control outside [0, 1] is clipped to
 it with an :class:`ExpressionRangeWarning`; a note with ``end <= start`` raises :class:`MididdspError` naming the
 row and its times (on construction, on load, with the file's name, and on an edit of ``start`` or ``end``). A
-rejected edit leaves the table unchanged. Files: CSV (header + one row per note) and JSON
-(``{"format": ..., "columns": [...], "notes": [{column: value}, ...]}``); floats are written with Python's
-shortest round-trip representation, so save -> load gives back exactly the same numbers.
+rejected edit leaves the table unchanged. Files: CSV (a first line ``# expression_ranges: {JSON}``, then the header
+and one row per note; read it elsewhere with ``pandas.read_csv(path, comment="#")``) and JSON (``{"format": ...,
+"ranges": {...}, "columns": [...], "notes": [{column: value}, ...]}``); floats are written with Python's shortest
+round-trip representation, so save -> load gives back exactly the same numbers and ranges.
 """
 from __future__ import annotations
 
@@ -35,14 +38,16 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from mididdsp.errors import InputFileError, MididdspError
-from mididdsp.expression.controls import CONTROL_NAMES, CONTROL_RANGES, PHYSICAL_NAMES, PHYSICAL_OF
+from mididdsp.expression.controls import CONTROL_NAMES, PHYSICAL_NAMES, PHYSICAL_OF, control_ranges
 from mididdsp.fileio import write_text_atomic
 
 INFO_COLUMNS = ("track", "voice", "note_index", "start", "end", "pitch", "velocity", "instrument")
 COLUMNS = INFO_COLUMNS + CONTROL_NAMES + PHYSICAL_NAMES
 INT_COLUMNS = ("track", "voice", "note_index", "pitch", "velocity")
 TEXT_COLUMNS = ("instrument",)
-JSON_FORMAT = "mididdsp-note-expression/1"
+JSON_FORMAT = "mididdsp-note-expression/2"
+JSON_FORMATS = ("mididdsp-note-expression/1", JSON_FORMAT)  # /1: written before tables carried ranges
+CSV_RANGES_PREFIX = "# expression_ranges: "
 SCALED_OF = {physical: scaled for scaled, physical in PHYSICAL_OF.items()}
 
 
@@ -67,7 +72,8 @@ class NoteExpression:
     ``table[table.pitch > 70, "vibrato"] = 0.8``, or ``table.set("vibrato", 0.8, where=table.pitch > 70)``.
     """
 
-    def __init__(self, columns: Mapping[str, Any]):
+    def __init__(self, columns: Mapping[str, Any], ranges: Mapping[str, Any] | None = None):
+        self.ranges = control_ranges(ranges)
         unknown = sorted(set(columns) - set(COLUMNS))
         if unknown:
             raise MididdspError(f"note expression: unknown column(s) {unknown}; expected columns {list(COLUMNS)}")
@@ -133,14 +139,12 @@ class NoteExpression:
             raise MididdspError(f"note expression column {column!r}: negative times; expected seconds >= 0")
         return array
 
-    @staticmethod
-    def _physical_from_scaled(name: str, scaled: np.ndarray) -> np.ndarray:
-        low, high = CONTROL_RANGES[name]
+    def _physical_from_scaled(self, name: str, scaled: np.ndarray) -> np.ndarray:
+        low, high = self.ranges[name]
         return low + scaled * (high - low)
 
-    @staticmethod
-    def _scaled_from_physical(name: str, physical: np.ndarray) -> np.ndarray:
-        low, high = CONTROL_RANGES[name]
+    def _scaled_from_physical(self, name: str, physical: np.ndarray) -> np.ndarray:
+        low, high = self.ranges[name]
         return np.clip((physical - low) / (high - low), 0.0, 1.0)
 
     # ---------------------------------------------------------------------------------------------- reading
@@ -200,7 +204,7 @@ class NoteExpression:
         if isinstance(key, (int, np.integer)):
             return self._row(int(self._rows(key)[0]))
         rows = self._rows(key)
-        return NoteExpression({column: values[rows] for column, values in self._data.items()})
+        return NoteExpression({column: values[rows] for column, values in self._data.items()}, self.ranges)
 
     @staticmethod
     def _unknown(column: Any):
@@ -238,7 +242,7 @@ class NoteExpression:
             raise KeyError("assign a column (table['vibrato'] = v) or rows and a column (table[rows, 'vibrato'] = v)")
 
     def copy(self) -> "NoteExpression":
-        return NoteExpression({column: values.copy() for column, values in self._data.items()})
+        return NoteExpression({column: values.copy() for column, values in self._data.items()}, self.ranges)
 
     def controls_array(self) -> np.ndarray:
         """The six scaled controls as float32 [notes, 6], in :data:`CONTROL_NAMES` order."""
@@ -247,21 +251,30 @@ class NoteExpression:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, NoteExpression) or len(other) != len(self):
             return False
-        return all(np.array_equal(self._data[c], other._data[c]) for c in COLUMNS)
+        return other.ranges == self.ranges and all(np.array_equal(self._data[c], other._data[c]) for c in COLUMNS)
 
     def __repr__(self) -> str:
         return f"NoteExpression({len(self)} notes; columns: {', '.join(COLUMNS)})"
 
     # ---------------------------------------------------------------------------------------------- pandas
     def to_dataframe(self):
-        """The table as a ``pandas.DataFrame`` (pandas is imported only here)."""
+        """The table as a ``pandas.DataFrame`` (pandas is imported only here); the ranges go in
+        ``frame.attrs["expression_ranges"]``."""
         import pandas as pd
 
-        return pd.DataFrame({column: values.copy() for column, values in self._data.items()}, columns=list(COLUMNS))
+        frame = pd.DataFrame({column: values.copy() for column, values in self._data.items()}, columns=list(COLUMNS))
+        frame.attrs["expression_ranges"] = self._ranges_plain()
+        return frame
 
     @classmethod
-    def from_dataframe(cls, frame) -> "NoteExpression":
-        return cls({column: frame[column].to_numpy() for column in frame.columns})
+    def from_dataframe(cls, frame, ranges: Mapping[str, Any] | None = None) -> "NoteExpression":
+        """From a DataFrame; ``ranges`` default to ``frame.attrs["expression_ranges"]`` (then the fixed ones)."""
+        if ranges is None:
+            ranges = getattr(frame, "attrs", {}).get("expression_ranges")
+        return cls({column: frame[column].to_numpy() for column in frame.columns}, ranges)
+
+    def _ranges_plain(self) -> dict[str, list[float]]:
+        return {name: [float(low), float(high)] for name, (low, high) in self.ranges.items()}
 
     # ---------------------------------------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
@@ -287,6 +300,7 @@ class NoteExpression:
 
     def _csv_text(self) -> str:
         buffer = io.StringIO()
+        buffer.write(CSV_RANGES_PREFIX + json.dumps(self._ranges_plain()) + "\n")
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(COLUMNS)
         for row in range(len(self)):
@@ -296,7 +310,8 @@ class NoteExpression:
 
     def _json_text(self) -> str:
         notes = [{column: self._plain(column, row) for column in COLUMNS} for row in range(len(self))]
-        return json.dumps({"format": JSON_FORMAT, "columns": list(COLUMNS), "notes": notes}, indent=1) + "\n"
+        return json.dumps({"format": JSON_FORMAT, "ranges": self._ranges_plain(), "columns": list(COLUMNS),
+                           "notes": notes}, indent=1) + "\n"
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NoteExpression":
@@ -311,11 +326,11 @@ class NoteExpression:
         except (OSError, UnicodeDecodeError) as error:
             raise InputFileError(f"{path}: unreadable expression table ({error.__class__.__name__})") from None
         try:
-            columns = _parse_json(text) if path.suffix.lower() == ".json" else _parse_csv(text)
+            columns, ranges = _parse_json(text) if path.suffix.lower() == ".json" else _parse_csv(text)
         except (ValueError, KeyError, TypeError) as error:
             raise InputFileError(f"{path}: not a note expression table ({error})") from None
         try:
-            return cls(columns)
+            return cls(columns, ranges)
         except MididdspError as error:
             raise MididdspError(f"{path}: {error}") from None
 
@@ -333,7 +348,12 @@ def _check_times(start: np.ndarray, end: np.ndarray) -> None:
                             f"starts")
 
 
-def _parse_csv(text: str) -> dict[str, list]:
+def _parse_csv(text: str) -> tuple[dict[str, list], dict | None]:
+    ranges = None
+    if text.startswith("#"):
+        first, _, text = text.partition("\n")
+        if first.startswith(CSV_RANGES_PREFIX):
+            ranges = json.loads(first[len(CSV_RANGES_PREFIX):])
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         raise ValueError("empty file")
@@ -344,12 +364,12 @@ def _parse_csv(text: str) -> dict[str, list]:
     for index, column in enumerate(header):
         values = [r[index] for r in body]
         columns[column] = values if _kind(column) == "text" else [float(v) for v in values]
-    return columns
+    return columns, ranges
 
 
-def _parse_json(text: str) -> dict[str, list]:
+def _parse_json(text: str) -> tuple[dict[str, list], dict | None]:
     document = json.loads(text)
-    if not isinstance(document, dict) or document.get("format") != JSON_FORMAT:
+    if not isinstance(document, dict) or document.get("format") not in JSON_FORMATS:
         raise ValueError(f"expected a JSON object with format {JSON_FORMAT!r}")
     names = document["columns"]
-    return {column: [note[column] for note in document["notes"]] for column in names}
+    return {column: [note[column] for note in document["notes"]] for column in names}, document.get("ranges")

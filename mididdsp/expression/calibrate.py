@@ -1,0 +1,136 @@
+"""Per-model [0, 1] scales for the six expression controls, measured on the model's training notes.
+
+    mididdsp calibrate MODEL_DIR --data PREPARED_DIR [--split train]
+
+The scaled controls are ``clip((x - low) / (high - low), 0, 1)`` of a physical quantity (dB, cents, ...). Fixed
+``(low, high)`` ranges (:data:`mididdsp.expression.controls.CONTROL_RANGES`) cannot suit every model: a model's
+amplitude and noise levels depend on its training data and its own output scale, and with the fixed ranges the
+shipped synthesis coder's notes used only 0.02-0.53 of the volume scale and 0-0.33 of the attack-noise scale.
+So every model carries its own ranges in its ``config.yaml`` (``expression_ranges``): the 1st and 99th
+percentiles of each physical quantity over the notes of its training split, measured with the model's own
+controls, so that the model's real notes span the whole scale (about 1 % of notes clip at either end).
+
+Exceptions: the peak position is already a fraction of the note (0 .. 1 always); the vibrato scale starts at 0
+cents (no vibrato), its top is the 99th percentile. A range is widened to at least :data:`MIN_SPANS` around its
+middle (moved up where it would pass a physical floor: a standard deviation's 0, the first harmonic)
+so that data with (nearly) no spread, e.g. an instrument played without vibrato, does not turn a cent of
+tracking noise into the whole scale. Without ``expression_ranges`` (older models, ``--controls analysis``) the
+fixed ranges apply.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mididdsp.errors import MididdspError
+
+RANGE_PERCENTILES = (1.0, 99.0)
+FIXED_RANGES = {"volume_peak_position": (0.0, 1.0)}
+ZERO_BASED = ("vibrato",)  # the scale's 0 is the physical 0 (no vibrato)
+MIN_SPANS = {"volume": 12.0, "volume_fluctuation": 3.0, "vibrato": 20.0, "brightness": 1.0, "attack_noise": 12.0}
+PHYSICAL_FLOORS = {"volume_fluctuation": 0.0, "brightness": 1.0}  # a widened range is moved up to these
+MIN_NOTES = 20
+
+
+def ranges_from_values(physical: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """Physical values of many notes (keys: :data:`~mididdsp.expression.controls.PHYSICAL_NAMES`, each [notes])
+    -> ``{control: (low, high)}`` for the six controls, as described in the module docstring. Rounded outwards
+    to 0.01."""
+    from mididdsp.expression.controls import CONTROL_NAMES, PHYSICAL_OF
+
+    ranges: dict[str, tuple[float, float]] = {}
+    for name in CONTROL_NAMES:
+        if name in FIXED_RANGES:
+            ranges[name] = FIXED_RANGES[name]
+            continue
+        values = np.asarray(physical[PHYSICAL_OF[name]], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if len(values) < MIN_NOTES:
+            raise MididdspError(f"calibration: only {len(values)} notes with {PHYSICAL_OF[name]}; "
+                                f"expected at least {MIN_NOTES}")
+        low, high = (float(v) for v in np.percentile(values, RANGE_PERCENTILES))
+        if name in ZERO_BASED:
+            low, high = 0.0, max(high, MIN_SPANS[name])
+        elif high - low < MIN_SPANS[name]:
+            middle = 0.5 * (low + high)
+            low, high = middle - 0.5 * MIN_SPANS[name], middle + 0.5 * MIN_SPANS[name]
+            shift = max(0.0, PHYSICAL_FLOORS.get(name, -math.inf) - low)  # e.g. a std is never below 0
+            low, high = low + shift, high + shift
+        ranges[name] = (math.floor(low * 100.0) / 100.0, math.ceil(high * 100.0) / 100.0)
+    return ranges
+
+
+def measure_notes(model, data_dir: str | Path, split: str = "train", progress: bool = True
+                  ) -> tuple[dict[str, np.ndarray], int]:
+    """The physical controls of every note in ``split`` of a prepared folder, from ``model``'s synthesis controls.
+
+    Returns ``({physical name: [notes]}, recordings used)``. Recordings without notes, or of an instrument the
+    model does not know, are left out.
+    """
+    import torch
+
+    from mididdsp.datasets.torch_data import _PreparedDataset
+    from mididdsp.expression.controls import PHYSICAL_NAMES, note_expression
+    from mididdsp.expression.extract import model_controls
+    from tqdm import tqdm
+
+    dataset = _PreparedDataset(data_dir, split=split)
+    known = (getattr(model, "metadata", {}) or {}).get("instruments") or {}
+    recordings = [r for r in dataset.recordings if r["has_notes"] and r["instrument"] in known]
+    if not recordings:
+        raise MididdspError(f"{data_dir}: no {split} recordings with notes of the model's instruments "
+                            f"({', '.join(known) or 'none'})")
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in PHYSICAL_NAMES}
+    for recording in tqdm(recordings, desc="calibrate", unit="recording", disable=not progress, file=sys.stderr):
+        item = dataset._item(recording, 0, None)
+        frames = int(recording["n_frames"])
+        f0_hz, loudness_db = item["f0_hz"][:frames], item["loudness_db"][:frames]
+        controls = model_controls(model, item["audio"], f0_hz, loudness_db, int(known[recording["instrument"]]))
+        note_index = item["note_index"][:frames]
+        notes = np.array(dataset.shard(recording)["notes"], np.float64)  # a copy: shards are read-only maps
+        pitch = torch.from_numpy(notes[:, 2]).float() if len(notes) else torch.zeros(0)
+        with torch.no_grad():
+            values = note_expression({k: v[0] for k, v in controls.items()}, note_index, pitch, len(notes))
+        present = values["present"].numpy()
+        for name in PHYSICAL_NAMES:
+            collected[name].append(values[name].numpy()[present])
+    return {name: np.concatenate(parts) for name, parts in collected.items()}, len(recordings)
+
+
+def calibrate(model_dir: str | Path, data_dir: str | Path, split: str = "train", progress: bool = True) -> dict:
+    """Measure ``model_dir``'s ranges on ``data_dir`` and store them in its config.yaml (atomically).
+
+    Returns the new ``expression_ranges`` (``{control: [low, high]}``).
+    """
+    from mididdsp.models import load_model, update_model_config
+
+    model = load_model(model_dir)
+    physical, n_recordings = measure_notes(model, data_dir, split, progress)
+    ranges = {name: [low, high] for name, (low, high) in ranges_from_values(physical).items()}
+    provenance = {"data": str(data_dir), "split": split, "recordings": n_recordings,
+                  "notes": int(len(physical["volume_db"])), "percentiles": list(RANGE_PERCENTILES)}
+    update_model_config(model_dir, {"expression_ranges": ranges, "expression_calibration": provenance})
+    return ranges
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model directory to calibrate (its config.yaml is updated)")
+    parser.add_argument("--data", required=True, help="prepared folder (mididdsp prepare) with the model's data")
+    parser.add_argument("--split", default="train", choices=("train", "valid", "test"),
+                        help="which recordings to measure (default: train)")
+
+
+def run(args: argparse.Namespace) -> int:
+    ranges = calibrate(args.model, args.data, args.split, progress=sys.stderr.isatty())
+    width = max(len(name) for name in ranges)
+    from mididdsp.expression.controls import PHYSICAL_OF, PHYSICAL_UNITS
+
+    for name, (low, high) in ranges.items():
+        unit = PHYSICAL_UNITS[PHYSICAL_OF[name]]
+        print(f"{name:<{width}}  {PHYSICAL_OF[name]} {low:g} .. {high:g} {unit}")
+    print(f"wrote expression_ranges to {Path(args.model) / 'config.yaml'}")
+    return 0
