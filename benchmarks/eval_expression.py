@@ -199,6 +199,32 @@ def score_written(rows: list[dict]) -> dict:
             "written vs applied r": pearson([r["expected_extent"] for r in rows], [r["true_depth"] for r in rows])}
 
 
+def scale_coverage(tables: list, ranges: dict | None) -> list[dict]:
+    """How much of [0, 1] each scaled control uses: min-max (5th-95th percentile) with the fixed ranges and with
+    the tables' own (the model's) ranges, over all notes and over the held-out recordings' notes."""
+    import torch
+
+    from mididdsp.expression.controls import CONTROL_NAMES, PHYSICAL_OF, scale_control
+
+    def spread(values: np.ndarray) -> str:
+        if not len(values):
+            return "-"
+        p5, p95 = np.percentile(values, [5, 95])
+        return f"{values.min():.2f}-{values.max():.2f} ({p5:.2f}-{p95:.2f})"
+
+    out = []
+    held_out = [t for t, split in tables if split in ("valid", "test")]
+    for name in CONTROL_NAMES:
+        physical = np.concatenate([t[PHYSICAL_OF[name]] for t, _ in tables])
+        fixed = scale_control(name, torch.from_numpy(physical)).numpy()
+        own = np.concatenate([t[name] for t, _ in tables])
+        held = np.concatenate([t[name] for t in held_out]) if held_out else np.zeros(0)
+        out.append({"control": name, "fixed ranges": spread(fixed),
+                    "model's ranges": spread(own) if ranges else "-",
+                    "model's ranges, held-out": spread(held) if ranges else "-"})
+    return out
+
+
 def score(rows: list[dict]) -> dict:
     """Metrics over per-note rows (see the module docstring)."""
     with_vibrato = [r for r in rows if r["true_depth"] > 0]
@@ -247,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     from mididdsp.audio import load_audio
     from mididdsp.datasets.corpus import render_midi
     from mididdsp.datasets.performer import cc11_to_db
-    from mididdsp.expression.extract import chunked_analysis_controls, expression_table, model_controls
+    from mididdsp.expression.extract import chunked_analysis_controls, expression_table, model_controls, model_ranges
     from mididdsp.resynth import analyse, instrument_id
     from mididdsp.score import read_midi
 
@@ -268,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         return chunked_analysis_controls(audio, f0_hz), instrument
 
     rows: list[dict] = []
+    tables: list = []  # (table, split) per recording, for the scale's coverage
+    ranges = model_ranges(model) if model is not None else None
     began = time.perf_counter()
     for name, instrument, split in items:
         audio = load_audio(corpus / f"{name}.wav")
@@ -278,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             f0_hz, loudness_db = features["f0_hz"], features["loudness_db"]
         controls, label = controls_for(audio, f0_hz, loudness_db, instrument)
-        table = expression_table(score_, controls, label)
+        table = expression_table(score_, controls, label, ranges)
+        tables.append((table, split))
         expected = None
         if args.reference == "neutral":
             with tempfile.TemporaryDirectory() as temp:
@@ -335,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
                "written": ["group", "notes", "vibrato r", "rate err (Hz, median)", "written vs applied r"]
                }[args.reference]
     print(markdown_table(results, columns))
+    print(f"\nScaled controls over the notes, min-max (5th-95th percentile): the fixed ranges, and "
+          f"{'the model' if ranges else 'no model'}'s ranges (all notes; held-out notes)\n")
+    print(markdown_table(scale_coverage(tables, ranges), ["control", "fixed ranges", "model's ranges",
+                                                          "model's ranges, held-out"]))
     if args.per_note:
         with open(args.per_note, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
