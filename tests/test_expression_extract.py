@@ -57,6 +57,15 @@ def test_extract_with_a_model_writes_one_row_per_note_and_a_plot(case, tmp_path)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("program,expected", [(73, "flute"), (0, "violin")])
+def test_the_default_instrument_is_the_midi_program_when_the_model_has_it(case, tmp_path, program, expected):
+    midi, out = tmp_path / f"p{program}.mid", tmp_path / "expr.csv"
+    score_from_notes(NOTES, program=program).write_midi(midi)  # 73 Flute; 0 Acoustic Grand Piano: not in the model
+    assert main(["extract", str(case / "tone.wav"), "--midi", str(midi), "-o", str(out),
+                 "--model", str(case / "model")]) == 0
+    assert NoteExpression.load(out).instrument.tolist() == [expected, expected]
+
+
 def test_extract_analysis_controls_measure_the_known_expression(case, tmp_path):
     out = tmp_path / "expr.json"
     assert main(["extract", str(case / "tone.wav"), "--midi", str(case / "tone.mid"), "-o", str(out),

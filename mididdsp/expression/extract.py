@@ -39,7 +39,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="expression table to write (.csv or .json)")
     parser.add_argument("--model", default=None,
                         help="model directory (default: the shipped synthesis coder, else the autoencoder)")
-    parser.add_argument("--instrument", default=None, help="instrument of the model (default: its first)")
+    parser.add_argument("--instrument", default=None,
+                        help="instrument of the model (default: the MIDI's General MIDI program when the model "
+                             "has it, e.g. program 40 -> violin, else the model's first)")
     parser.add_argument("--controls", choices=CONTROL_SOURCES, default="model",
                         help="frame controls from the model's network (default) or measured from the audio "
                              "(analysis: no model needed)")
@@ -208,7 +210,7 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
     """16 kHz mono audio [samples] + aligned Score -> :class:`Extraction` (table + frame signals).
 
     ``controls="model"`` needs ``model`` (a loaded DDSP autoencoder); the table's instrument column is the model
-    instrument used (``instrument`` or the model's first). ``controls="analysis"`` needs no model; the instrument
+    instrument used (``instrument``, else :func:`score_instrument`). ``controls="analysis"`` needs no model; the instrument
     column is ``instrument`` or each track's General MIDI program name.
     """
     from mididdsp.errors import MididdspError
@@ -222,7 +224,7 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
     if controls == "model":
         if model is None:
             raise MididdspError("controls='model' needs a model; pass one (or --model DIR), or use 'analysis'")
-        ids, name = instrument_id(model, instrument)
+        ids, name = instrument_id(model, instrument or score_instrument(model, score))
         frame_controls = model_controls(model, audio, f0_hz, loudness_db, ids)
         names: str | list[str] = name
         ranges = model_ranges(model)
@@ -231,6 +233,19 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
         names = instrument or [gm_program_name(t.program).lower() for t in score.tracks]
         ranges = None
     return Extraction(expression_table(score, frame_controls, names, ranges), features, frame_controls)
+
+
+def score_instrument(model, score) -> str | None:
+    """The model instrument named by the General MIDI program of the score's first track with notes (program 40
+    -> ``violin``), or None (the model's first instrument) when the model has no such instrument."""
+    from mididdsp.score import gm_program_name
+
+    known = (getattr(model, "metadata", None) or {}).get("instruments") or {}
+    track = next((t for t in score.tracks if t.notes), None)
+    if track is None or getattr(track, "is_drum", False):
+        return None
+    name = gm_program_name(track.program).lower()
+    return name if name in known else None
 
 
 def model_ranges(model) -> dict | None:
