@@ -34,7 +34,8 @@ cello samples carry their own 5-20 cent pitch wobble at 5-6 Hz, so their vibrato
 with the samples'; per-instrument rows show it. ``--controls analysis`` measures the controls from the audio
 (CREPE f0, A-weighted loudness) instead of a model's network, and needs no model (pass ``-`` as MODEL_DIR).
 With ``--prepared``, CREPE f0 and loudness are read from the recording's feature shard when it has one (the same
-analysis, computed once by ``mididdsp prepare``) instead of being computed again.
+analysis, computed once by ``mididdsp prepare``) instead of being computed again. The f0 is then refined as
+``mididdsp extract`` refines it (:func:`mididdsp.pitch.refine_f0`), unless ``--no-f0-refine``.
 """
 from __future__ import annotations
 
@@ -265,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the neutral render keeps each note's velocity (default: same SoundFont sample "
                              "layer, so only CC11 and bends are applied) or plays all at 127 and applies the "
                              "velocity law as a gain too")
+    parser.add_argument("--no-f0-refine", dest="f0_refine", action="store_false",
+                        help="CREPE's f0 as it is (default: refined, as mididdsp extract does)")
     parser.add_argument("--per-note", default=None, help="also write the per-note comparison to this CSV")
     args = parser.parse_args(argv)
 
@@ -274,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     from mididdsp.datasets.corpus import render_midi
     from mididdsp.datasets.performer import cc11_to_db
     from mididdsp.expression.extract import chunked_analysis_controls, expression_table, model_controls, model_ranges
+    from mididdsp.pitch import refine_f0
     from mididdsp.resynth import analyse, instrument_id
     from mididdsp.score import read_midi
 
@@ -302,9 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         score_ = read_midi(corpus / f"{name}.mid")
         features = shard_features(prepared, name)
         if features is None or len(features["f0_hz"]) != len(audio) // 64 + 1:
-            f0_hz, confidence, loudness_db = analyse(audio)
+            f0_hz, confidence, loudness_db = analyse(audio, refine=args.f0_refine)
         else:
             f0_hz, loudness_db = features["f0_hz"], features["loudness_db"]
+            if args.f0_refine:
+                f0_hz = refine_f0(audio, f0_hz)
         controls, label = controls_for(audio, f0_hz, loudness_db, instrument)
         table = expression_table(score_, controls, label, ranges)
         tables.append((table, split))
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as temp:
                 neutral_midi(score_, Path(temp) / "neutral.mid", 127 if args.neutral_velocity == "127" else None)
                 neutral_audio = render_midi(Path(temp) / "neutral.mid", duration_s=len(audio) / 16000)
-            n_f0, _, n_loudness = analyse(neutral_audio)
+            n_f0, _, n_loudness = analyse(neutral_audio, refine=args.f0_refine)
             neutral, _ = controls_for(neutral_audio, n_f0, n_loudness, instrument)
             expected = expression_table(
                 score_, expected_controls(score_, neutral, args.neutral_velocity == "127"), label)

@@ -113,21 +113,24 @@ def _in_chunks(function, signal, n_total_frames: int, chunk_frames: int, context
     return tuple(torch.cat(parts, dim=0) for parts in zip(*results))
 
 
-def analyse(audio, f0_model: str = "tiny", chunk_seconds: float = 20.0):
+def analyse(audio, f0_model: str = "tiny", chunk_seconds: float = 20.0, refine: bool = False):
     """16 kHz mono audio [samples] -> (f0_hz, confidence, loudness_db), float32 tensors [frames].
 
     Computed in pieces with 1 s of context on each side (CREPE's windows, its Viterbi path and the STFT frames
-    settle within it), so memory does not grow with the input's length.
+    settle within it), so memory does not grow with the input's length. ``refine``: CREPE's f0 refined by
+    :func:`mididdsp.pitch.refine_f0` (pitch deviations such as vibrato read at their true size).
     """
     import torch
 
     from mididdsp.dsp import HOP_SIZE, compute_loudness, n_frames
-    from mididdsp.pitch import compute_f0
+    from mididdsp.pitch import compute_f0, refine_f0
 
     signal = torch.as_tensor(audio, dtype=torch.float32)
 
     def features(piece):
         f0_hz, confidence = compute_f0(piece, model=f0_model)
+        if refine:
+            f0_hz = refine_f0(piece, f0_hz)
         return f0_hz, confidence, compute_loudness(piece)
 
     return _in_chunks(features, signal, n_frames(signal.shape[-1]), max(1, int(chunk_seconds * 250)), 250, HOP_SIZE)

@@ -122,3 +122,37 @@ def test_argmax_decoder_and_voiced_mask_and_errors():
         compute_f0(np.zeros(1000, np.float32), model="huge")
     with pytest.raises(ValueError, match="NaN"):
         compute_f0(np.full(1000, np.nan, np.float32))
+
+
+@pytest.mark.parametrize("f0_hz,cents", [(82.0, 15.0), (220.0, 30.0), (440.0, 15.0), (660.0, 30.0)])
+def test_refinement_reads_a_known_vibrato_at_its_size(f0_hz, cents):
+    """CREPE alone reads a vibrato's deviations short (or long at low pitch); refined, the f0 follows the truth."""
+    from mididdsp.pitch import refine_f0
+
+    t = np.arange(2 * SR) / SR
+    truth = f0_hz * 2 ** (cents * np.sin(2 * np.pi * 5.5 * t) / 1200)
+    audio = harmonic_tone(truth, n_harmonics=12)
+    coarse, _ = compute_f0(audio)
+    refined = refine_f0(audio, coarse).numpy()
+    frames = slice(20, len(refined) - 20)  # leave out the tone's edges
+    truth_frames = truth[::SR // 250][: len(refined)][frames]
+    error = np.abs(cents_error(refined[frames], truth_frames))
+    assert np.median(error) < 1.5 and np.median(error) < np.median(np.abs(cents_error(coarse.numpy()[frames],
+                                                                                        truth_frames)))
+    # The deviation's size: its standard deviation is the true one's (cents / sqrt 2) within 5 %.
+    deviation = cents_error(refined[frames], np.full_like(truth_frames, f0_hz))
+    assert np.std(deviation) == pytest.approx(cents / np.sqrt(2), rel=0.05)
+
+
+def test_refinement_keeps_crepe_where_the_waveform_does_not_repeat_and_adds_no_octave_errors():
+    from mididdsp.pitch import refine_f0
+
+    noise = np.random.default_rng(0).uniform(-0.3, 0.3, SR).astype(np.float32)
+    coarse = torch.full((n_frames(SR),), 300.0)
+    assert torch.equal(refine_f0(noise, coarse), coarse)  # no period near 300 Hz: CREPE's value is kept
+    # A tone whose 2nd harmonic is 3x stronger than the fundamental: the refined f0 stays at the fundamental.
+    t = np.arange(SR) / SR
+    tone = (0.1 * np.sin(2 * np.pi * 200 * t) + 0.3 * np.sin(2 * np.pi * 400 * t)).astype(np.float32)
+    refined = refine_f0(tone, torch.full((n_frames(SR),), 201.0)).numpy()[10:-10]
+    assert np.abs(cents_error(refined, 200.0)).max() < 1.0
+    assert refine_f0(np.zeros(0, np.float32), torch.zeros(0)).shape == (0,)

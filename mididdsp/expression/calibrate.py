@@ -64,18 +64,20 @@ def ranges_from_values(physical: dict[str, np.ndarray]) -> dict[str, tuple[float
     return ranges
 
 
-def measure_notes(model, data_dir: str | Path, split: str = "train", progress: bool = True
+def measure_notes(model, data_dir: str | Path, split: str = "train", progress: bool = True, f0_refine: bool = True
                   ) -> tuple[dict[str, np.ndarray], int]:
     """The physical controls of every note in ``split`` of a prepared folder, from ``model``'s synthesis controls.
 
     Returns ``({physical name: [notes]}, recordings used)``. Recordings without notes, or of an instrument the
-    model does not know, are left out.
+    model does not know, are left out. ``f0_refine``: the shards' CREPE f0 is refined as ``mididdsp extract``
+    refines it (:func:`mididdsp.pitch.refine_f0`), so the ranges fit what extraction measures.
     """
     import torch
 
     from mididdsp.datasets.torch_data import _PreparedDataset
     from mididdsp.expression.controls import PHYSICAL_NAMES, note_expression
     from mididdsp.expression.extract import model_controls
+    from mididdsp.pitch import refine_f0
     from tqdm import tqdm
 
     dataset = _PreparedDataset(data_dir, split=split)
@@ -89,6 +91,8 @@ def measure_notes(model, data_dir: str | Path, split: str = "train", progress: b
         item = dataset._item(recording, 0, None)
         frames = int(recording["n_frames"])
         f0_hz, loudness_db = item["f0_hz"][:frames], item["loudness_db"][:frames]
+        if f0_refine:
+            f0_hz = refine_f0(item["audio"], f0_hz)
         controls = model_controls(model, item["audio"], f0_hz, loudness_db, int(known[recording["instrument"]]))
         note_index = item["note_index"][:frames]
         notes = np.array(dataset.shard(recording)["notes"], np.float64)  # a copy: shards are read-only maps
@@ -112,7 +116,7 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, split: str = "train",
     physical, n_recordings = measure_notes(model, data_dir, split, progress)
     ranges = {name: [low, high] for name, (low, high) in ranges_from_values(physical).items()}
     provenance = {"data": str(data_dir), "split": split, "recordings": n_recordings,
-                  "notes": int(len(physical["volume_db"])), "percentiles": list(RANGE_PERCENTILES)}
+                  "notes": int(len(physical["volume_db"])), "percentiles": list(RANGE_PERCENTILES), "f0_refine": True}
     update_model_config(model_dir, {"expression_ranges": ranges, "expression_calibration": provenance})
     return ranges
 

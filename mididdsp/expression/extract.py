@@ -47,6 +47,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "(analysis: no model needed)")
     parser.add_argument("--plot", default=None, help="also draw the notes, f0, loudness and controls to this PNG")
     parser.add_argument("--f0-model", choices=("tiny", "full"), default="tiny", help="CREPE size (default tiny)")
+    parser.add_argument("--no-f0-refine", dest="f0_refine", action="store_false",
+                        help="use CREPE's f0 as it is (by default it is refined by the waveform's period, which "
+                             "reads vibrato at its true extent: mididdsp.pitch.refine_f0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     audio = load_audio(args.audio)
     score = read_midi(args.midi)
     check_alignment(score, len(audio) / 16000.0, args.midi, args.audio)
-    result = extract(audio, score, model, args.instrument, args.controls, args.f0_model)
+    result = extract(audio, score, model, args.instrument, args.controls, args.f0_model, args.f0_refine)
     write_outputs(result, output, args.plot)
     print(f"wrote {output} ({len(result.table)} notes)" + (f" and {args.plot}" if args.plot else ""))
     return 0
@@ -206,12 +209,13 @@ def expression_table(score, controls: dict, instrument: str | list[str], ranges:
 
 
 def extract(audio, score, model=None, instrument: str | None = None, controls: str = "model",
-            f0_model: str = "tiny") -> Extraction:
+            f0_model: str = "tiny", f0_refine: bool = True) -> Extraction:
     """16 kHz mono audio [samples] + aligned Score -> :class:`Extraction` (table + frame signals).
 
     ``controls="model"`` needs ``model`` (a loaded DDSP autoencoder); the table's instrument column is the model
     instrument used (``instrument``, else :func:`score_instrument`). ``controls="analysis"`` needs no model; the instrument
-    column is ``instrument`` or each track's General MIDI program name.
+    column is ``instrument`` or each track's General MIDI program name. ``f0_refine``: CREPE's f0 refined by
+    :func:`mididdsp.pitch.refine_f0` (default; CREPE alone reads vibrato 0.64-0.93 of its extent).
     """
     from mididdsp.errors import MididdspError
     from mididdsp.resynth import analyse, instrument_id
@@ -219,7 +223,7 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
 
     if controls not in CONTROL_SOURCES:
         raise MididdspError(f"controls {controls!r}: expected one of {CONTROL_SOURCES}")
-    f0_hz, confidence, loudness_db = analyse(audio, f0_model)
+    f0_hz, confidence, loudness_db = analyse(audio, f0_model, refine=f0_refine)
     features = {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": loudness_db}
     if controls == "model":
         if model is None:
