@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mididdsp.pitch import _import_torchcrepe, compute_f0  # noqa: E402
+from mididdsp.pitch import _import_torchcrepe, compute_f0, refine_f0  # noqa: E402
 
 SR = 16000
 HOP = 64
@@ -57,6 +57,7 @@ def main() -> None:
     methods = {
         "mididdsp default (CREPE 50 Hz + PCHIP)": lambda: compute_f0(audio)[0].numpy(),
         "mididdsp, CREPE every 250 Hz frame": lambda: compute_f0(audio, crepe_frame_rate=250)[0].numpy(),
+        "mididdsp default + refine_f0 (as `extract`)": lambda: refine_f0(audio, compute_f0(audio)[0]).numpy(),
         "torchcrepe naive (hop 64, argmax)": naive,
     }
     times: dict[str, list[float]] = {name: [] for name in methods}
