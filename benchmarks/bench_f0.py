@@ -60,6 +60,8 @@ def main() -> None:
         "mididdsp default + refine_f0 (as `extract`)": lambda: refine_f0(audio, compute_f0(audio)[0]).numpy(),
         "torchcrepe naive (hop 64, argmax)": naive,
     }
+    coarse = compute_f0(audio)[0]
+    methods["refine_f0 alone, on the default's f0"] = lambda: refine_f0(audio, coarse).numpy()
     times: dict[str, list[float]] = {name: [] for name in methods}
     outputs = {name: fn() for name, fn in methods.items()}  # warm-up: imports, weights, caches
     for _ in range(args.runs):
