@@ -250,6 +250,29 @@ def test_cli_no_reverb_matches_the_in_process_dry_resynthesis(designed_model, tm
     assert rms(dry[tail]) < 1e-4 and rms(wet[tail]) > 3e-3 and rms(wet - dry) > 0.2 * rms(dry)
 
 
+def test_cli_f0_refine_keeps_a_vibrato_at_its_size(designed_model, tmp_path):
+    """The designed model plays its input f0: with --f0-refine, a 30-cent vibrato comes out at 30 cents; from
+    CREPE's f0 alone it comes out smaller (CREPE reads it short)."""
+    import soundfile
+
+    from mididdsp.pitch import compute_f0, refine_f0
+
+    t = np.arange(2 * 16000) / 16000
+    f0 = 330.0 * 2 ** (30.0 * np.sin(2 * np.pi * 5.5 * t) / 1200)
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    save_audio(tmp_path / "vibrato.wav", (0.3 * sum(np.sin(k * phase) / k for k in range(1, 5))).astype(np.float32))
+    spread = {}
+    for flags, name in (((), "plain"), (("--f0-refine",), "refined")):
+        out = tmp_path / f"{name}.wav"
+        assert cli(tmp_path / "vibrato.wav", "-o", out, "--model", designed_model, "--no-adjust", "--no-reverb",
+                   *flags) == 0
+        audio = soundfile.read(str(out), dtype="float32")[0]
+        measured = refine_f0(audio, compute_f0(audio)[0]).numpy()[40:-40]
+        spread[name] = np.std(1200 * np.log2(measured / 330.0))
+    assert spread["refined"] == pytest.approx(30.0 / np.sqrt(2), rel=0.06)
+    assert spread["plain"] < 0.93 * spread["refined"]
+
+
 # --- 3. any rate and channel count; pitch options through the CLI --------------------------------------------------
 
 def test_cli_stereo_44k_input_gives_mono_output_of_the_same_duration_at_the_adjusted_pitch(designed_model, tmp_path):
