@@ -281,9 +281,12 @@ def _filter_spectrum_operator(n_bands: int, taps: int, n_fft: int, dtype: torch.
     parts interleaved) of :func:`frequency_impulse_response`'s ``taps``-tap filter. Cached; built in float64."""
     key = (n_bands, taps, n_fft, dtype, str(device))
     if key not in _FILTER_OPERATORS:
-        identity = torch.eye(n_bands, dtype=torch.float64)
-        spectra = torch.fft.rfft(frequency_impulse_response(identity, taps), n_fft)   # [n_bands, n_fft // 2 + 1]
-        _FILTER_OPERATORS[key] = torch.view_as_real(spectra).reshape(n_bands, -1).to(dtype=dtype, device=device)
+        # A normal tensor even when first built under inference mode, so that training can use the cached copy.
+        with torch.inference_mode(False), torch.no_grad():
+            identity = torch.eye(n_bands, dtype=torch.float64)
+            spectra = torch.fft.rfft(frequency_impulse_response(identity, taps), n_fft)  # [n_bands, n_fft // 2 + 1]
+            operator = torch.view_as_real(spectra).reshape(n_bands, -1).to(dtype=dtype, device=device)
+        _FILTER_OPERATORS[key] = operator
     return _FILTER_OPERATORS[key]
 
 
