@@ -12,8 +12,9 @@ Per frame (same semantics as MIDI-DDSP; ``n`` = the note's frame count, frame ra
     noise_dB(t) = mean over bands of 20 log10 N_b(t), each floored at -80 dB
     d(t)        = 1200 log2(f0(t) / f_note), in cents
 
-Per note, the physical quantity and its documented [0, 1] scale ``clip((x - low) / (high - low), 0, 1)`` with the
-fixed ranges of :data:`CONTROL_RANGES`:
+Per note, the physical quantity and its documented [0, 1] scale ``clip((x - low) / (high - low), 0, 1)``. The
+ranges are the model's own (``expression_ranges`` in its config, measured on its training notes by
+:mod:`mididdsp.expression.calibrate`, passed as ``ranges``); without them, the fixed :data:`CONTROL_RANGES`:
 
     volume               volume_db             = mean a_dB                           -60 .. 0 dB
     volume_fluctuation   volume_fluctuation_db = std a_dB (population)               0 .. 12 dB
@@ -25,11 +26,12 @@ fixed ranges of :data:`CONTROL_RANGES`:
     brightness           brightness_centroid   = mean c                              1 .. 8 harmonics
     attack_noise         attack_noise_db       = mean noise_dB over the first 10 frames (40 ms)  -80 .. -30 dB
 
-The ranges were chosen from the notes of the SoundFont corpus (4 instruments, analysis path, 1st..99th
+The fixed ranges were chosen from the notes of the SoundFont corpus (4 instruments, analysis path, 1st..99th
 percentiles: volume -37..-9 dB at the corpus's recording level, fluctuation 1.5..14 dB, extent 0..78 cents,
 centroid 1.1..7.2) so that real notes use the whole 0..1 scale; the volume range is generous (-60..0 dBFS-like
-levels) because recordings differ in level. attack_noise's range is a guess until a trained model's noise
-magnitudes are measured. A value outside its range is clipped (the physical column keeps the exact value).
+levels) because recordings differ in level; a trained model's controls sit elsewhere (the shipped synthesis
+coder's volume used only 0.00-0.60 of this scale), hence the per-model ranges. A value outside its range is
+clipped (the physical column keeps the exact value).
 
 Vibrato (the published method looked for the spectral peak of the mean-removed, Tukey-tapered deviation; its
 frequency axis was off, and on notes of 0.25-0.5 s with a delayed vibrato a zero-padded FFT peak is biased by
