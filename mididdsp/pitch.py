@@ -366,7 +366,7 @@ def compute_f0(
 REFINE_SEARCH = 0.04       # the period is searched within +-4 % (about +-70 cents) of CREPE's
 REFINE_PERIODS = 2.0       # correlation window: two periods ...
 REFINE_MIN_WINDOW = 128    # ... but at least 8 ms at 16 kHz
-REFINE_MIN_CORRELATION = 0.5  # below this the frame keeps CREPE's f0 (noise, a transition, several notes)
+REFINE_MIN_CORRELATION = 0.8  # below this the frame keeps CREPE's f0 (noise, a transition, several notes)
 _REFINE_CHUNK = 2048       # frames per block of work
 
 
@@ -380,7 +380,8 @@ def refine_f0(audio_16k: Any, f0_hz: Any, frame_rate: int = FRAME_RATE) -> torch
     of two periods centred on the frame, for every whole-sample lag ``tau`` within +-4 % of CREPE's period, and
     places the peak between samples by parabolic interpolation. The window is short (2.5-18 ms from 880 to
     110 Hz, against CREPE's 64 ms) and the estimate has no bins. CREPE still decides which period (no octave
-    errors are introduced); frames whose best correlation is below 0.5 keep CREPE's value.
+    errors are introduced); frames whose best correlation is below 0.8 keep CREPE's value: with white noise as
+    loud as the tone (correlation about 0.5) the short window is less accurate than CREPE (10 against 4 cents).
 
     Args:
         audio_16k: [samples] mono audio at 16 kHz (tensor or array).
