@@ -42,7 +42,7 @@ def plot_expression(path: str | os.PathLike, extraction, confidence_threshold: f
         colour = colour_of[(row["track"], row["voice"])]
         roll.add_patch(plt.Rectangle((row["start"], row["pitch"] - 0.4), row["end"] - row["start"], 0.8,
                                      facecolor=colour, alpha=0.35, edgecolor=colour))
-    roll.plot(time, midi, color="black", linewidth=0.8, label="f0 (CREPE)")
+    roll.plot(time, midi, color="black", linewidth=0.8, label="f0 (voiced frames)")
     pitches = table.pitch
     if len(pitches):
         roll.set_ylim(pitches.min() - 3, pitches.max() + 3)
