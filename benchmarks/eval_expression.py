@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     from mididdsp.datasets.corpus import render_midi
     from mididdsp.datasets.performer import cc11_to_db
     from mididdsp.expression.extract import chunked_analysis_controls, expression_table, model_controls, model_ranges
+    from mididdsp.models import load_model, model_metadata
     from mididdsp.pitch import refine_f0
     from mididdsp.resynth import analyse, instrument_id
     from mididdsp.score import read_midi
@@ -286,13 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     prepared = prepared if prepared.is_dir() else None
     model = None
     if args.controls == "model":
-        from mididdsp.models import load_model
         model = load_model(args.model)
     items = recordings(corpus, prepared, args.split)[:args.max_recordings]
 
     def controls_for(audio, f0_hz, loudness_db, instrument):
         if model is not None:
-            known = (getattr(model, "metadata", {}) or {}).get("instruments") or {}
+            known = model_metadata(model).get("instruments") or {}
             ids, label = instrument_id(model, instrument if instrument in known else None)
             return model_controls(model, audio, f0_hz, loudness_db, ids), label
         return chunked_analysis_controls(audio, f0_hz), instrument

@@ -70,6 +70,12 @@ def read_model_config(directory: str | os.PathLike) -> dict:
     return config
 
 
+def model_metadata(model) -> dict:
+    """The config a model was loaded with (``model.metadata``: instruments, statistics, expression ranges, ...),
+    or ``{}`` for a model built in code."""
+    return getattr(model, "metadata", None) or {}
+
+
 def update_model_config(directory: str | os.PathLike, updates: dict) -> dict:
     """Set top-level keys of a model directory's config.yaml (``model:`` itself cannot change), atomically.
 

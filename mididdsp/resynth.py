@@ -96,7 +96,9 @@ def instrument_id(model, name: str | None) -> tuple[int, str]:
     """Resolve an instrument name of ``model`` (its ``metadata['instruments']``) to its embedding id."""
     from mididdsp.errors import MididdspError
 
-    instruments: dict[str, int] = (getattr(model, "metadata", {}) or {}).get("instruments") or {"default": 0}
+    from mididdsp.models import model_metadata
+
+    instruments: dict[str, int] = model_metadata(model).get("instruments") or {"default": 0}
     if name is None:
         name = min(instruments, key=instruments.get)
     if name not in instruments:
@@ -173,9 +175,11 @@ def adjust_features(f0_hz, confidence, loudness_db, options: ResynthOptions, sta
 
 def resynthesize(audio, model, options: ResynthOptions | None = None):
     """16 kHz mono numpy audio -> resynthesised 16 kHz mono numpy audio of the same length."""
+    from mididdsp.models import model_metadata
+
     options = options or ResynthOptions()
     instrument, name = instrument_id(model, options.instrument)
-    statistics = ((getattr(model, "metadata", {}) or {}).get("statistics") or {}).get(name)
+    statistics = (model_metadata(model).get("statistics") or {}).get(name)
     f0_hz, confidence, loudness_db = analyse(audio, options.f0_model, options.chunk_seconds, options.f0_refine)
     f0_hz, loudness_db = adjust_features(f0_hz, confidence, loudness_db, options, statistics)
 

@@ -74,31 +74,28 @@ def measure_notes(model, data_dir: str | Path, split: str = "train", progress: b
     """
     import torch
 
-    from mididdsp.datasets.torch_data import _PreparedDataset
+    from mididdsp.datasets.torch_data import RecordingDataset
     from mididdsp.expression.controls import PHYSICAL_NAMES, note_expression
     from mididdsp.expression.extract import model_controls
+    from mididdsp.models import model_metadata
     from mididdsp.pitch import refine_f0
     from tqdm import tqdm
 
-    dataset = _PreparedDataset(data_dir, split=split)
-    known = (getattr(model, "metadata", {}) or {}).get("instruments") or {}
-    recordings = [r for r in dataset.recordings if r["has_notes"] and r["instrument"] in known]
+    dataset = RecordingDataset(data_dir, split=split)
+    known = model_metadata(model).get("instruments") or {}
+    recordings = [i for i, r in enumerate(dataset.recordings) if r["has_notes"] and r["instrument"] in known]
     if not recordings:
         raise MididdspError(f"{data_dir}: no {split} recordings with notes of the model's instruments "
                             f"({', '.join(known) or 'none'})")
     collected: dict[str, list[np.ndarray]] = {name: [] for name in PHYSICAL_NAMES}
-    for recording in tqdm(recordings, desc="calibrate", unit="recording", disable=not progress, file=sys.stderr):
-        item = dataset._item(recording, 0, None)
-        frames = int(recording["n_frames"])
-        f0_hz, loudness_db = item["f0_hz"][:frames], item["loudness_db"][:frames]
-        if f0_refine:
-            f0_hz = refine_f0(item["audio"], f0_hz)
-        controls = model_controls(model, item["audio"], f0_hz, loudness_db, int(known[recording["instrument"]]))
-        note_index = item["note_index"][:frames]
-        notes = np.array(dataset.shard(recording)["notes"], np.float64)  # a copy: shards are read-only maps
-        pitch = torch.from_numpy(notes[:, 2]).float() if len(notes) else torch.zeros(0)
+    for index in tqdm(recordings, desc="calibrate", unit="recording", disable=not progress, file=sys.stderr):
+        item = dataset[index]
+        f0_hz = refine_f0(item["audio"], item["f0_hz"]) if f0_refine else item["f0_hz"]
+        instrument = int(known[dataset.recordings[index]["instrument"]])
+        controls = model_controls(model, item["audio"], f0_hz, item["loudness_db"], instrument)
         with torch.no_grad():
-            values = note_expression({k: v[0] for k, v in controls.items()}, note_index, pitch, len(notes))
+            values = note_expression({k: v[0] for k, v in controls.items()}, item["note_index"],
+                                     item["notes"][:, 2].float(), len(item["notes"]))
         present = values["present"].numpy()
         for name in PHYSICAL_NAMES:
             collected[name].append(values[name].numpy()[present])

@@ -370,7 +370,7 @@ def _vibrato_of_blocks(blocks: torch.Tensor, mask: torch.Tensor, frame_rate: flo
 def vibrato_frames(blocks: torch.Tensor, notes: NoteFrames) -> torch.Tensor:
     """Which frames of each note the vibrato is fitted on: [G, L] bool, from the deviation blocks [G, L] in cents.
 
-    Left out: the first :data:`VIBRATO_SKIP_FRAMES`\\[0] and last [1] frames (onset scoops; CREPE's 64 ms window
+    Left out: the first and last :data:`VIBRATO_SKIP_FRAMES` (10 and 5) frames (onset scoops; CREPE's 64 ms window
     straddles the neighbouring note); every frame farther than :data:`VIBRATO_OUTLIER_CENTS` from the note's
     median deviation (octave errors, glides); and the whole transition at either end: within the first
     :data:`VIBRATO_TRANSITION_FRAMES` frames (and the first half) of a note, everything up to

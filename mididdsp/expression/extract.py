@@ -165,9 +165,8 @@ def expression_table(score, controls: dict, instrument: str | list[str], ranges:
 
     import torch
 
-    from mididdsp.expression.controls import (CONTROL_NAMES, PHYSICAL_NAMES, PHYSICAL_OF, control_ranges,
-                                              note_expression)
-    from mididdsp.expression.table import INFO_COLUMNS, NoteExpression
+    from mididdsp.expression.controls import CONTROL_NAMES, PHYSICAL_NAMES, control_ranges, note_expression
+    from mididdsp.expression.table import INFO_COLUMNS, SCALED_OF, NoteExpression
     from mididdsp.score import note_frames, split_voices
 
     frames = controls["f0_hz"].shape[1]
@@ -198,7 +197,7 @@ def expression_table(score, controls: dict, instrument: str | list[str], ranges:
                 if name in values and present:
                     columns[name].append(float(values[name][row, i]))
                 else:  # no frames or no such input: the physical value of a 0 control
-                    scaled = next((s for s, p in PHYSICAL_OF.items() if p == name), None)
+                    scaled = SCALED_OF.get(name)
                     columns[name].append(ranges[scaled][0] if scaled else 0.0)
     if missing:
         warnings.warn(f"{missing} note(s) have no frames in the audio (past its end or hidden by the next onset); "
@@ -242,11 +241,12 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
 def score_instrument(model, score) -> str | None:
     """The model instrument named by the General MIDI program of the score's first track with notes (program 40
     -> ``violin``), or None (the model's first instrument) when the model has no such instrument."""
+    from mididdsp.models import model_metadata
     from mididdsp.score import gm_program_name
 
-    known = (getattr(model, "metadata", None) or {}).get("instruments") or {}
+    known = model_metadata(model).get("instruments") or {}
     track = next((t for t in score.tracks if t.notes), None)
-    if track is None or getattr(track, "is_drum", False):
+    if track is None or track.is_drum:
         return None
     name = gm_program_name(track.program).lower()
     return name if name in known else None
@@ -254,4 +254,6 @@ def score_instrument(model, score) -> str | None:
 
 def model_ranges(model) -> dict | None:
     """The model's calibrated ``expression_ranges`` (:mod:`mididdsp.expression.calibrate`), or None."""
-    return (getattr(model, "metadata", None) or {}).get("expression_ranges")
+    from mididdsp.models import model_metadata
+
+    return model_metadata(model).get("expression_ranges")
