@@ -116,7 +116,7 @@ def test_vibrato_gates_short_notes_and_fast_wobble():
 
 
 def test_vibrato_gate_is_continuous_around_the_published_limits():
-    from mididdsp.expression.controls import vibrato_gate
+    from mididdsp.expression.vibrato import vibrato_gate
 
     rate = torch.tensor([6.0, 3.0, 9.0, 2.4, 9.6, 8.0, 6.0, 6.0, 4.0])
     duration = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.14, 0.3, 0.25])  # last: exactly one cycle
