@@ -12,14 +12,18 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "render": ("mididdsp.render", "render a MIDI file to audio with a MIDI model (expression prior + generator)"),
+    "instruments": ("mididdsp.render", "list a MIDI model's instruments and the General MIDI program table"),
     "demo": ("mididdsp.demo", "play a bundled example as another instrument (--dsp: a phrase from the DSP core)"),
     "prepare": ("mididdsp.datasets.prepare", "turn audio (+MIDI) into feature shards for training"),
     "corpus": ("mididdsp.datasets.corpus", "render an expressive SoundFont training corpus"),
     "resynth": ("mididdsp.resynth", "resynthesize audio through a DDSP autoencoder (timbre transfer)"),
     "extract": ("mididdsp.expression.extract", "per-note expression table from audio + aligned MIDI"),
     "calibrate": ("mididdsp.expression.calibrate", "measure a model's expression scales on its training notes"),
+    "teacher": ("mididdsp.datasets.teacher", "cache a synthesis coder's controls and note expression for training"),
     "train": ("mididdsp.training.train", "train a model from a YAML config"),
     "export": ("mididdsp.training.train", "export a training run's checkpoint as a model directory"),
+    "eval": ("mididdsp.evaluate", "measure a model: `eval controls` (generator), `eval prior` (expression prior)"),
 }
 
 

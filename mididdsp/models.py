@@ -91,18 +91,33 @@ def update_model_config(directory: str | os.PathLike, updates: dict) -> dict:
     return config
 
 
-def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a model directory for inference (eval mode). The config is attached as ``model.metadata``."""
-    from mididdsp.synthesis.autoencoder import DDSPAutoencoder
+# model_type in config.yaml -> "module:class" (imported only when such a model is loaded)
+MODEL_TYPES = {"DDSPAutoencoder": "mididdsp.synthesis.autoencoder:DDSPAutoencoder",
+               "SynthesisGenerator": "mididdsp.synthesis.generator:SynthesisGenerator",
+               "ExpressionPrior": "mididdsp.expression.prior:ExpressionPrior"}
 
+
+def model_class(model_type: str) -> type:
+    import importlib
+
+    module_name, class_name = MODEL_TYPES[model_type].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu",
+               expected: tuple[str, ...] | None = None) -> torch.nn.Module:
+    """Load a model directory for inference (eval mode). The config is attached as ``model.metadata``.
+
+    ``expected``: the model types the caller can use (ModelError naming the directory otherwise)."""
     directory = Path(directory)
     config = read_model_config(directory)
-    model_types = {"DDSPAutoencoder": DDSPAutoencoder}
     model_type = config.get("model_type", "DDSPAutoencoder")
-    if model_type not in model_types:
-        raise ModelError(f"{directory}: unknown model type {model_type!r} (expected one of {sorted(model_types)})")
+    if model_type not in MODEL_TYPES:
+        raise ModelError(f"{directory}: unknown model type {model_type!r} (expected one of {sorted(MODEL_TYPES)})")
+    if expected is not None and model_type not in expected:
+        raise ModelError(f"{directory}: a {model_type} model, expected {' or '.join(expected)}")
     try:
-        model = model_types[model_type](config["model"])
+        model = model_class(model_type)(config["model"])
     except (TypeError, ValueError) as error:
         raise ModelError(f"{directory / CONFIG_FILE}: invalid model settings: {error}") from None
     weights_path = directory / WEIGHTS_FILE

@@ -95,19 +95,39 @@ def test_loading_bad_files(tmp_path):
     table = make_table()
     path = tmp_path / "t.csv"
     table.save(path)
-    comment, *text = path.read_text().splitlines()  # the ranges line, then the header
+    text = path.read_text().splitlines()  # the header, then the rows: nothing else
+    assert text[0].split(",") == list(COLUMNS)
     header = text[0].split(",")
     fields = text[1].split(",")
     fields[header.index("vibrato")] = "nan"
-    path.write_text("\n".join([comment, text[0], ",".join(fields)] + text[2:]) + "\n")
+    path.write_text("\n".join([text[0], ",".join(fields)] + text[2:]) + "\n")
     with pytest.raises(MididdspError, match="t.csv.*vibrato.*NaN"):
         NoteExpression.load(path)
     fields[header.index("vibrato")] = "1.5"
-    path.write_text("\n".join([comment, text[0], ",".join(fields)] + text[2:]) + "\n")
+    path.write_text("\n".join([text[0], ",".join(fields)] + text[2:]) + "\n")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert NoteExpression.load(path)[0, "vibrato"] == 1.0
     assert any(issubclass(w.category, ExpressionRangeWarning) for w in caught)
+    fields[header.index("vibrato")] = "lots"
+    path.write_text("\n".join([text[0], ",".join(fields)] + text[2:]) + "\n")
+    with pytest.raises(InputFileError, match="t.csv.*row 0, column 'vibrato'.*'lots'"):
+        NoteExpression.load(path)
+
+
+def test_csv_scaled_columns_win_over_edited_physical_ones(tmp_path):
+    table = make_table()
+    path = tmp_path / "t.csv"
+    table.save(path)
+    text = path.read_text().splitlines()
+    header = text[0].split(",")
+    fields = text[2].split(",")
+    fields[header.index("vibrato_extent_cents")] = "12.5"  # edited in a spreadsheet without its scaled twin
+    path.write_text("\n".join([text[0], text[1], ",".join(fields)] + text[3:]) + "\n")
+    with pytest.warns(ExpressionRangeWarning, match="row 1: vibrato_extent_cents 12.5 does not match vibrato"):
+        loaded = NoteExpression.load(path)
+    assert loaded[1, "vibrato"] == table[1, "vibrato"]
+    assert loaded[1, "vibrato_extent_cents"] == table[1, "vibrato_extent_cents"]
 
 
 def assert_rejected(table, key, value, error=MididdspError, match=None):
@@ -183,10 +203,10 @@ def test_loading_a_table_with_end_before_start_names_file_row_and_values(tmp_pat
     table.save(path)
     if suffix == ".csv":
         lines = path.read_text().splitlines()
-        header = lines[1].split(",")  # after the ranges line
-        fields = lines[4].split(",")  # row 2
+        header = lines[0].split(",")
+        fields = lines[3].split(",")  # row 2
         fields[header.index("start")], fields[header.index("end")] = "0.9", "0.7"
-        lines[4] = ",".join(fields)
+        lines[3] = ",".join(fields)
         path.write_text("\n".join(lines) + "\n")
     else:
         document = json.loads(path.read_text())

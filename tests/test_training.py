@@ -84,10 +84,12 @@ def full_run(data_dir, tmp_path_factory) -> dict:
 
 def test_packaged_configs_resolve_with_overrides() -> None:
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    assert {"autoencoder_tiny", "autoencoder", "synthesis_coder"} <= set(names)
+    assert {"autoencoder_tiny", "autoencoder", "synthesis_coder", "synthesis_generator", "expression_prior"} <= set(names)
     for name in names:
         config = load_config(name)
-        assert set(config) == {"name", "model", "data", "train"}
+        assert set(config) == {"name", "task", "model", "data", "train"}
+    assert load_config("synthesis_generator")["task"] == "synthesis_generator"
+    assert load_config("autoencoder_tiny")["task"] == "autoencoder"
     tiny = load_config("autoencoder_tiny", ["train.max_steps=7", "data.batch_size=3", "train.lr=2e-4"])
     assert (tiny["train"]["max_steps"], tiny["data"]["batch_size"], tiny["train"]["lr"]) == (7, 3, 2e-4)
     assert tiny["model"]["encoder"] == "none" and tiny["model"]["hidden_size"] == 256

@@ -20,10 +20,15 @@ Validation happens on every construction, edit and load: a NaN or infinite value
 :class:`mididdsp.errors.MididdspError` naming the column and row; a scaled control outside [0, 1] is clipped to
 it with an :class:`ExpressionRangeWarning`; a note with ``end <= start`` raises :class:`MididdspError` naming the
 row and its times (on construction, on load, with the file's name, and on an edit of ``start`` or ``end``). A
-rejected edit leaves the table unchanged. Files: CSV (a first line ``# expression_ranges: {JSON}``, then the header
-and one row per note; read it elsewhere with ``pandas.read_csv(path, comment="#")``) and JSON (``{"format": ...,
-"ranges": {...}, "columns": [...], "notes": [{column: value}, ...]}``); floats are written with Python's shortest
-round-trip representation, so save -> load gives back exactly the same numbers and ranges.
+rejected edit leaves the table unchanged. Files: CSV (the header and one row per note, nothing else, so that it opens
+as it is in a spreadsheet and in ``pandas.read_csv(path)``) and JSON (``{"format": ..., "ranges": {...},
+"columns": [...], "notes": [{column: value}, ...]}``); floats are written with Python's shortest round-trip
+representation, so save -> load gives back exactly the same numbers. The JSON carries the ranges; a CSV does
+not: its numbers imply them (each scaled value is the physical one mapped through its range, so two rows
+inside a range give it back), or :meth:`NoteExpression.load` takes them (``ranges=``, e.g. the model's, which
+``mididdsp render`` passes); and on a CSV the scaled columns are authoritative: a physical value that disagrees with its scaled twin (edited
+alone) is recomputed from it, with a warning naming the first such row. (CSVs written before this, with a first line
+``# expression_ranges: {JSON}``, still load and keep those ranges.)
 """
 from __future__ import annotations
 
@@ -300,7 +305,6 @@ class NoteExpression:
 
     def _csv_text(self) -> str:
         buffer = io.StringIO()
-        buffer.write(CSV_RANGES_PREFIX + json.dumps(self._ranges_plain()) + "\n")
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(COLUMNS)
         for row in range(len(self)):
@@ -314,10 +318,13 @@ class NoteExpression:
                            "notes": notes}, indent=1) + "\n"
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "NoteExpression":
+    def load(cls, path: str | os.PathLike, ranges: Mapping[str, Any] | None = None) -> "NoteExpression":
         """Read a table written by :meth:`save` (``.csv`` or ``.json``); InputFileError naming the file if it is
-        missing or malformed, MididdspError naming the file for bad values (NaN, unknown/missing columns, a note
-        with end <= start)."""
+        missing or malformed, MididdspError naming the file, row and column for bad values (NaN, text in a number
+        column, unknown/missing columns, a note with end <= start).
+
+        ``ranges``: the scales of the controls (a model's ``expression_ranges``); they replace the file's own (a
+        JSON's) when given. For a CSV without them, the fixed ranges apply."""
         path = Path(path)
         if not path.is_file():
             raise InputFileError(f"{path}: no such expression table")
@@ -325,11 +332,19 @@ class NoteExpression:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as error:
             raise InputFileError(f"{path}: unreadable expression table ({error.__class__.__name__})") from None
+        is_json = path.suffix.lower() == ".json"
         try:
-            columns, ranges = _parse_json(text) if path.suffix.lower() == ".json" else _parse_csv(text)
+            columns, file_ranges = _parse_json(text) if is_json else _parse_csv(text)
         except (ValueError, KeyError, TypeError) as error:
             raise InputFileError(f"{path}: not a note expression table ({error})") from None
+        known = set(ranges or {}) if ranges is not None else set(file_ranges or {})
+        ranges = ranges if ranges is not None else file_ranges
+        if ranges is None and not is_json:
+            ranges = _ranges_from_rows(columns)
+            known = set(ranges or {})
         try:
+            if not is_json:  # (a control whose range is unknown keeps both columns as they are)
+                columns = _scaled_authoritative(columns, ranges, path, known)
             return cls(columns, ranges)
         except MididdspError as error:
             raise MididdspError(f"{path}: {error}") from None
@@ -348,6 +363,69 @@ def _check_times(start: np.ndarray, end: np.ndarray) -> None:
                             f"starts")
 
 
+def _ranges_from_rows(columns: dict[str, list]) -> dict[str, tuple[float, float]] | None:
+    """The (low, high) of each control that a CSV's own rows imply (scaled = (physical - low) / (high - low) on
+    rows inside the range): a CSV carries its ranges in its numbers. The line through two rows with distinct
+    scaled values, chosen among a few candidates as the one most rows agree with. Controls without two such rows
+    keep the fixed ranges."""
+    found = {}
+    for name in CONTROL_NAMES:
+        physical = PHYSICAL_OF[name]
+        if name not in columns or physical not in columns:
+            continue
+        try:
+            scaled = np.asarray(columns[name], dtype=np.float64)
+            given = np.asarray(columns[physical], dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        inside = np.flatnonzero((scaled > 1e-9) & (scaled < 1 - 1e-9) & np.isfinite(given))
+        candidates = inside[np.unique(scaled[inside], return_index=True)[1]][:6]
+        best, best_votes = None, 0
+        for i in range(len(candidates)):
+            for j in range(i + 1, len(candidates)):
+                a, b = candidates[i], candidates[j]
+                span = (given[b] - given[a]) / (scaled[b] - scaled[a])
+                if not np.isfinite(span) or span <= 0:
+                    continue
+                low = given[a] - scaled[a] * span
+                votes = int(np.isclose(low + scaled[inside] * span, given[inside], rtol=0, atol=2e-6 * span).sum())
+                if votes > best_votes:
+                    best, best_votes = (float(low), float(low + span)), votes
+        if best is not None and best_votes >= 2:
+            found[name] = (round(best[0], 9), round(best[1], 9))
+    return found or None
+
+
+def _scaled_authoritative(columns: dict[str, list], ranges: Mapping[str, Any] | None, path: Path,
+                          known: set[str]) -> dict[str, list]:
+    """CSV columns where every physical twin agrees with its scaled control: a physical value that the scaled one
+    does not give (an edit of the physical column alone) is replaced by the scaled one's, with a warning naming
+    the first such row. A physical value outside the range, whose scaled value is clipped, agrees."""
+    resolved = control_ranges(ranges)
+    columns = dict(columns)
+    for name in CONTROL_NAMES:
+        physical = PHYSICAL_OF[name]
+        if physical not in columns or name not in columns or name not in known:
+            continue
+        low, high = resolved[name]
+        try:
+            scaled = np.asarray(columns[name], dtype=np.float64)
+            given = np.asarray(columns[physical], dtype=np.float64)
+        except (TypeError, ValueError):
+            continue  # the constructor names the bad value
+        # float32 extraction: scaled values carry about 1e-7 of rounding
+        agrees = np.isclose(np.clip((given - low) / (high - low), 0, 1), np.clip(scaled, 0, 1), rtol=0, atol=2e-6)
+        differs = np.flatnonzero(~agrees & np.isfinite(given) & np.isfinite(scaled))
+        if len(differs):
+            warnings.warn(f"{path}: row {int(differs[0])}: {physical} {float(given[differs[0]])!r} does not match {name} "
+                          f"{float(scaled[differs[0]])!r}; the scaled column is used (edit {name}, or both)",
+                          ExpressionRangeWarning, stacklevel=3)
+            fixed = given.copy()
+            fixed[differs] = low + np.clip(scaled[differs], 0, 1) * (high - low)
+            columns[physical] = fixed.tolist()
+    return columns
+
+
 def _parse_csv(text: str) -> tuple[dict[str, list], dict | None]:
     ranges = None
     if text.startswith("#"):
@@ -363,7 +441,15 @@ def _parse_csv(text: str) -> tuple[dict[str, list], dict | None]:
     columns: dict[str, list] = {}
     for index, column in enumerate(header):
         values = [r[index] for r in body]
-        columns[column] = values if _kind(column) == "text" else [float(v) for v in values]
+        if _kind(column) == "text":
+            columns[column] = values
+            continue
+        columns[column] = []
+        for row, value in enumerate(values):
+            try:
+                columns[column].append(float(value))
+            except ValueError:
+                raise ValueError(f"row {row}, column {column!r}: {value!r} is not a number") from None
     return columns, ranges
 
 

@@ -97,3 +97,35 @@ class AutoencoderModule(pl.LightningModule):
         decay = ExponentialDecay(config.get("lr_decay_rate", 0.98), config.get("lr_decay_steps", 10000))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# --- the task interface of mididdsp.training.train ---------------------------------------------------------------
+DATA_DEFAULTS: dict = {}
+TRAIN_DEFAULTS: dict = {}
+
+
+def check_model_config(model_config: dict) -> None:
+    """ValueError for unknown or invalid model settings."""
+    from mididdsp.synthesis.autoencoder import AutoencoderConfig
+
+    AutoencoderConfig.from_dict(model_config)
+
+
+def build_data(config: dict):
+    """The training data of a resolved config; sets ``model.n_instruments`` from it."""
+    from mididdsp.training.data import StepDataModule
+
+    data_cfg, train_cfg = config["data"], config["train"]
+    data = StepDataModule(data_cfg["dir"], int(data_cfg["batch_size"]), int(data_cfg["num_workers"]),
+                          float(data_cfg["crop_seconds"]), data_cfg.get("eval_hop_seconds"),
+                          seed=int(train_cfg["seed"]), pin_memory=torch.cuda.is_available())
+    config["model"]["n_instruments"] = max(1, len(data.instruments))
+    return data
+
+
+def build_module(config: dict) -> AutoencoderModule:
+    return AutoencoderModule(config["model"], config["train"])
+
+
+def build_model(model_config: dict) -> DDSPAutoencoder:
+    return DDSPAutoencoder(dict(model_config))

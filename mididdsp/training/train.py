@@ -4,7 +4,9 @@
     mididdsp export RUN_DIR -o MODEL_DIR [--checkpoint best|last|PATH]
 
 CONFIG is a YAML file or the name of a packaged config (``autoencoder_tiny``, ``autoencoder``,
-``synthesis_coder`` in mididdsp/configs). Dotted overrides change any setting (``data.dir=prepared/violin``,
+``synthesis_coder``, ``synthesis_generator``, ``expression_prior`` in mididdsp/configs). The config's ``task``
+(default ``autoencoder``) picks what is trained; each task lives in its own module of this package
+(:data:`TASKS`), which provides the LightningModule, the data, the model check and the export. Dotted overrides change any setting (``data.dir=prepared/violin``,
 ``train.max_steps=2000``). The run directory receives the resolved ``config.yaml``, ``checkpoints/last.ckpt``
 (every ``train.checkpoint_every`` steps and at the end) and ``checkpoints/best.ckpt`` (lowest validation loss),
 CSV logs (and TensorBoard logs when ``tensorboard`` is installed), validation examples (WAV + PNG) and, at the
@@ -37,8 +39,15 @@ DATASET_FILE = "dataset.json"   # the training data's instrument mapping and sta
 CHECKPOINT_DIR = "checkpoints"
 LAST, BEST = "last.ckpt", "best.ckpt"
 
-# Every setting of the data / train sections, with its default (the model section is checked by
-# AutoencoderConfig). An unknown key is an error, so a typo in an override cannot go unnoticed.
+# task -> the module that trains it. Each provides DATA_DEFAULTS and TRAIN_DEFAULTS (settings beyond DEFAULTS),
+# check_model_config(dict), build(config) -> (LightningModule, datamodule) and export_model(config, weights, dataset)
+# -> (nn.Module, extra config dict).
+TASKS = {"autoencoder": "mididdsp.training.module",
+         "synthesis_generator": "mididdsp.training.generator_module",
+         "expression_prior": "mididdsp.training.prior_module"}
+
+# Every setting of the data / train sections common to all tasks, with its default (the model section is checked by
+# the task). An unknown key is an error, so a typo in an override cannot go unnoticed.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"dir": "data/prepared", "crop_seconds": 4.0, "batch_size": 16, "num_workers": 2,
              "eval_hop_seconds": None},
@@ -68,6 +77,24 @@ def config_path(name: str | os.PathLike) -> Path:
     raise MididdspError(f"config {str(name)!r}: no such file and no packaged config of that name (packaged: {names})")
 
 
+def task_module(task: str):
+    """The training module of ``task`` (imports Lightning)."""
+    import importlib
+
+    if task not in TASKS:
+        raise MididdspError(f"task {task!r}: expected one of {', '.join(TASKS)}")
+    return importlib.import_module(TASKS[task])
+
+
+def task_defaults(task: str) -> dict[str, dict[str, Any]]:
+    """DEFAULTS plus the task's own data / train settings."""
+    module = task_module(task)
+    defaults = copy.deepcopy(DEFAULTS)
+    defaults["data"].update(copy.deepcopy(getattr(module, "DATA_DEFAULTS", {})))
+    defaults["train"].update(copy.deepcopy(getattr(module, "TRAIN_DEFAULTS", {})))
+    return defaults
+
+
 def load_config(name: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Resolve a config: defaults <- the YAML file <- dotted ``overrides``; checked, as a plain dict."""
     from omegaconf import OmegaConf
@@ -81,8 +108,13 @@ def load_config(name: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     for override in overrides:
         if "=" not in override or not override.split("=", 1)[0].strip():
             raise MididdspError(f"override {override!r}: expected section.key=value (e.g. train.max_steps=2000)")
+    raw = OmegaConf.to_container(base) if base is not None else {}
+    task = str(raw.get("task", "autoencoder")) if isinstance(raw, dict) else "autoencoder"
+    if task not in TASKS:
+        raise MididdspError(f"{path}: task {task!r}: expected one of {', '.join(TASKS)}")
     try:
-        merged = OmegaConf.merge(OmegaConf.create(copy.deepcopy(DEFAULTS)), base, OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(OmegaConf.create({"task": task, **task_defaults(task)}), base,
+                                 OmegaConf.from_dotlist(list(overrides)))
         config = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as error:
         raise MididdspError(f"{path}: invalid config or override ({str(error).splitlines()[0]})") from None
@@ -92,12 +124,12 @@ def load_config(name: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 
 def check_config(config: dict, source: str = "config") -> dict:
     """Reject unknown sections/keys and values of the wrong type; coerce ints given for floats."""
-    from mididdsp.synthesis.autoencoder import AutoencoderConfig
-
-    unknown = sorted(set(config) - {"name", "model", "data", "train"})
+    config.setdefault("task", "autoencoder")
+    unknown = sorted(set(config) - {"name", "task", "model", "data", "train"})
     if unknown:
-        raise MididdspError(f"{source}: unknown section(s) {unknown}; expected model, data, train")
-    for section, defaults in DEFAULTS.items():
+        raise MididdspError(f"{source}: unknown section(s) {unknown}; expected task, model, data, train")
+    module = task_module(str(config["task"]))
+    for section, defaults in task_defaults(str(config["task"])).items():
         values = config.get(section) or {}
         for key, value in values.items():
             if key not in defaults:
@@ -111,7 +143,7 @@ def check_config(config: dict, source: str = "config") -> dict:
                     isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise MididdspError(f"{source}: {section}.{key}={value!r}, expected a number")
     try:
-        AutoencoderConfig.from_dict(dict(config.get("model") or {}))
+        module.check_model_config(dict(config.get("model") or {}))
     except (TypeError, ValueError) as error:
         raise MididdspError(f"{source}: invalid model section: {error}") from None
     train = config["train"]
@@ -176,8 +208,6 @@ def train(config: dict, run_dir: str | os.PathLike | None = None) -> TrainResult
     from mididdsp.fileio import remove_temp_files
     from mididdsp.training.callbacks import AtomicCheckpointIO, ExampleWriter, FinalCheckpoint, NonFiniteGuard
     from mididdsp.datasets.shards import write_json_atomic
-    from mididdsp.training.data import StepDataModule
-    from mididdsp.training.module import AutoencoderModule
 
     _quiet_lightning()
     started = time.perf_counter()
@@ -189,10 +219,10 @@ def train(config: dict, run_dir: str | os.PathLike | None = None) -> TrainResult
     if train_cfg.get("threads"):
         torch.set_num_threads(int(train_cfg["threads"]))
 
-    data = StepDataModule(data_cfg["dir"], int(data_cfg["batch_size"]), int(data_cfg["num_workers"]),
-                          float(data_cfg["crop_seconds"]), data_cfg.get("eval_hop_seconds"),
-                          seed=int(train_cfg["seed"]), pin_memory=torch.cuda.is_available())
-    config.setdefault("model", {})["n_instruments"] = max(1, len(data.instruments))
+    config.setdefault("task", "autoencoder")
+    task = task_module(config["task"])
+    config.setdefault("model", {})
+    data = task.build_data(config)  # may complete config["model"] from the data (instrument count, ...)
 
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     last = checkpoint_dir / LAST
@@ -201,7 +231,7 @@ def train(config: dict, run_dir: str | os.PathLike | None = None) -> TrainResult
         _check_resume(run_dir / CONFIG_FILE, config)
 
     pl.seed_everything(int(train_cfg["seed"]), workers=True, verbose=False)
-    module = AutoencoderModule(config["model"], train_cfg)
+    module = task.build_module(config)
     validate = data.has_validation()
     loggers: list = [CSVLogger(run_dir, name="logs")]
     try:
@@ -242,7 +272,8 @@ def train(config: dict, run_dir: str | os.PathLike | None = None) -> TrainResult
     # What the model must carry (instrument ids, statistics) is kept with the run, so that exporting later does
     # not depend on the data folder still being there or unchanged.
     write_json_atomic(run_dir / DATASET_FILE, {"dir": data_cfg["dir"], "instruments": data.instruments,
-                                               "statistics": data.statistics})
+                                               "statistics": data.statistics,
+                                               "extra": getattr(data, "export_extra", {})})
     resumed_from = None
     if resume:
         try:
@@ -298,7 +329,6 @@ def export(run_dir: str | os.PathLike, model_dir: str | os.PathLike, checkpoint:
 
     from mididdsp.datasets.shards import load_manifest
     from mididdsp.models import save_model
-    from mididdsp.synthesis.autoencoder import DDSPAutoencoder
     from omegaconf import OmegaConf
 
     run_dir = Path(run_dir)
@@ -318,7 +348,7 @@ def export(run_dir: str | os.PathLike, model_dir: str | os.PathLike, checkpoint:
         state = torch.load(path, map_location="cpu", weights_only=True)
         weights = {name[len("model."):]: value for name, value in state["state_dict"].items()
                    if name.startswith("model.")}
-        model = DDSPAutoencoder(config["model"])
+        model = task_module(config.get("task", "autoencoder")).build_model(config["model"])
         model.load_state_dict(weights)
     except Exception as error:  # noqa: BLE001 - truncated / foreign / mismatched checkpoint: one user problem
         raise MididdspError(f"{path}: unreadable or mismatched checkpoint ({str(error).splitlines()[0][:160]})") from None
@@ -331,6 +361,7 @@ def export(run_dir: str | os.PathLike, model_dir: str | os.PathLike, checkpoint:
         if "val_loss" in key and value.get("best_model_score") is not None:
             val_loss = float(value["best_model_score"])
     extra = {
+        **dataset.get("extra", {}),
         "instruments": dataset.get("instruments") or {"default": 0},
         "statistics": dataset.get("statistics") or {},
         "training": {"config": config, "checkpoint": str(path.resolve()), "global_step": int(state["global_step"]),

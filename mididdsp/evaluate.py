@@ -1,0 +1,304 @@
+"""``mididdsp eval``: measured quality of the MIDI models.
+
+    mididdsp eval controls MODEL --data PREPARED [--split test] [--json OUT]
+    mididdsp eval prior    MODEL --data PREPARED [--split test] [--json OUT]
+
+``eval controls`` measures a synthesis generator (MODEL: a MIDI model directory or a generator directory) on
+the held-out recordings of a prepared folder, against their teacher tables (:mod:`mididdsp.datasets.teacher`):
+
+* control fidelity (MIDI-DDSP's protocol): each control in turn is set to 0, 0.1, ..., 1 on every note (the
+  others as extracted), the voice is generated, rendered, and re-extracted from the audio with the extractor of
+  ``mididdsp extract`` (CREPE + refined f0 -> the synthesis coder -> the six controls); Pearson r of asked vs
+  measured over all (note, value) pairs, on every note and on notes of at least 0.5 s;
+* physical honesty on notes of at least 0.5 s: volume (dB) and vibrato extent (cents) asked vs measured (slope
+  of a least-squares line, mean absolute error), vibrato rate error (Hz) where at least 20 cents were asked;
+* reconstruction of each recording from its own notes + extracted expression: multi-scale spectral loss against
+  the audio (beside the synthesis coder's and the autoencoder's resynthesis of the same audio), f0 error in cents
+  inside notes (voiced frames), loudness L1 (dB), and expression re-extraction RMSE on the [0, 1] scale.
+
+``eval prior`` is :func:`mididdsp.expression.prior_eval.evaluate_prior`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SWEEP_VALUES = tuple(round(0.1 * i, 1) for i in range(11))
+LONG_NOTE_S = 0.5
+SWEEP_RATES_HZ = (4.5, 5.5, 6.5)  # vibrato rates given to notes without one in the vibrato sweep
+
+
+def _generator_dir(model: str | Path) -> Path:
+    model = Path(model)
+    return model / "generator" if (model / "generator").is_dir() else model
+
+
+def _pearson(x, y) -> float:
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 3 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _line(asked, measured) -> dict:
+    asked, measured = np.asarray(asked, np.float64), np.asarray(measured, np.float64)
+    if len(asked) < 3 or asked.std() == 0:
+        return {"slope": float("nan"), "intercept": float("nan"), "mean_abs_error": float("nan"), "notes": len(asked)}
+    slope, intercept = np.polyfit(asked, measured, 1)
+    return {"slope": float(slope), "intercept": float(intercept),
+            "mean_abs_error": float(np.mean(np.abs(measured - asked))), "notes": int(len(asked))}
+
+
+def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "test", coder: str | Path | None = None,
+                      max_seconds: float = 60.0, values: tuple[float, ...] = SWEEP_VALUES,
+                      progress: bool = True) -> dict:
+    """The figures of the module docstring as a JSON-able dict (see ``mididdsp eval controls``)."""
+    import torch
+    from tqdm import tqdm
+
+    from mididdsp.datasets.shards import load_manifest, open_shard
+    from mididdsp.datasets.teacher import build_teacher, load_teacher, teacher_dir
+    from mididdsp.dsp import compute_loudness, multiscale_spectral_loss, n_frames
+    from mididdsp.errors import MididdspError
+    from mididdsp.expression.controls import CONTROL_NAMES
+    from mididdsp.expression.extract import extract
+    from mididdsp.models import load_model, model_metadata
+    from mididdsp.resynth import PRETRAINED
+    from mididdsp.score import Note, score_from_notes
+    from mididdsp.synthesis.generator import generate_voice
+
+    generator = load_model(_generator_dir(model), expected=("SynthesisGenerator",))
+    coder_dir = Path(coder) if coder else PRETRAINED / "synthesis_coder"
+    extractor = load_model(coder_dir)
+    folder = teacher_dir(data_dir, coder_dir)
+    if not (folder / "teacher.json").is_file():
+        build_teacher(data_dir, coder_dir, progress)
+    gen_ids = model_metadata(generator).get("instruments") or {}
+    coder_ids = model_metadata(extractor).get("instruments") or {}
+    autoencoder = load_model(PRETRAINED / "autoencoder") if (PRETRAINED / "autoencoder").is_dir() else None
+    chosen, total = [], 0.0
+    for recording in load_manifest(data_dir)["recordings"]:
+        if recording["split"] != split or not recording["has_notes"] or recording["instrument"] not in gen_ids:
+            continue
+        if recording["instrument"] not in coder_ids or total >= max_seconds:
+            continue
+        chosen.append(recording)
+        total += recording["n_samples"] / 16000
+    if not chosen:
+        raise MididdspError(f"{data_dir}: no {split} recordings with notes of the model's instruments")
+
+    sweeps = {name: {"asked": [], "measured": [], "long": []} for name in CONTROL_NAMES}
+    physical = {"volume_db": ([], []), "vibrato_extent_cents": ([], []), "vibrato_rate_hz": ([], [])}
+    recon = {"generator_spectral": [], "coder_spectral": [], "autoencoder_spectral": [], "f0_cents": [],
+             "loudness_db": [], "expression_sq": {name: [] for name in CONTROL_NAMES}}
+    steps = len(chosen) * (1 + len(CONTROL_NAMES) * len(values))
+    bar = tqdm(total=steps, desc="eval controls", unit="render", disable=not progress, file=sys.stderr)
+    for recording in chosen:
+        teacher = load_teacher(folder, recording["id"])
+        shard = open_shard(Path(data_dir) / recording["shard"])
+        audio = np.asarray(shard["audio"], np.float32) * float(shard["audio_scale"])
+        name = recording["instrument"]
+        notes = teacher["notes"]
+        present = teacher["present"]
+        base = np.concatenate([teacher["controls"], teacher["physical"][:, 4:5]], axis=1).astype(np.float32)
+        score = score_from_notes([Note(float(s), float(e), int(p), int(v)) for s, e, p, v in notes],
+                                 program=40)
+        frames = n_frames(len(audio))
+        long = (notes[:, 1] - notes[:, 0]) >= LONG_NOTE_S
+
+        def render(expression: np.ndarray):
+            controls = generate_voice(generator, notes, expression, gen_ids[name], frames, seed=0)
+            with torch.no_grad():
+                out = generator.synth.render(controls, len(audio), torch.tensor([gen_ids[name]]),
+                                             generator=torch.Generator().manual_seed(0))[0].numpy()
+            return out, controls
+
+        def measure(audio_out: np.ndarray):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = extract(audio_out, score, extractor, name, "model")
+            table = result.table
+            return table, result.features
+
+        # reconstruction from the extracted expression
+        rendered, controls = render(base)
+        table, features = measure(rendered)
+        bar.update()
+        with torch.no_grad():
+            target = torch.from_numpy(audio)[None]
+            recon["generator_spectral"].append(float(multiscale_spectral_loss(torch.from_numpy(rendered)[None], target)))
+            f0 = torch.from_numpy(teacher["f0_hz"])[None]
+            loud = torch.from_numpy(np.asarray(shard["loudness_db"], np.float32))[None]
+            coded = extractor(f0, loud, target, torch.tensor([coder_ids[name]]), len(audio))["audio"]
+            recon["coder_spectral"].append(float(multiscale_spectral_loss(coded, target)))
+            if autoencoder is not None and name in (model_metadata(autoencoder).get("instruments") or {}):
+                ids = torch.tensor([model_metadata(autoencoder)["instruments"][name]])
+                crepe_f0 = torch.from_numpy(np.asarray(shard["f0_hz"], np.float32))[None]
+                auto = autoencoder(crepe_f0, loud, target if autoencoder.encoder is not None else None, ids,
+                                   len(audio))["audio"]
+                recon["autoencoder_spectral"].append(float(multiscale_spectral_loss(auto, target)))
+            loud_out = compute_loudness(torch.from_numpy(rendered)[None])[0].numpy()
+        note_index = np.asarray(shard["note_index"])
+        confident = (np.asarray(shard["confidence"]) >= 0.85) & (note_index >= 0)
+        cents = 1200 * np.log2(np.maximum(features["f0_hz"].numpy(), 1.0) / np.maximum(teacher["f0_hz"], 1.0))
+        recon["f0_cents"].append(np.abs(cents[confident]))
+        recon["loudness_db"].append(np.abs(loud_out - np.asarray(shard["loudness_db"]))[:len(loud_out)])
+        measured_rows = _rows_by_note(table, notes)
+        for j, control in enumerate(CONTROL_NAMES):
+            recon["expression_sq"][control].append(((measured_rows[:, j] - base[:, j]) ** 2)[present])
+
+        # sweeps
+        for j, control in enumerate(CONTROL_NAMES):
+            for value in values:
+                expression = base.copy()
+                expression[:, j] = value
+                if control == "vibrato":
+                    no_rate = expression[:, 6] < 3.0
+                    expression[no_rate, 6] = np.resize(np.array(SWEEP_RATES_HZ, np.float32), int(no_rate.sum()))
+                rendered, _ = render(expression)
+                table, _ = measure(rendered)
+                rows = _rows_by_note(table, notes)
+                sweeps[control]["asked"].append(np.full(int(present.sum()), value))
+                sweeps[control]["measured"].append(rows[present, j])
+                sweeps[control]["long"].append(long[present])
+                physical_rows = _physical_by_note(table, notes)
+                if control == "volume":
+                    low, high = generator.config.ranges["volume"]
+                    physical["volume_db"][0].append((low + value * (high - low)) * np.ones(int((present & long).sum())))
+                    physical["volume_db"][1].append(physical_rows["volume_db"][present & long])
+                if control == "vibrato":
+                    low, high = generator.config.ranges["vibrato"]
+                    asked_cents = low + value * (high - low)
+                    keep = present & long
+                    physical["vibrato_extent_cents"][0].append(np.full(int(keep.sum()), asked_cents))
+                    physical["vibrato_extent_cents"][1].append(physical_rows["vibrato_extent_cents"][keep])
+                    if asked_cents >= 20:
+                        physical["vibrato_rate_hz"][0].append(expression[keep, 6])
+                        physical["vibrato_rate_hz"][1].append(physical_rows["vibrato_rate_hz"][keep])
+                bar.update()
+    bar.close()
+
+    result: dict = {"model": str(model), "data": str(data_dir), "split": split, "extractor": str(coder_dir),
+                    "recordings": [r["id"] for r in chosen], "seconds": round(total, 1),
+                    "notes": int(sum(len(load_teacher(folder, r["id"])["notes"]) for r in chosen)),
+                    "values": list(values)}
+    fidelity, fidelity_long = {}, {}
+    for control, data in sweeps.items():
+        asked, measured, is_long = (np.concatenate(data[k]) for k in ("asked", "measured", "long"))
+        fidelity[control] = _pearson(asked, measured)
+        fidelity_long[control] = _pearson(asked[is_long], measured[is_long])
+    result["control_fidelity_r"] = fidelity
+    result["control_fidelity_r_long_notes"] = fidelity_long
+    result["midi_ddsp_published_r"] = {"volume": 0.97, "volume_fluctuation": 0.78, "volume_peak_position": 0.57,
+                                       "vibrato": 0.70, "brightness": 0.92, "attack_noise": 0.93}
+    volume = _line(np.concatenate(physical["volume_db"][0]), np.concatenate(physical["volume_db"][1]))
+    extent = _line(np.concatenate(physical["vibrato_extent_cents"][0]),
+                   np.concatenate(physical["vibrato_extent_cents"][1]))
+    rates = [np.concatenate(v) if v else np.zeros(0) for v in physical["vibrato_rate_hz"]]
+    result["physical"] = {"volume_db": volume, "vibrato_extent_cents": extent,
+                          "vibrato_rate_hz": {"mean_abs_error": float(np.mean(np.abs(rates[1] - rates[0])))
+                                              if len(rates[0]) else float("nan"),
+                                              "median_abs_error": float(np.median(np.abs(rates[1] - rates[0])))
+                                              if len(rates[0]) else float("nan"), "notes": int(len(rates[0]))}}
+    squared = {c: np.concatenate(v) for c, v in recon["expression_sq"].items()}
+    result["reconstruction"] = {
+        "spectral_loss": {"generator": float(np.mean(recon["generator_spectral"])),
+                          "synthesis_coder": float(np.mean(recon["coder_spectral"])),
+                          "autoencoder": float(np.mean(recon["autoencoder_spectral"]))
+                          if recon["autoencoder_spectral"] else None},
+        "f0_error_cents": float(np.mean(np.concatenate(recon["f0_cents"]))),
+        "loudness_l1_db": float(np.mean(np.concatenate(recon["loudness_db"]))),
+        "expression_rmse": {c: float(np.sqrt(np.mean(v))) for c, v in squared.items()},
+    }
+    result["reconstruction"]["expression_rmse"]["overall"] = float(
+        np.sqrt(np.mean(np.concatenate(list(squared.values())))))
+    return result
+
+
+def _note_order(table, starts: np.ndarray) -> np.ndarray:
+    """Each table row's index in the recording's note list (matched by start time: the table may split voices)."""
+    return np.abs(np.asarray(table["start"])[:, None] - starts[None, :]).argmin(1)
+
+
+def _rows_by_note(table, notes: np.ndarray) -> np.ndarray:
+    """[n_notes, 6] scaled controls of a table of these notes, in note order."""
+    from mididdsp.expression.controls import CONTROL_NAMES
+
+    out = np.zeros((len(notes), len(CONTROL_NAMES)), np.float64)
+    index = _note_order(table, notes[:, 0])
+    for j, name in enumerate(CONTROL_NAMES):
+        out[index, j] = table[name]
+    return out
+
+
+def _physical_by_note(table, notes: np.ndarray) -> dict[str, np.ndarray]:
+    n_notes = len(notes)
+    out = {}
+    index = _note_order(table, notes[:, 0])
+    for name in ("volume_db", "vibrato_extent_cents", "vibrato_rate_hz"):
+        values = np.zeros(n_notes)
+        values[index] = table[name]
+        out[name] = values
+    return out
+
+
+def format_controls_report(result: dict) -> str:
+    lines = [f"{result['model']} on {result['data']} ({result['split']}: {len(result['recordings'])} recordings, "
+             f"{result['seconds']} s, {result['notes']} notes); extractor {result['extractor']}",
+             "control fidelity, Pearson r (all notes / notes >= 0.5 s / MIDI-DDSP published):"]
+    for name, r in result["control_fidelity_r"].items():
+        lines.append(f"  {name:<22} {r:6.3f}  {result['control_fidelity_r_long_notes'][name]:6.3f}  "
+                     f"{result['midi_ddsp_published_r'][name]:.2f}")
+    p = result["physical"]
+    lines.append(f"volume (dB), asked vs measured: slope {p['volume_db']['slope']:.3f}, mean |error| "
+                 f"{p['volume_db']['mean_abs_error']:.2f} dB ({p['volume_db']['notes']} note renders)")
+    lines.append(f"vibrato extent (cents): slope {p['vibrato_extent_cents']['slope']:.3f}, mean |error| "
+                 f"{p['vibrato_extent_cents']['mean_abs_error']:.2f} cents; rate: mean |error| "
+                 f"{p['vibrato_rate_hz']['mean_abs_error']:.3f} Hz, median {p['vibrato_rate_hz']['median_abs_error']:.3f} Hz")
+    r = result["reconstruction"]
+    spectral = r["spectral_loss"]
+    lines.append(f"reconstruction: spectral loss {spectral['generator']:.3f} (synthesis coder "
+                 f"{spectral['synthesis_coder']:.3f}, autoencoder {spectral['autoencoder']}), f0 error "
+                 f"{r['f0_error_cents']:.1f} cents, loudness L1 {r['loudness_l1_db']:.2f} dB")
+    lines.append("expression re-extraction RMSE: " + ", ".join(f"{k} {v:.3f}" for k, v in r["expression_rmse"].items()))
+    return "\n".join(lines)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=("controls", "prior"), help="controls: a synthesis generator; prior: an "
+                                                                    "expression prior")
+    parser.add_argument("model", help="model directory (a MIDI model, or its generator/ or prior/)")
+    parser.add_argument("--data", required=True, help="prepared folder with notes (mididdsp prepare)")
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="default: test")
+    parser.add_argument("--coder", default=None, help="the extractor's synthesis coder (default: the shipped one)")
+    parser.add_argument("--max-seconds", type=float, default=60.0,
+                        help="controls: evaluate on at most about this much audio (default 60; each control "
+                             "sweep renders and re-analyses it 11 times)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mididdsp.fileio import write_text_atomic
+
+    if args.what == "controls":
+        result = evaluate_controls(args.model, args.data, args.split, args.coder, args.max_seconds,
+                                   progress=sys.stderr.isatty())
+        report = format_controls_report(result)
+    else:
+        from mididdsp.expression.prior_eval import evaluate_prior, format_prior_report
+
+        model = Path(args.model)
+        model = model / "prior" if (model / "prior").is_dir() else model
+        result = evaluate_prior(model, args.data, args.split, args.coder)
+        report = format_prior_report(result)
+    print(report)
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=1, default=float) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,496 @@
+"""MIDI -> audio: the top of the inference path, and the ``render`` / ``instruments`` commands.
+
+    mididdsp render song.mid -o song.wav [--instrument NAME] [--seed N] [--temperature T] ...
+    mididdsp instruments [--model DIR]
+
+Python (the CLI is a thin layer over exactly this)::
+
+    import mididdsp
+    model = mididdsp.load_model()                     # the shipped default, or load_model("path/to/model")
+    score = mididdsp.read_midi("song.mid")
+    expression = model.expression(score, seed=0, temperature=1.0)   # NoteExpression, one row per note
+    expression[expression.pitch > 72, "vibrato"] = 0.9
+    out = model.render(score, expression, seed=0)     # out.audio (float32 mono), out.sample_rate, out.stems
+
+A MIDI model is a directory holding two model directories: ``generator/`` (:class:`SynthesisGenerator` with its
+synthesizer and reverb) and ``prior/`` (:class:`ExpressionPrior`). Each track's notes are split into monophonic
+voices (:func:`mididdsp.score.split_voices`: every onset stays where the file puts it); the prior writes each
+note's expression (velocity-aware), the generator turns each voice into synthesis controls, pitch bend is added
+to f0, CC7 and CC11 scale the level with the General MIDI law (40 log10(value / 127) dB each), CC1 deepens the
+vibrato, and the voices are synthesised and summed. A mix that would clip is scaled down, and the caller is told.
+
+General MIDI program -> instrument: the exact instrument where the model has it; else an instrument of the same
+family (strings, brass, reed, pipe), the one whose training pitch range best fits the track; families with no
+trained instrument (piano, organ, guitar, bass, synths, ...) use :data:`FAMILY_FALLBACK`. Drums are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+PRETRAINED_MIDI = Path(__file__).resolve().parent / "pretrained" / "midi"
+TAIL_S = 1.0                # audio after the last note: release and reverb
+HEADROOM_PEAK = 0.99        # a mix peaking above this is scaled down to it
+MAX_VOICES_PER_TRACK = 16   # more simultaneous notes than this in one track are dropped, with a warning
+MODULATION_VIBRATO = 0.5    # CC1 at 127 adds this much of the vibrato scale
+DEFAULT_VIBRATO_RATE_HZ = 5.5
+# General MIDI names of the instruments a model may know that pretty_midi cannot look up by their short name
+GM_ALIASES = {"saxophone": 65, "sax": 65, "horn": 60, "french horn": 60, "contrabass": 43, "double bass": 43,
+              "bass": 43}
+# Families without a trained instrument borrow from these families, in order (then: every instrument).
+FAMILY_FALLBACK = {
+    "Piano": ("Strings", "Pipe"), "Chromatic Percussion": ("Pipe", "Strings"), "Organ": ("Pipe", "Reed", "Brass"),
+    "Guitar": ("Strings",), "Bass": ("Strings", "Brass", "Reed"), "Strings": ("Strings",),
+    "Ensemble": ("Strings", "Brass"), "Brass": ("Brass", "Reed"), "Reed": ("Reed", "Pipe"), "Pipe": ("Pipe", "Reed"),
+    "Synth Lead": ("Brass", "Strings"), "Synth Pad": ("Strings", "Pipe"), "Synth Effects": ("Strings",),
+    "Ethnic": ("Strings", "Reed"), "Percussive": ("Pipe",), "Sound Effects": ("Strings",)}
+
+
+@dataclasses.dataclass
+class Rendered:
+    """A render: ``audio`` float32 [samples] (mono), its ``sample_rate``, ``stems`` {track index: audio},
+    ``gain_db`` applied to avoid clipping (0 when none), and ``messages`` (instrument choices, warnings)."""
+
+    audio: Any
+    sample_rate: int
+    stems: dict
+    gain_db: float
+    messages: list
+
+
+def instrument_program(name: str) -> int | None:
+    """General MIDI program of a model instrument name (``violin`` -> 40), or None."""
+    from mididdsp.errors import MididdspError
+    from mididdsp.score import gm_program_number
+
+    key = name.lower().replace("_", " ")
+    if key in GM_ALIASES:
+        return GM_ALIASES[key]
+    try:
+        return gm_program_number(key)
+    except MididdspError:
+        return None
+
+
+class MidiModel:
+    """Expression prior + synthesis generator (+ its synthesizer) + instrument table. See the module docstring."""
+
+    def __init__(self, generator, prior, directory: Path | None = None):
+        from mididdsp.models import model_metadata
+
+        self.generator, self.prior, self.directory = generator, prior, directory
+        metadata = model_metadata(generator)
+        self.instruments: dict[str, int] = dict(metadata.get("instruments") or {"default": 0})
+        self.statistics: dict = metadata.get("statistics") or {}
+        self.ranges = {name: tuple(pair) for name, pair in generator.config.ranges.items()}
+        prior_ids = model_metadata(prior).get("instruments") or {}
+        self.prior_ids = {name: int(prior_ids.get(name, 0)) for name in self.instruments}
+
+    # ---------------------------------------------------------------------------------------- instruments
+    def median_pitch(self, name: str) -> float:
+        stats = (self.statistics.get(name) or {}).get("pitch_midi") or {}
+        return float((stats.get("percentiles") or {}).get("50", stats.get("mean", 60.0)))
+
+    def instrument_for(self, program: int, pitches: list[int] | None = None) -> tuple[str, str]:
+        """(instrument, how it was chosen) for a General MIDI program and the track's pitches."""
+        from mididdsp.score import gm_program_family, gm_program_name
+
+        by_program = {instrument_program(name): name for name in self.instruments}
+        if program in by_program:
+            return by_program[program], "exact"
+        family = gm_program_family(program)
+        centre = float(sorted(pitches)[len(pitches) // 2]) if pitches else 60.0
+        families = {name: gm_program_family(p) for name, p in ((n, instrument_program(n)) for n in self.instruments)
+                    if p is not None}
+        for wanted in FAMILY_FALLBACK.get(family, ()):
+            candidates = [name for name, fam in families.items() if fam == wanted]
+            if candidates:
+                best = min(candidates, key=lambda name: abs(self.median_pitch(name) - centre))
+                how = "same family" if wanted == family else f"{family.lower()} -> {wanted.lower()} family"
+                return best, f"{how}, by pitch range ({gm_program_name(program)})"
+        best = min(self.instruments, key=lambda name: abs(self.median_pitch(name) - centre))
+        return best, f"no trained {family.lower()} instrument, by pitch range ({gm_program_name(program)})"
+
+    def check_instrument(self, name: str) -> str:
+        from mididdsp.errors import MididdspError
+
+        key = name.lower()
+        if key not in self.instruments:
+            raise MididdspError(f"instrument {name!r}: this model has {', '.join(sorted(self.instruments))}")
+        return key
+
+    def track_instruments(self, score, instrument: str | None = None,
+                          per_track: dict[int, str] | None = None) -> tuple[list[str | None], list[str]]:
+        """Each track's instrument (None for drums and empty tracks) and one message per choice made."""
+        names: list[str | None] = []
+        messages = []
+        per_track = {int(k): self.check_instrument(v) for k, v in (per_track or {}).items()}
+        if instrument is not None:
+            instrument = self.check_instrument(instrument)
+        for index, track in enumerate(score.tracks):
+            if track.is_drum or not track.notes:
+                if track.is_drum and track.notes:
+                    messages.append(f"track {index} ({track.name or 'drums'}): drums skipped")
+                names.append(None)
+            elif index in per_track:
+                names.append(per_track[index])
+            elif instrument is not None:
+                names.append(instrument)
+            else:
+                name, how = self.instrument_for(track.program, [n.pitch for n in track.notes])
+                names.append(name)
+                if how != "exact":
+                    messages.append(f"track {index} ({track.name or 'unnamed'}): program {track.program} plays "
+                                    f"{name} ({how})")
+        return names, messages
+
+    # ---------------------------------------------------------------------------------------- expression
+    def voices(self, score) -> list[tuple[int, int, list]]:
+        """(track, voice, notes) of every melodic track, at most MAX_VOICES_PER_TRACK voices each (warning)."""
+        from mididdsp.score import split_voices
+
+        out = []
+        for index, track in enumerate(score.tracks):
+            if track.is_drum or not track.notes:
+                continue
+            voices = split_voices(track.notes)
+            if len(voices) > MAX_VOICES_PER_TRACK:
+                dropped = sum(len(v) for v in voices[MAX_VOICES_PER_TRACK:])
+                warnings.warn(f"track {index}: {len(voices)} simultaneous voices; the {dropped} notes beyond "
+                              f"{MAX_VOICES_PER_TRACK} voices are not played", stacklevel=3)
+                voices = voices[:MAX_VOICES_PER_TRACK]
+            out += [(index, v, notes) for v, notes in enumerate(voices)]
+        return out
+
+    def expression(self, score, seed: int | None = 0, temperature: float = 1.0, instrument: str | None = None,
+                   track_instruments: dict[int, str] | None = None, fixed=None, fixed_columns=None):
+        """The prior's note expression for every note of the score: a NoteExpression, one row per note (the
+        columns of ``mididdsp extract``), sampled with ``seed`` at ``temperature`` (0: the most likely).
+
+        ``fixed`` (a NoteExpression of this score, e.g. an edited earlier result) and ``fixed_columns`` (control
+        names, default all seven): those values are kept exactly and the rest is sampled consistently with them
+        (the prior conditions on them). Rows of ``fixed`` whose ``fixed_mask`` would be partial are not
+        supported: a column is fixed for every note of ``fixed``."""
+        import numpy as np
+        import torch
+
+        from mididdsp.errors import MididdspError
+        from mididdsp.expression.table import NoteExpression
+
+        if not temperature >= 0 or not math.isfinite(temperature):
+            raise MididdspError(f"temperature {temperature}: expected a number >= 0")
+        names, _ = self.track_instruments(score, instrument, track_instruments)
+        voices = self.voices(score)
+        columns: dict[str, list] = {key: [] for key in ("track", "voice", "note_index", "start", "end", "pitch",
+                                                         "velocity", "instrument")}
+        controls = []
+        if voices:
+            longest = max(len(notes) for _, _, notes in voices)
+            notes = torch.zeros(len(voices), longest, 4)
+            mask = torch.zeros(len(voices), longest, dtype=torch.bool)
+            for row, (_, _, voice) in enumerate(voices):
+                notes[row, :len(voice)] = torch.tensor([[n.start, n.end, n.pitch, n.velocity] for n in voice])
+                mask[row, :len(voice)] = True
+            ids = torch.tensor([self.prior_ids[names[t]] for t, _, _ in voices])
+            fixed_values = fixed_mask = None
+            if fixed is not None:
+                from mididdsp.synthesis.generator import EXPRESSION_INPUTS
+
+                chosen = list(fixed_columns or EXPRESSION_INPUTS)
+                unknown = [c for c in chosen if c not in EXPRESSION_INPUTS]
+                if unknown:
+                    raise MididdspError(f"fixed_columns {unknown}: expected some of {', '.join(EXPRESSION_INPUTS)}")
+                rows = match_expression(fixed, voices, self.ranges)
+                fixed_values = torch.zeros(len(voices), longest, 7)
+                fixed_mask = torch.zeros(len(voices), longest, 7, dtype=torch.bool)
+                columns_mask = torch.tensor([c in chosen for c in EXPRESSION_INPUTS])
+                for row, (t, v, voice) in enumerate(voices):
+                    fixed_values[row, :len(voice)] = torch.from_numpy(rows[(t, v)])
+                    fixed_mask[row, :len(voice)] = columns_mask
+            with torch.no_grad():
+                sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
+                                            fixed_values=fixed_values, fixed_mask=fixed_mask)
+            for row, (t, v, voice) in enumerate(voices):
+                for i, note in enumerate(voice):
+                    for key, value in zip(columns, (t, v, i, note.start, note.end, note.pitch, note.velocity, names[t])):
+                        columns[key].append(value)
+                controls.append(sampled[row, :len(voice)].numpy())
+        values = np.concatenate(controls) if controls else np.zeros((0, 7))
+        from mididdsp.expression.controls import CONTROL_NAMES
+
+        for j, name in enumerate(CONTROL_NAMES):
+            columns[name] = values[:, j].clip(0.0, 1.0)
+        columns["vibrato_rate_hz"] = values[:, 6].clip(0.0, 15.0)
+        order = sorted(range(len(columns["start"])), key=lambda r: (columns["track"][r], columns["start"][r],
+                                                                     columns["voice"][r]))
+        return NoteExpression({k: [v[r] for r in order] for k, v in columns.items()}, self.ranges)
+
+    # ---------------------------------------------------------------------------------------- render
+    def render(self, score, expression=None, seed: int | None = 0, temperature: float = 1.0,
+               instrument: str | None = None, track_instruments: dict[int, str] | None = None, reverb: bool = True,
+               sample_rate: int = 16000, progress: bool = False) -> Rendered:
+        """Render every melodic track of ``score`` with ``expression`` (default: sampled from the prior with
+        ``seed`` and ``temperature``); see the module docstring."""
+        import numpy as np
+        import torch
+        from tqdm import tqdm
+
+        from mididdsp.audio import resample
+        from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
+        from mididdsp.errors import MididdspError
+        from mididdsp.synthesis.generator import generate_voice
+
+        names, messages = self.track_instruments(score, instrument, track_instruments)
+        voices = self.voices(score)
+        if not voices:
+            raise MididdspError("the MIDI file has no melodic notes (only drums or empty tracks)")
+        if expression is None:
+            expression = self.expression(score, seed, temperature, instrument, track_instruments)
+        rows = match_expression(expression, voices, self.ranges)
+        end = max(n.end for _, _, notes in voices for n in notes)
+        n_samples = int(math.ceil((end + TAIL_S) * SAMPLE_RATE))
+        frames = count_frames(n_samples)
+        mix = np.zeros(n_samples, np.float64)
+        stems: dict[int, np.ndarray] = {}
+        for number, (t, v, notes) in enumerate(tqdm(voices, desc="render", unit="voice", disable=not progress,
+                                                   file=sys.stderr)):
+            track = score.tracks[t]
+            name = names[t]
+            controls_in = rows[(t, v)]
+            note_array = np.array([[n.start, n.end, n.pitch, n.velocity] for n in notes], np.float32)
+            performance = track.control_frames(frames)
+            controls_in = apply_modulation(controls_in, note_array, performance["cc1"])
+            voice_seed = None if seed is None else (int(seed) * 1_000_003 + t * 1009 + v) % (1 << 62)
+            controls = generate_voice(self.generator, note_array, controls_in, self.instruments[name], frames,
+                                      voice_seed)
+            bend = torch.from_numpy(performance["pitch_bend"].astype(np.float32))[None]
+            controls["f0_hz"] = controls["f0_hz"] * torch.pow(2.0, bend / 12.0)
+            gain = torch.from_numpy(midi_volume_gain(performance["cc7"], performance["cc11"]))[None]
+            controls["amplitude"] = controls["amplitude"] * gain
+            controls["noise_magnitudes"] = controls["noise_magnitudes"] * gain.unsqueeze(-1)
+            noise_rng = torch.Generator().manual_seed(0 if voice_seed is None else voice_seed)
+            audio = self.generator.synth.render(controls, n_samples, torch.tensor([self.instruments[name]]), reverb,
+                                                generator=noise_rng)[0].numpy().astype(np.float64)
+            mix += audio
+            stems[t] = stems.get(t, 0) + audio
+        peak = float(np.abs(mix).max()) if mix.size else 0.0
+        gain_db = 0.0
+        if peak > HEADROOM_PEAK:
+            factor = HEADROOM_PEAK / peak
+            gain_db = 20 * math.log10(factor)
+            mix *= factor
+            stems = {k: s * factor for k, s in stems.items()}
+            messages.append(f"the mix peaked at {20 * math.log10(peak):+.1f} dBFS: scaled by {gain_db:.1f} dB to "
+                            f"avoid clipping")
+        if not np.isfinite(mix).all():
+            raise MididdspError("the render produced non-finite samples (a bug; please report the MIDI file)")
+        out_audio, out_stems = mix.astype(np.float32), {k: s.astype(np.float32) for k, s in stems.items()}
+        if sample_rate != SAMPLE_RATE:
+            out_audio = resample(out_audio, SAMPLE_RATE, sample_rate)
+            out_stems = {k: resample(s, SAMPLE_RATE, sample_rate) for k, s in out_stems.items()}
+        return Rendered(out_audio, int(sample_rate), out_stems, gain_db, messages)
+
+
+def midi_volume_gain(cc7, cc11):
+    """General MIDI level law: CC7 and CC11 each give 40 log10(value / 127) dB; linear gain [frames], float32."""
+    import numpy as np
+
+    db = 40 * np.log10(np.maximum(cc7, 0.5) / 127.0) + 40 * np.log10(np.maximum(cc11, 0.5) / 127.0)
+    return np.power(10.0, np.maximum(db, -100.0) / 20.0).astype(np.float32)
+
+
+def apply_modulation(controls, notes, cc1):
+    """Deepen each note's vibrato by its mean CC1 (127 adds :data:`MODULATION_VIBRATO` of the scale); a note
+    given vibrato this way without a rate gets :data:`DEFAULT_VIBRATO_RATE_HZ`. controls [N, 7] float32."""
+    import numpy as np
+
+    if not np.any(cc1 > 0):
+        return controls
+    controls = controls.copy()
+    for i, (start, end, _, _) in enumerate(notes):
+        first, last = int(round(start * 250)), max(int(round(end * 250)), int(round(start * 250)) + 1)
+        amount = float(np.mean(cc1[first:last])) / 127.0 if last > first and first < len(cc1) else 0.0
+        if amount > 0:
+            controls[i, 3] = min(1.0, controls[i, 3] + MODULATION_VIBRATO * amount)
+            if controls[i, 6] < 1.0:
+                controls[i, 6] = DEFAULT_VIBRATO_RATE_HZ
+    return controls
+
+
+def match_expression(expression, voices, ranges) -> dict:
+    """{(track, voice): [N, 7] float32 controls (six scaled + vibrato_rate_hz)} from a NoteExpression that must
+    describe exactly these voices; MididdspError naming the first row (or missing note) that differs."""
+    import numpy as np
+
+    from mididdsp.errors import MididdspError
+    from mididdsp.expression.controls import CONTROL_NAMES
+
+    wanted = {(t, v, i): note for t, v, notes in voices for i, note in enumerate(notes)}
+    found: dict[tuple[int, int, int], np.ndarray] = {}
+    for row in range(len(expression)):
+        r = expression[row]
+        key = (int(r["track"]), int(r["voice"]), int(r["note_index"]))
+        note = wanted.get(key)
+        if note is None:
+            raise MididdspError(f"expression row {row} (track {key[0]}, voice {key[1]}, note {key[2]}): no such note "
+                                f"in the MIDI file")
+        if int(r["pitch"]) != note.pitch or abs(float(r["start"]) - note.start) > 1e-3:
+            raise MididdspError(f"expression row {row} (track {key[0]}, voice {key[1]}, note {key[2]}): pitch "
+                                f"{int(r['pitch'])} at {float(r['start']):.3f} s, but the MIDI has pitch {note.pitch} "
+                                f"at {note.start:.3f} s")
+        found[key] = np.array([r[name] for name in CONTROL_NAMES] + [r["vibrato_rate_hz"]], np.float32)
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        t, v, i = missing[0]
+        raise MididdspError(f"the expression table has no row for track {t}, voice {v}, note {i} "
+                            f"({len(missing)} notes missing); expected one row per note of the MIDI file")
+    return {(t, v): np.stack([found[(t, v, i)] for i in range(len(notes))]) for t, v, notes in voices}
+
+
+def load_model(directory: str | Path | None = None, device: str = "cpu") -> MidiModel:
+    """A MIDI model directory (default: the shipped one) -> :class:`MidiModel`. ModelError naming the directory
+    when it is missing or broken. Nothing is downloaded."""
+    from mididdsp.errors import ModelError
+    from mididdsp.models import load_model as load_part
+
+    directory = Path(directory) if directory is not None else PRETRAINED_MIDI
+    if not directory.is_dir():
+        hint = " (rebuild it with `make model-midi`)" if directory == PRETRAINED_MIDI else ""
+        raise ModelError(f"{directory}: no such MIDI model directory{hint}; expected a folder with generator/ and "
+                         f"prior/ model directories")
+    for part in ("generator", "prior"):
+        if not (directory / part).is_dir():
+            raise ModelError(f"{directory}: not a MIDI model ({part}/ is missing; expected generator/ and prior/)")
+    generator = load_part(directory / "generator", device, expected=("SynthesisGenerator",))
+    prior = load_part(directory / "prior", device, expected=("ExpressionPrior",))
+    return MidiModel(generator, prior, directory)
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    command = parser.prog.split()[-1]
+    parser.set_defaults(_render_command=command)
+    parser.add_argument("--model", default=None, help="MIDI model directory (default: the shipped model)")
+    if command == "instruments":
+        return
+    parser.add_argument("midi", help="MIDI file (.mid)")
+    parser.add_argument("-o", "--output", required=True, help="audio file to write (.wav, .flac or .ogg)")
+    parser.add_argument("--instrument", default=None, help="play every track with this instrument")
+    parser.add_argument("--track-instrument", action="append", default=[], metavar="N=NAME",
+                        help="play track N (0-based, as listed by the table's track column) with NAME; repeatable")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the prior's sampling and the noise (default 0): "
+                                                            "the same seed gives the same audio, bit for bit")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="the prior's sampling temperature (0: its most likely expression; default 1)")
+    parser.add_argument("--transpose", type=int, default=0, help="semitones to transpose every track")
+    parser.add_argument("--tempo-scale", type=float, default=1.0, help="play F times as fast (default 1)")
+    parser.add_argument("--expression-out", default=None, help="write the note expression used to this CSV/JSON")
+    parser.add_argument("--expression-in", default=None,
+                        help="render with this note expression table (CSV/JSON, e.g. from --expression-out, edited)")
+    parser.add_argument("--stems", default=None, help="also write one file per track into this folder")
+    parser.add_argument("--no-reverb", dest="reverb", action="store_false", help="leave the reverb out")
+    parser.add_argument("--sample-rate", type=int, default=16000, help="output sample rate (default 16000)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+
+
+def _parse_track_instruments(values: list[str]) -> dict[int, str]:
+    from mididdsp.errors import MididdspError
+
+    out = {}
+    for value in values:
+        number, sep, name = value.partition("=")
+        if not sep or not number.strip().isdigit() or not name.strip():
+            raise MididdspError(f"--track-instrument {value!r}: expected N=NAME, e.g. 0=violin")
+        out[int(number)] = name.strip()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from mididdsp.errors import MididdspError
+
+    if getattr(args, "_render_command", "render") == "instruments":
+        return list_instruments(args)
+    output = Path(args.output)
+    if output.suffix.lower() not in (".wav", ".flac", ".ogg"):
+        raise MididdspError(f"{output}: the output must end in .wav, .flac or .ogg")
+    if not 8000 <= args.sample_rate <= 192000:
+        raise MididdspError(f"--sample-rate {args.sample_rate}: expected 8000..192000 Hz")
+    if not (math.isfinite(args.tempo_scale) and 0.05 <= args.tempo_scale <= 20):
+        raise MididdspError(f"--tempo-scale {args.tempo_scale}: expected a number in 0.05..20")
+    if not -48 <= args.transpose <= 48:
+        raise MididdspError(f"--transpose {args.transpose}: expected -48..48 semitones")
+    for path in (args.expression_out,):
+        if path is not None and Path(path).suffix.lower() not in (".csv", ".json"):
+            raise MididdspError(f"{path}: the expression table must end in .csv or .json")
+    per_track = _parse_track_instruments(args.track_instrument)
+    from mididdsp.score import read_midi
+
+    score = read_midi(args.midi)
+    if args.transpose:
+        score = score.transposed(args.transpose)
+    if args.tempo_scale != 1.0:
+        score = score.stretched(1.0 / args.tempo_scale)
+    if not any(t.notes and not t.is_drum for t in score.tracks):
+        raise MididdspError(f"{args.midi}: no melodic notes to render (only drums or empty tracks)")
+    for track_number in per_track:
+        if not 0 <= track_number < len(score.tracks):
+            raise MididdspError(f"--track-instrument {track_number}=...: the file has tracks 0..{len(score.tracks) - 1}")
+    model = load_model(args.model)
+    expression = None
+    if args.expression_in:
+        from mididdsp.expression.table import NoteExpression
+
+        expression = NoteExpression.load(args.expression_in, ranges=model.ranges)
+    else:
+        expression = model.expression(score, args.seed, args.temperature, args.instrument, per_track)
+    try:
+        result = model.render(score, expression, args.seed, args.temperature, args.instrument, per_track,
+                              args.reverb, args.sample_rate, progress=not args.quiet and sys.stderr.isatty())
+    except MididdspError as error:
+        if args.expression_in:
+            raise MididdspError(f"{args.expression_in}: {error}") from None
+        raise
+    _write_all(result, output, args, expression)
+    if not args.quiet:
+        for message in result.messages:
+            print(message, file=sys.stderr)
+        seconds = len(result.audio) / result.sample_rate
+        print(f"wrote {output} ({seconds:.1f} s, {len(expression)} notes)", file=sys.stderr)
+    return 0
+
+
+def _write_all(result: Rendered, output: Path, args, expression) -> None:
+    """The mix, the stems and the expression table: all written, or none (temporary files renamed at the end)."""
+    import contextlib
+
+    from mididdsp.audio import save_audio
+    from mididdsp.fileio import atomic_path
+
+    with contextlib.ExitStack() as stack:
+        temp = stack.enter_context(atomic_path(output, suffix=output.suffix))
+        save_audio(temp, result.audio, result.sample_rate)
+        if args.stems:
+            folder = Path(args.stems)
+            for track, audio in sorted(result.stems.items()):
+                path = folder / f"track_{track:02d}{output.suffix}"
+                save_audio(stack.enter_context(atomic_path(path, suffix=output.suffix)), audio, result.sample_rate)
+        if args.expression_out:
+            path = Path(args.expression_out)
+            expression.save(stack.enter_context(atomic_path(path, suffix=path.suffix)))
+
+
+def list_instruments(args: argparse.Namespace) -> int:
+    from mididdsp.score import gm_program_name
+
+    model = load_model(args.model)
+    print("instruments: " + ", ".join(sorted(model.instruments)))
+    print("General MIDI program -> instrument:")
+    for program in range(128):
+        name, how = model.instrument_for(program)
+        print(f"  {program:3d} {gm_program_name(program):<28} {name}" + ("" if how == "exact" else f"  ({how.split(' (')[0]})"))
+    return 0

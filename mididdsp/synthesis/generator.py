@@ -1,0 +1,431 @@
+"""Notes + note expression -> frame-level synthesis controls: the synthesis generator (level 2 of the hierarchy).
+
+Inputs are plain arrays (so ``synthesis/`` needs nothing from ``expression/``), one monophonic voice per batch row:
+
+    notes        [B, N, 4]  float  start_s, end_s, MIDI pitch, velocity (time order; padding rows anywhere after)
+    note_mask    [B, N]     bool   real notes
+    expression   [B, N, 7]  float  the six scaled controls of :data:`EXPRESSION_INPUTS` (each 0..1, as in a
+                                   ``NoteExpression`` table) and ``vibrato_rate_hz`` (Hz)
+    instrument   [B]        long
+
+The output is the controls dict :class:`mididdsp.dsp.DDSPSynth` takes (``f0_hz`` [B, T], ``amplitude`` [B, T],
+``harmonic_distribution`` [B, T, K], ``noise_magnitudes`` [B, T, M]) on the project's centred 250 Hz frames.
+
+Faithful by construction. MIDI-DDSP learns the whole mapping and re-extracts its own controls with r 0.57-0.97;
+here every control that has a closed form is imposed on the network's output, and the network only fills in
+what the controls leave free (the shape of attacks and releases, timbre, noise colour, pitch drift):
+
+    volume, fluctuation    a_dB = volume_dB + fluctuation_dB * z(t), z the note's learned level shape
+                           standardised over the note's frames: mean and std are exactly the asked-for ones.
+    peak position          the shape is a tent peaking at the asked-for position, minus learned dips confined to
+                           the note's edges (attack and release ramps), plus a small learned ripple (|.| <= 0.03
+                           of the tent): dips cannot move the peak and the ripple only slightly.
+    brightness             each frame's harmonic distribution is the network's, tilted by exp(beta k) with beta
+                           solved (Newton) so that the centroid equals the note's brightness plus a learned
+                           zero-mean contour: the note's mean centroid is exact.
+    attack noise           the noise level (mean dB over bands) is learned, and a per-note offset over the first
+                           10 frames (decaying after them) sets the mean of those frames exactly.
+    vibrato                extent (cents, sinusoid amplitude as the extractor measures it) and rate (Hz) are
+                           added to f0 as a sinusoid with a 0.15 s fade-in and a random (seeded) phase.
+f0 is the written pitch, a raised-cosine glide from the previous pitch over the first 32 ms of a legato note, a
+learned slow drift (|.| <= 50 cents, averaged over 0.3 s: never vibrato-fast), a learned onset scoop that decays
+within 40 ms (the part of a note the vibrato measurement leaves out), and vibrato.
+Rests: level and noise fall from the last note's end at a learned per-instrument rate (release tails), pitch and
+vibrato keep going under the release.
+
+No frame-level autoregression: one convolutional pass over the voice (receptive field 0.5 s either side), so a
+60 s voice takes milliseconds, not MIDI-DDSP's Python loop of 15 000 sampling steps.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mididdsp.dsp import DB_FLOOR, DDSPSynth, FRAME_RATE, SAMPLE_RATE, midi_to_hz
+
+EXPRESSION_INPUTS = ("volume", "volume_fluctuation", "volume_peak_position", "vibrato", "brightness", "attack_noise",
+                     "vibrato_rate_hz")
+SCALED_INPUTS = EXPRESSION_INPUTS[:6]
+# Physical quantity of each scaled control, (low, high) <-> 0..1; the model stores the ranges of the extractor it
+# was trained against (expression_ranges of the synthesis coder), so a table's numbers mean the same to both.
+PHYSICAL_UNITS = {"volume": "dB", "volume_fluctuation": "dB", "volume_peak_position": "fraction",
+                  "vibrato": "cents", "brightness": "harmonic number", "attack_noise": "dB"}
+ATTACK_FRAMES = 10            # the attack-noise control's window (40 ms), as the extractor measures it
+SILENCE_DB = -100.0           # level of silence (before the first note, end of release tails)
+GLIDE_FRAMES = 8              # legato glide from the previous pitch (32 ms)
+LEGATO_GAP_S = 0.02           # a note starting within this of the previous one's end is legato
+VIBRATO_FADE_S = 0.15
+DEVIATION_SMOOTHING = 75      # frames (0.3 s) of moving average on the learned f0 drift: nothing at 3-9 Hz
+RIPPLE = 0.03                 # learned level ripple, relative to the tent's depth: at 0.1 it moved the measured
+                              # peak by up to 0.2 on gently peaked notes (the extractor's top is 1 dB wide)
+EDGE_FRAMES = 8.0             # time constant of the learned attack / release dips of the level (32 ms)
+HEADS = 6                     # per-frame heads before the harmonic and noise-band outputs
+N_FEATURES = 13 + 7           # per-frame note features + the note's expression
+
+
+@dataclass
+class GeneratorConfig:
+    """Sizes of :class:`SynthesisGenerator` (``model:`` section of a ``synthesis_generator`` config)."""
+
+    n_instruments: int = 1
+    instrument_embedding: int = 16
+    channels: int = 64                  # width of the dilated convolution stack
+    layers: int = 6                     # dilations 1, 2, 4, ... (receptive field 2^layers frames either side)
+    kernel_size: int = 3
+    n_harmonics: int = 60
+    n_noise_bands: int = 65
+    max_deviation_cents: float = 50.0
+    noise_shape_db: float = 10.0        # the noise bands lie within +-this of the frame's level
+    reverb: str | None = "learned"
+    reverb_seconds: float = 1.0
+    sample_rate: int = SAMPLE_RATE
+    ranges: dict = field(default_factory=dict)  # {scaled control: [low, high]} physical range; all six needed
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GeneratorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model settings {unknown}; known: {sorted(known)}")
+        config = cls(**values)
+        missing = [name for name in SCALED_INPUTS if name not in (config.ranges or {})]
+        if missing:
+            raise ValueError(f"model.ranges lacks {missing}: the generator needs the physical range of each control")
+        for name, pair in config.ranges.items():
+            low, high = (float(v) for v in pair)
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(f"model.ranges.{name}: expected finite low < high, got {pair}")
+        return config
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["ranges"] = {k: [float(v) for v in pair] for k, pair in self.ranges.items()}
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ note layout
+@dataclass
+class FrameLayout:
+    """Where each frame lies relative to the voice's notes (all [B, T] unless stated).
+
+    ``note`` the index of the last note starting at or before the frame (-1 before the first; clamped to 0 in
+    ``gather``); ``active`` the frame is inside that note; ``since_onset`` frames since its first frame;
+    ``length`` its frame count; ``since_end`` frames since it ended (rests); ``first``/``stop`` [B, N] each
+    note's first frame and the frame where it stops sounding (its end, or the next onset)."""
+
+    note: torch.Tensor
+    active: torch.Tensor
+    since_onset: torch.Tensor
+    length: torch.Tensor
+    since_end: torch.Tensor
+    first: torch.Tensor
+    stop: torch.Tensor
+    n_notes: int
+
+    def gather(self, per_note: torch.Tensor) -> torch.Tensor:
+        """[B, N] or [B, N, C] per-note values -> [B, T] / [B, T, C] values of each frame's note."""
+        index = self.note.clamp_min(0)
+        if per_note.dim() == 3:
+            return per_note.gather(1, index.unsqueeze(-1).expand(-1, -1, per_note.shape[-1]))
+        return per_note.gather(1, index)
+
+    def note_mean(self, values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted mean of [B, T] ``values`` per note (``weights`` [B, T], 0 outside), back on frames [B, T]."""
+        batch = values.shape[0]
+        index = self.note.clamp_min(0)
+        total = values.new_zeros(batch, self.n_notes).scatter_add(1, index, values * weights)
+        count = values.new_zeros(batch, self.n_notes).scatter_add(1, index, weights)
+        return self.gather(total / count.clamp_min(1e-6))
+
+
+def frame_layout(notes: torch.Tensor, note_mask: torch.Tensor, n_frames: int, start_frame: int = 0) -> FrameLayout:
+    """The frames ``start_frame .. start_frame + n_frames - 1`` against the notes (see :class:`FrameLayout`).
+
+    A note covers frames ``round(start * 250)`` up to ``round(end * 250) - 1`` (at least one), and stops at the
+    next note's first frame, as in :func:`mididdsp.score.note_frames`."""
+    batch, n_notes = note_mask.shape
+    device = notes.device
+    far = 1 << 40  # padding notes start "never", so they sort after every real one
+    first = torch.floor(notes[..., 0] * FRAME_RATE + 0.5).long()
+    end = torch.maximum(torch.floor(notes[..., 1] * FRAME_RATE + 0.5).long(), first + 1)
+    first = torch.where(note_mask, first, torch.full_like(first, far))
+    end = torch.where(note_mask, end, torch.full_like(end, far + 1))
+    next_first = torch.cat([first[:, 1:], torch.full_like(first[:, :1], far)], dim=1)
+    stop = torch.minimum(end, next_first)
+    frames = torch.arange(start_frame, start_frame + n_frames, device=device).expand(batch, n_frames).contiguous()
+    note = torch.searchsorted(first.contiguous(), frames, right=True) - 1
+    index = note.clamp_min(0)
+    note_first, note_stop = first.gather(1, index), stop.gather(1, index)
+    started = note >= 0
+    active = started & (frames < note_stop)
+    return FrameLayout(note=note, active=active,
+                       since_onset=torch.where(started, frames - note_first, torch.zeros_like(frames)),
+                       length=(end - first).gather(1, index).clamp_min(1),
+                       since_end=torch.where(started & ~active, frames - note_stop, torch.zeros_like(frames)),
+                       first=first, stop=stop, n_notes=max(n_notes, 1))
+
+
+# ------------------------------------------------------------------------------------------------ the model
+class SynthesisGenerator(nn.Module):
+    """Notes + expression -> synthesis controls (see the module docstring); ``self.synth`` renders them."""
+
+    def __init__(self, config: GeneratorConfig | dict | None = None):
+        super().__init__()
+        config = GeneratorConfig.from_dict(config) if isinstance(config, dict) else config
+        if config is None:
+            raise ValueError("SynthesisGenerator needs a config with the controls' ranges")
+        self.config = config
+        self.embedding = nn.Embedding(config.n_instruments, config.instrument_embedding)
+        width = config.channels
+        self.input = nn.Conv1d(N_FEATURES + config.instrument_embedding, width, 1)
+        self.blocks = nn.ModuleList(
+            nn.Conv1d(width, width, config.kernel_size, dilation=2 ** i, padding=2 ** i * (config.kernel_size // 2))
+            for i in range(config.layers))
+        # normalised per frame (over channels): a norm over time would make each frame depend on the whole
+        # sequence, so a 6 s training window and a whole voice would see different statistics
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(config.layers))
+        # heads: level dip, level ripple, centroid contour, noise level, slow f0 deviation, onset scoop, then the
+        # harmonics and the noise bands
+        self.n_outputs = HEADS + config.n_harmonics + config.n_noise_bands
+        self.output = nn.Conv1d(width, self.n_outputs, 1)
+        nn.init.zeros_(self.output.weight)
+        with torch.no_grad():
+            self.output.bias.zero_()
+            self.output.bias[0] = -3.0   # small dips at first
+            self.output.bias[HEADS:HEADS + config.n_harmonics] = -0.1 * torch.arange(config.n_harmonics)  # falling
+        # release rate per instrument, dB/s = 100 * softplus(.) (init 200 dB/s: -60 dB in 0.3 s)
+        self.release = nn.Parameter(torch.full((config.n_instruments,), math.log(math.e ** 2 - 1)))
+        self.synth = DDSPSynth(config.n_harmonics, config.n_noise_bands, config.sample_rate, config.reverb,
+                               config.reverb_seconds, config.n_instruments)
+        ranges = torch.tensor([[float(v) for v in config.ranges[name]] for name in SCALED_INPUTS])
+        self.register_buffer("ranges", ranges, persistent=False)
+
+    # -------------------------------------------------------------------------------------------- helpers
+    def physical(self, expression: torch.Tensor) -> torch.Tensor:
+        """[..., 7] scaled controls (+ rate) -> [..., 7] physical values (dB, dB, fraction, cents, harmonic, dB, Hz)."""
+        low, high = self.ranges[:, 0].to(expression), self.ranges[:, 1].to(expression)
+        scaled = expression[..., :6].clamp(0.0, 1.0)
+        return torch.cat([low + scaled * (high - low), expression[..., 6:7]], dim=-1)
+
+    def features(self, notes: torch.Tensor, note_mask: torch.Tensor, expression: torch.Tensor,
+                 layout: FrameLayout) -> torch.Tensor:
+        """Per-frame conditioning [B, T, N_FEATURES] (each roughly in -1..1)."""
+        pitch = notes[..., 2]
+        previous_pitch = torch.cat([pitch[:, :1], pitch[:, :-1]], dim=1)
+        gap = notes[..., 0] - torch.cat([notes[:, :1, 0] - 1.0, notes[:, :-1, 1]], dim=1)
+        next_start = torch.cat([notes[:, 1:, 0], notes[:, -1:, 1] + 10.0], dim=1)
+        next_gap = torch.where(torch.cat([note_mask[:, 1:], note_mask[:, :1] & False], dim=1),
+                               next_start - notes[..., 1], torch.full_like(gap, 10.0))
+        per_note = torch.stack([
+            pitch / 127.0, (pitch - previous_pitch) / 12.0, (gap.clamp(-1, 1) < LEGATO_GAP_S).float(),
+            gap.clamp(0, 2) / 2, next_gap.clamp(0, 2) / 2,
+            torch.log((notes[..., 1] - notes[..., 0]).clamp_min(1e-3)) / 4.0], dim=-1)
+        frame = layout.gather(per_note)
+        seconds = layout.since_onset.float() / FRAME_RATE
+        length = layout.length.float()
+        position = layout.since_onset.float() / length
+        since_end = layout.since_end.float() / FRAME_RATE
+        started = (layout.note >= 0).float()
+        active = layout.active.float()
+        timing = torch.stack([
+            active, started, position.clamp(0, 2) * active, (seconds.clamp(0, 2) / 2) * active,
+            ((length - layout.since_onset.float()) / FRAME_RATE).clamp(0, 2) / 2 * active,
+            since_end.clamp(0, 2) / 2, torch.exp(-seconds / 0.05) * active], dim=-1)
+        physical = self.physical(expression)
+        scaled = torch.cat([expression[..., :6].clamp(0, 1), physical[..., 6:7].clamp(0, 15) / 10.0], dim=-1)
+        return torch.cat([timing, frame, layout.gather(scaled) * started.unsqueeze(-1)], dim=-1)
+
+    def network(self, features: torch.Tensor, instrument: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] -> raw outputs [B, T, n_outputs] (non-causal dilated convolutions, residual)."""
+        embedding = self.embedding(instrument).unsqueeze(1).expand(-1, features.shape[1], -1)
+        hidden = self.input(torch.cat([features, embedding], dim=-1).transpose(1, 2))
+        for conv, norm in zip(self.blocks, self.norms):
+            hidden = hidden + conv(F.leaky_relu(norm(hidden.transpose(1, 2)).transpose(1, 2), 0.1))
+        return self.output(F.leaky_relu(hidden, 0.1)).transpose(1, 2)
+
+    # -------------------------------------------------------------------------------------------- forward
+    def forward(self, notes: torch.Tensor, note_mask: torch.Tensor, expression: torch.Tensor,
+                instrument: torch.Tensor, n_frames: int, start_frame: int = 0,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Notes + expression -> controls (shapes in the module docstring) plus, for losses and plots,
+        ``amplitude_db``, ``noise_db`` (frame level) [B, T], ``active`` [B, T] and ``note`` [B, T].
+
+        ``generator`` draws the vibrato phases (None: phase 0). Whole notes must lie in the frames for the
+        per-note statistics to be exact (render whole voices, or chunks that do not cut notes)."""
+        config = self.config
+        notes = notes.to(torch.float32)
+        layout = frame_layout(notes, note_mask, n_frames, start_frame)
+        raw = self.network(self.features(notes, note_mask, expression, layout), instrument)
+        physical = layout.gather(self.physical(expression))     # [B, T, 7]
+        active = layout.active.float()
+        started = layout.note >= 0
+        release_db_per_frame = 100.0 * F.softplus(self.release)[instrument].unsqueeze(1) / FRAME_RATE
+
+        # level: a tent at the peak position, learned dips and a small ripple, standardised per note
+        position = layout.since_onset.float() / layout.length.float()
+        peak = physical[..., 2]
+        tent = -(position - peak).abs() / torch.maximum(peak, 1 - peak).clamp_min(1e-3)
+        # dips only near the note's edges (attack and release ramps, 32 ms time constant), where the extractor's
+        # peak search does not look; so only the small ripple can move the peak
+        to_end = (layout.length - 1 - layout.since_onset).clamp_min(0).float()
+        edges = torch.exp(-layout.since_onset.float() / EDGE_FRAMES) + torch.exp(-to_end / EDGE_FRAMES)
+        shape = tent - 4.0 * torch.sigmoid(raw[..., 0]) * edges + RIPPLE * torch.tanh(raw[..., 1])
+        mean = layout.note_mean(shape, active)
+        std = torch.sqrt(layout.note_mean((shape - mean) ** 2, active) + 1e-8)
+        level_db = physical[..., 0] + physical[..., 1] * (shape - mean) / std
+        level_db = self._release(level_db, layout, release_db_per_frame)
+
+        # noise: learned level, attack offset so that its first 10 frames average the asked-for dB
+        sustain = -45.0 + 25.0 * torch.tanh(raw[..., 3] / 2.0)
+        attack = (active > 0) & (layout.since_onset < ATTACK_FRAMES)
+        offset = physical[..., 5] - layout.note_mean(sustain, attack.float())
+        decay = torch.exp(-(layout.since_onset - ATTACK_FRAMES).clamp_min(0).float() / ATTACK_FRAMES)
+        noise_level = sustain + offset * decay
+        noise_level = self._release(noise_level, layout, release_db_per_frame)
+        # the bands' spread shrinks near the extractor's -80 dB floor, so that no band is floored and the level
+        # (their mean in dB) stays exact
+        spread = ((noise_level - DB_FLOOR) / config.noise_shape_db).clamp(0.0, 1.0).unsqueeze(-1)
+        band_shape = config.noise_shape_db * spread * torch.tanh(raw[..., HEADS + config.n_harmonics:] / 3.0)
+        noise_db = noise_level.unsqueeze(-1) + band_shape - band_shape.mean(-1, keepdim=True)
+
+        # f0: written pitch + legato glide + slow learned deviation + vibrato
+        pitch = layout.gather(notes[..., 2])
+        previous = layout.gather(torch.cat([notes[:, :1, 2], notes[:, :-1, 2]], dim=1))
+        gap = layout.gather(notes[..., 0] - torch.cat([notes[:, :1, 0] - 1.0, notes[:, :-1, 1]], dim=1))
+        gliding = (layout.note > 0) & (gap < LEGATO_GAP_S) & (layout.since_onset < GLIDE_FRAMES) & layout.active
+        glide = (previous - pitch) * 0.5 * (1 + torch.cos(math.pi * layout.since_onset.float() / GLIDE_FRAMES))
+        pitch = pitch + torch.where(gliding, glide, torch.zeros_like(glide))
+        # a slow deviation (drift; averaged over 0.3 s, so nothing at vibrato rates survives) and a scoop that
+        # decays within the first 40 ms, which the vibrato measurement leaves out
+        deviation = _moving_average(config.max_deviation_cents * torch.tanh(raw[..., 4]), DEVIATION_SMOOTHING)
+        onset_value = layout.gather(_at_onsets(raw[..., 5], layout))
+        scoop = config.max_deviation_cents * torch.tanh(onset_value) * torch.exp(-layout.since_onset.float() / 3.0)
+        deviation = deviation + scoop * layout.active.float()
+        pitch = pitch + (deviation + self._vibrato(physical, layout, notes.shape[1], generator)) / 100.0
+        f0_hz = midi_to_hz(pitch)
+
+        # harmonic distribution: the network's, tilted to the asked-for centroid
+        contour = torch.tanh(raw[..., 2])
+        contour = contour - layout.note_mean(contour, active)
+        nyquist_ok = (midi_to_hz(pitch).unsqueeze(-1) * torch.arange(1, config.n_harmonics + 1, device=pitch.device)
+                      < 0.95 * config.sample_rate / 2)
+        highest = nyquist_ok.float().sum(-1).clamp_min(1.0)
+        centroid = torch.minimum((physical[..., 4] + contour).clamp_min(1.0), highest)
+        logits = raw[..., HEADS:HEADS + config.n_harmonics].masked_fill(~nyquist_ok, -1e4)
+        distribution = tilt_to_centroid(logits, centroid)
+
+        silent = ~started
+        level_db = torch.where(silent, torch.full_like(level_db, SILENCE_DB), level_db)
+        noise_db = torch.where(silent.unsqueeze(-1), torch.full_like(noise_db, SILENCE_DB), noise_db)
+        return {"f0_hz": f0_hz, "amplitude": torch.pow(10.0, level_db / 20.0), "harmonic_distribution": distribution,
+                "noise_magnitudes": torch.pow(10.0, noise_db / 20.0), "amplitude_db": level_db,
+                "noise_db": noise_level, "active": layout.active, "note": layout.note}
+
+    def _release(self, level_db: torch.Tensor, layout: FrameLayout, per_frame: torch.Tensor) -> torch.Tensor:
+        """Rest frames: the level of the note's last frame, falling ``per_frame`` dB per frame, floored."""
+        batch = level_db.shape[0]
+        index = layout.note.clamp_min(0)
+        last = (layout.active & (layout.since_onset + 1 + layout.first.gather(1, index)
+                                 == layout.stop.gather(1, index)))
+        end_level = level_db.new_full((batch, layout.n_notes), SILENCE_DB).scatter_reduce(
+            1, index, torch.where(last, level_db, torch.full_like(level_db, SILENCE_DB)), "amax")
+        falling = layout.gather(end_level) - per_frame * (layout.since_end.float() + 1)
+        return torch.where(layout.active, level_db, falling.clamp_min(SILENCE_DB))
+
+    @staticmethod
+    def _vibrato(physical: torch.Tensor, layout: FrameLayout, n_notes: int,
+                 generator: torch.Generator | None) -> torch.Tensor:
+        """Cents [B, T]: extent * fade-in * sin(2 pi rate t + phase), t from the note's onset."""
+        batch = physical.shape[0]
+        if generator is None:
+            phases = physical.new_zeros(batch, max(n_notes, 1))
+        else:
+            phases = torch.rand(batch, max(n_notes, 1), generator=generator, device=generator.device) * 2 * math.pi
+            phases = phases.to(physical)
+        seconds = layout.since_onset.float() / FRAME_RATE
+        fade = 0.5 - 0.5 * torch.cos(math.pi * (seconds / VIBRATO_FADE_S).clamp(0, 1))
+        rate = physical[..., 6].clamp(0.0, 15.0)
+        wave = torch.sin(2 * math.pi * rate * seconds + layout.gather(phases))
+        return physical[..., 3] * fade * wave * (layout.note >= 0).float()
+
+
+def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: int = 24) -> torch.Tensor:
+    """softmax(logits + beta k) with beta per frame such that sum_k k h_k equals ``centroid``.
+
+    Args:
+        logits: [..., K] (masked harmonics at -1e4); centroid: [...] target in harmonic numbers, reachable
+            (1 .. the highest unmasked harmonic).
+    Returns:
+        [..., K] distributions summing to 1. The centroid is increasing in beta (its derivative is the variance
+        of k), so Newton steps (at most 3 per iteration) inside a shrinking bracket converge in a few iterations; beta is
+        found without gradient and the distribution is differentiable in the logits at that beta.
+    """
+    k = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
+    with torch.no_grad():
+        beta = torch.zeros_like(centroid)
+        low, high = torch.full_like(centroid, -30.0), torch.full_like(centroid, 30.0)
+        for _ in range(iterations):
+            h = torch.softmax(logits + beta.unsqueeze(-1) * k, dim=-1)
+            mean = (h * k).sum(-1)
+            variance = (h * (k - mean.unsqueeze(-1)) ** 2).sum(-1)
+            above = mean > centroid
+            high = torch.where(above, beta, high)
+            low = torch.where(above, low, beta)
+            step = beta - ((mean - centroid) / variance.clamp_min(1e-6)).clamp(-3.0, 3.0)  # trust region
+            inside = (step > low) & (step < high)
+            beta = torch.where(inside, step, 0.5 * (low + high))
+    return torch.softmax(logits + beta.unsqueeze(-1) * k, dim=-1)
+
+
+def _at_onsets(values: torch.Tensor, layout: FrameLayout) -> torch.Tensor:
+    """[B, T] frame values -> [B, N] the value at each note's first frame (0 for notes outside the frames)."""
+    batch = values.shape[0]
+    first = layout.active & (layout.since_onset == 0)
+    index = layout.note.clamp_min(0)
+    return values.new_zeros(batch, layout.n_notes).scatter_add(1, index, values * first.float())
+
+
+def _moving_average(signal: torch.Tensor, width: int) -> torch.Tensor:
+    """Centred moving average over ``width`` frames of [B, T], edges held."""
+    padded = F.pad(signal.unsqueeze(1), (width // 2, width - 1 - width // 2), mode="replicate")
+    return F.avg_pool1d(padded, width, stride=1).squeeze(1)
+
+
+def receptive_field(config: GeneratorConfig) -> int:
+    """Frames either side that one output frame depends on: the convolution stack and the drift's average."""
+    return sum(2 ** i * (config.kernel_size // 2) for i in range(config.layers)) + DEVIATION_SMOOTHING // 2
+
+
+@torch.no_grad()
+def generate_voice(model: SynthesisGenerator, notes: torch.Tensor, expression: torch.Tensor, instrument: int,
+                   n_frames: int, seed: int | None = 0, chunk_frames: int = 15000) -> dict[str, torch.Tensor]:
+    """One voice's controls ([1, T, ...]) in pieces of about ``chunk_frames`` frames, equal to one pass.
+
+    ``notes`` [N, 4] (start_s, end_s, pitch, velocity) in time order, ``expression`` [N, 7]. Pieces are cut at note
+    onsets, so every note lies whole in one piece, and each piece is computed with the stack's receptive field of
+    context either side; the vibrato phases come from a generator seeded with ``seed`` (None: phase 0), drawn the
+    same way for every piece. Working memory is bounded by the piece length (and the longest note).
+    """
+    notes = torch.as_tensor(notes, dtype=torch.float32).reshape(-1, 4)[None]
+    expression = torch.as_tensor(expression, dtype=torch.float32).reshape(-1, 7)[None]
+    mask = torch.ones(notes.shape[:2], dtype=torch.bool)
+    ids = torch.tensor([int(instrument)])
+    context = receptive_field(model.config) + 1
+    onsets = torch.floor(notes[0, :, 0] * FRAME_RATE + 0.5).long().tolist()
+    cuts = [0]
+    for onset in onsets:
+        if onset - cuts[-1] >= chunk_frames and onset < n_frames:
+            cuts.append(onset)
+    cuts.append(n_frames)
+    pieces = []
+    for first, last in zip(cuts[:-1], cuts[1:]):
+        start, stop = max(0, first - context), min(n_frames, last + context)
+        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+        out = model(notes, mask, expression, ids, stop - start, start, generator)
+        pieces.append({key: out[key][:, first - start:last - start] for key in
+                       ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")})
+    return {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in pieces[0]}

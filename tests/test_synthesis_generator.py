@@ -1,0 +1,166 @@
+"""The synthesis generator (mididdsp.synthesis.generator): the controls it is given come out, measured by the
+extractor's own formulas (mididdsp.expression.controls) and, for vibrato and volume, in the rendered audio.
+
+A generator with random weights is used where a property must hold by construction whatever the network
+learned; the shipped MIDI model where a property depends on training (vibrato 0 is steady)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mididdsp.expression.controls import CONTROL_NAMES, CONTROL_RANGES, note_expression
+from mididdsp.score import Note, note_frames
+from mididdsp.synthesis.generator import (SynthesisGenerator, frame_layout, generate_voice, tilt_to_centroid)
+
+RANGES = {name: list(pair) for name, pair in CONTROL_RANGES.items()}
+NOTES = torch.tensor([[[0.10, 0.90, 60, 80], [0.90, 1.80, 64, 90], [2.00, 3.00, 67, 70], [3.2, 4.0, 72, 60]]])
+# (a fluctuation of a dB or two is mostly spent on the attack and release dips: the rest of the note is then flat
+# within the extractor's 1 dB peak tolerance, and its peak reads as the plateau's middle; so the notes here
+# fluctuate by 2.4-6 dB)
+EXPRESSION = torch.tensor([[[0.5, 0.3, 0.3, 0.5, 0.4, 0.5, 5.5], [0.7, 0.3, 0.8, 0.0, 0.2, 0.3, 5.0],
+                            [0.3, 0.5, 0.5, 0.8, 0.6, 0.6, 6.0], [0.6, 0.2, 0.6, 0.3, 0.5, 0.4, 4.5]]])
+FRAMES = int(4.5 * 250) + 1
+
+
+def random_generator(seed: int = 0, **config) -> SynthesisGenerator:
+    """Random weights (output layer included: the learned parts are far from zero), reverb off."""
+    torch.manual_seed(seed)
+    model = SynthesisGenerator({"ranges": RANGES, "n_instruments": 2, "reverb": None, **config})
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0, 0.2)
+        model.output.bias.normal_(0, 0.3)
+        model.output.bias[0] = -3.0  # attack / release dips of a few dB, as trained models have (a dip deeper
+        # than the asked fluctuation leaves a flat note whose peak the extractor puts in the middle)
+    return model.eval()
+
+
+def measured(out: dict, notes: torch.Tensor = NOTES) -> dict:
+    note_index = torch.where(out["active"], out["note"], torch.full_like(out["note"], -1))
+    controls = {key: out[key] for key in ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")}
+    with torch.no_grad():
+        return note_expression(controls, note_index, notes[..., 2], notes.shape[1], ranges=RANGES)
+
+
+def test_frame_layout_matches_score_note_frames() -> None:
+    rng = np.random.default_rng(1)
+    starts = np.cumsum(rng.uniform(0.05, 0.6, 30))
+    notes = [Note(float(s), float(s + d), 60, 90) for s, d in zip(starts, rng.uniform(0.01, 0.7, 30))]
+    notes = [n if i + 1 == len(notes) or n.end <= notes[i + 1].start else Note(n.start, notes[i + 1].start, 60, 90)
+             for i, n in enumerate(notes)]
+    frames = int(starts[-1] * 250) + 300
+    want = note_frames(notes, frames)["note_index"]
+    array = torch.tensor([[[n.start, n.end, n.pitch, n.velocity] for n in notes]])
+    layout = frame_layout(array, torch.ones(1, len(notes), dtype=torch.bool), frames)
+    got = torch.where(layout.active, layout.note, torch.full_like(layout.note, -1))[0].numpy()
+    np.testing.assert_array_equal(got, want)
+    # a window of the same frames agrees with the whole
+    window = frame_layout(array, torch.ones(1, len(notes), dtype=torch.bool), 200, 500)
+    np.testing.assert_array_equal(torch.where(window.active, window.note, -1)[0].numpy(), want[500:700])
+
+
+def test_tilt_reaches_the_asked_centroid() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(200, 60).cumsum(-1) * 0.3          # smooth random spectra
+    logits[100:, 20:] = -1e4                                 # and spectra cut by Nyquist after harmonic 20
+    target = torch.cat([torch.rand(100) * 30 + 1, torch.rand(100) * 15 + 1])
+    distribution = tilt_to_centroid(logits, target)
+    centroid = (distribution * torch.arange(1, 61.0)).sum(-1)
+    torch.testing.assert_close(distribution.sum(-1), torch.ones(200))
+    assert (centroid - target).abs().max() < 5e-3  # harmonic numbers: 0.0007 of the brightness scale
+    assert distribution[100:, 20:].max() < 1e-12
+
+
+def test_controls_come_out_as_asked_by_construction() -> None:
+    """Volume, fluctuation, brightness and attack noise are exact; the peak lies where asked (within the small
+    learned ripple); vibrato extent and rate within 3 cents and 0.15 Hz, whatever the weights."""
+    for seed in range(3):
+        model = random_generator(seed)
+        with torch.no_grad():
+            out = model(NOTES, torch.ones(1, 4, dtype=torch.bool), EXPRESSION, torch.tensor([1]), FRAMES,
+                        generator=torch.Generator().manual_seed(seed))
+        values = measured(out)
+        for j, name in enumerate(CONTROL_NAMES):
+            got, want = values[name][0], EXPRESSION[0, :, j]
+            if name in ("volume", "volume_fluctuation", "brightness", "attack_noise"):
+                torch.testing.assert_close(got, want, atol=2e-3, rtol=0)
+            elif name == "volume_peak_position":
+                assert (got - want).abs().max() < 0.12, (seed, got, want)
+        extent, rate = values["vibrato_extent_cents"][0], values["vibrato_rate_hz"][0]
+        asked = EXPRESSION[0, :, 3] * RANGES["vibrato"][1]
+        assert (extent - asked).abs().max() < 3.0, (extent, asked)  # random drift of +-50 cents leaks a little
+        with_vibrato = asked > 0
+        assert (rate[with_vibrato] - EXPRESSION[0, with_vibrato, 6]).abs().max() < 0.15  # issue target: 0.3 Hz
+
+
+def test_volume_moves_the_level_by_the_asked_decibels() -> None:
+    model = random_generator(4)
+    low, high = RANGES["volume"]
+    levels = []
+    for scaled in (0.4, 0.4 + 6.0 / (high - low)):
+        expression = EXPRESSION.clone()
+        expression[0, :, 0] = scaled
+        with torch.no_grad():
+            out = model(NOTES, torch.ones(1, 4, dtype=torch.bool), expression, torch.tensor([0]), FRAMES)
+        levels.append(measured(out)["volume_db"][0])
+    torch.testing.assert_close(levels[1] - levels[0], torch.full((4,), 6.0), atol=1e-3, rtol=0)
+
+
+def test_same_seed_same_controls_and_other_seeds_other_vibrato() -> None:
+    model = random_generator(5)
+
+    def run(seed):
+        return generate_voice(model, NOTES[0], EXPRESSION[0], 1, FRAMES, seed=seed)
+
+    first, again, other = run(7), run(7), run(8)
+    for key in first:
+        assert torch.equal(first[key], again[key])
+    assert not torch.equal(first["f0_hz"], other["f0_hz"])
+    assert torch.equal(first["amplitude"], other["amplitude"])  # only the vibrato phase is random
+
+
+def test_chunked_generation_equals_one_pass() -> None:
+    model = random_generator(6)
+    starts = torch.arange(40) * 0.25
+    notes = torch.stack([starts, starts + 0.2, 60 + (torch.arange(40) % 12).float(), torch.full((40,), 90.0)], -1)
+    expression = torch.rand(40, 7, generator=torch.Generator().manual_seed(0))
+    expression[:, 6] = 5.0
+    frames = 10 * 250 + 1
+    whole = generate_voice(model, notes, expression, 0, frames, seed=3, chunk_frames=100000)
+    pieces = generate_voice(model, notes, expression, 0, frames, seed=3, chunk_frames=300)
+    for key in whole:
+        torch.testing.assert_close(pieces[key], whole[key], atol=1e-5, rtol=1e-5)
+
+
+def test_rendered_audio_has_the_asked_vibrato_and_level() -> None:
+    """Through the synthesizer and the refined pitch tracker: 30 cents at 5.5 Hz come out of the audio."""
+    from mididdsp.dsp import compute_loudness
+    from mididdsp.expression.controls import NoteFrames
+    from mididdsp.expression.vibrato import vibrato
+    from mididdsp.pitch import compute_f0, refine_f0
+
+    model = random_generator(7)
+    notes = torch.tensor([[0.2, 2.2, 67.0, 90.0]])
+    frames = int(2.6 * 250) + 1
+    n_samples = (frames - 1) * 64
+    results = []
+    for vibrato_scaled, volume in ((0.5, 0.5), (0.0, 0.5 + 6 / 60)):
+        expression = torch.tensor([[volume, 0.1, 0.5, vibrato_scaled, 0.4, 0.3, 5.5]])
+        controls = generate_voice(model, notes, expression, 0, frames, seed=0)
+        audio = model.synth.render(controls, n_samples, generator=torch.Generator().manual_seed(0))[0]
+        f0, _ = compute_f0(audio.numpy())
+        f0 = refine_f0(audio.numpy(), f0)
+        index = torch.full((frames,), -1)
+        index[int(0.2 * 250):int(2.2 * 250)] = 0
+        deviation = 1200 * torch.log2(torch.as_tensor(f0[:frames]).clamp_min(1) / 391.995)
+        extent, rate = vibrato(deviation.unsqueeze(0), NoteFrames(index.unsqueeze(0), 1))
+        loudness = compute_loudness(audio[None])[0][int(0.6 * 250):int(2.0 * 250)].mean()
+        results.append((float(extent[0]), float(rate[0]), float(loudness)))
+    (extent, rate, level), (steady, _, louder) = results
+    assert abs(extent - 30.0) < 2.0 and abs(rate - 5.5) < 0.15, results
+    assert steady < 3.0, results
+    assert abs((louder - level) - 6.0) < 0.5, results
