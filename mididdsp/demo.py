@@ -1,6 +1,8 @@
-"""`mididdsp demo`: timbre transfer of a bundled example with the shipped autoencoder (a trumpet phrase played
-back as a violin), or with ``--dsp`` (or when no model is installed) a short phrase from a note list with the DSP
-core alone.
+"""`mididdsp demo`: render the bundled MIDI file (``mididdsp/data/demo.mid``: the opening of Beethoven's "Ode to
+Joy", public domain, arranged here for violin, flute and cello, written by :func:`demo_score`) with the shipped
+MIDI model; ``--resynth``: timbre transfer of a bundled recording with the shipped autoencoder (a trumpet phrase
+played back as a violin); ``--dsp`` (or when no model is installed): a short phrase from a note list with the
+DSP core alone.
 
 The bundled example is 8 s of a held-out recording of the project's SoundFont corpus (never used in training).
 For the DSP-only phrase, hand-written controls stand in for the learned levels: a bowed-string-like harmonic spectrum whose brightness
@@ -18,13 +20,50 @@ DEMO_NOTES = [(0.0, 0.45, 67, 90), (0.5, 0.95, 69, 80), (1.0, 1.45, 71, 95), (1.
 
 
 EXAMPLE = Path(__file__).resolve().parent / "data" / "example_trumpet.wav"
+DEMO_MIDI = Path(__file__).resolve().parent / "data" / "demo.mid"
+
+# "Ode to Joy" (Beethoven, 1824; public domain), D major, 8 bars at 100 bpm: (beat, beats, pitch) per note.
+_THEME = [(0, 1, 78), (1, 1, 78), (2, 1, 79), (3, 1, 81), (4, 1, 81), (5, 1, 79), (6, 1, 78), (7, 1, 76),
+          (8, 1, 74), (9, 1, 74), (10, 1, 76), (11, 1, 78), (12, 1.5, 78), (13.5, 0.5, 76), (14, 2, 76)]
+_ENDING = [(12, 1.5, 76), (13.5, 0.5, 74), (14, 2, 74)]
+_BASS = [(0, 4, 50), (4, 4, 45), (8, 4, 50), (12, 4, 45), (16, 4, 50), (20, 4, 45), (24, 4, 50), (28, 2, 45),
+         (30, 2, 50)]
+
+
+def demo_score():
+    """The demo arrangement as a Score: violin plays the theme, flute answers with the ending (crescendo in
+    velocity), cello holds the bass and closes on a double stop (a chord: two voices)."""
+    from mididdsp.score import Note, Score, Track
+
+    beat = 0.6
+
+    def notes(cells, offset=0.0, velocity=lambda i: 80):
+        return [Note(round((offset + b) * beat, 6), round((offset + b + d) * beat - 0.02, 6), p, velocity(i))
+                for i, (b, d, p) in enumerate(cells)]
+
+    violin = notes(_THEME, velocity=lambda i: 70 + 3 * i)
+    flute = notes(_THEME[:12] + _ENDING, offset=16, velocity=lambda i: 60 + 4 * i)
+    cello = notes(_BASS, velocity=lambda i: 70) + [Note(31 * beat, 32 * beat + 0.6, 57, 75)]
+    modulation = {1: [(14 * beat, 64.0), (16 * beat, 0.0), (30 * beat, 80.0)]}  # vibrato on the long notes
+    tracks = [Track("violin", 40, False, violin, controls=modulation), Track("flute", 73, False, flute),
+              Track("cello", 42, False, cello)]
+    return Score(tracks, max(n.end for t in tracks for n in t.notes))
+
+
+def write_demo_midi(path: str | Path = DEMO_MIDI) -> Path:
+    """Write :func:`demo_score` as a MIDI file (how ``mididdsp/data/demo.mid`` was made)."""
+    demo_score().write_midi(path)
+    return Path(path)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default="demo.wav", help="output WAV file (default: demo.wav)")
-    parser.add_argument("--instrument", default="violin", help="instrument to turn the example into (default violin)")
+    parser.add_argument("--resynth", action="store_true",
+                        help="timbre transfer of a bundled recording with the shipped autoencoder instead")
+    parser.add_argument("--instrument", default="violin",
+                        help="--resynth: instrument to turn the example into (default violin)")
     parser.add_argument("--dsp", action="store_true", help="synthesize the DSP-only phrase instead (no model)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the noise (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
 def controls_from_notes(notes, n_frames: int, frame_rate: int = 250, n_harmonics: int = 60, n_noise_bands: int = 65):
@@ -62,14 +101,33 @@ def controls_from_notes(notes, n_frames: int, frame_rate: int = 250, n_harmonics
 
 
 def run(args: argparse.Namespace) -> int:
+    from mididdsp.render import PRETRAINED_MIDI
     from mididdsp.resynth import DEFAULT_MODEL
 
-    if not args.dsp and (DEFAULT_MODEL / "config.yaml").is_file():
-        return _timbre_transfer(args, DEFAULT_MODEL)
-    if not args.dsp:
-        print(f"no shipped model at {DEFAULT_MODEL} (build it with `make model-autoencoder`); "
+    if args.dsp:
+        return _dsp_phrase(args)
+    if args.resynth:
+        if (DEFAULT_MODEL / "config.yaml").is_file():
+            return _timbre_transfer(args, DEFAULT_MODEL)
+        print(f"no shipped autoencoder at {DEFAULT_MODEL} (build it with `make model-autoencoder`); "
               "synthesizing the DSP-only phrase")
+        return _dsp_phrase(args)
+    if (PRETRAINED_MIDI / "generator").is_dir():
+        return _render_midi(args)
+    print(f"no shipped MIDI model at {PRETRAINED_MIDI} (build it with `make model-midi`); "
+          "synthesizing the DSP-only phrase")
     return _dsp_phrase(args)
+
+
+def _render_midi(args: argparse.Namespace) -> int:
+    from mididdsp.cli import main
+
+    command = ["render", str(DEMO_MIDI), "-o", args.output, "--seed", str(args.seed)]
+    status = main(command)
+    if status == 0:
+        print(f"wrote {args.output}: {DEMO_MIDI.name} (Ode to Joy for violin, flute and cello) rendered by the shipped "
+              f"MIDI model; the same as `mididdsp {' '.join(command)}`")
+    return status
 
 
 def _timbre_transfer(args: argparse.Namespace, model_dir: Path) -> int:

@@ -1,0 +1,229 @@
+"""`mididdsp render`, `mididdsp instruments` and the Python API, with the shipped MIDI model: what the MIDI says is
+what comes out (onsets, bends, CC7, velocity, chords), seeds, the expression table round trip, bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import mididdsp
+from mididdsp.cli import main
+from mididdsp.render import PRETRAINED_MIDI, TAIL_S
+from mididdsp.score import Note, Score, Track
+
+pytestmark = pytest.mark.skipif(not (PRETRAINED_MIDI / "generator").is_dir(),
+                                reason=f"no shipped MIDI model at {PRETRAINED_MIDI} (make model-midi)")
+PHRASE = [(0.10, 0.50, 67), (0.60, 1.00, 69), (1.10, 1.50, 71), (1.60, 2.40, 72), (2.60, 3.00, 71)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mididdsp.load_model()
+
+
+def score_of(*tracks: Track) -> Score:
+    return Score(list(tracks), max(n.end for t in tracks for n in t.notes))
+
+
+def phrase_track(program: int = 40, velocity: int = 90, name: str = "melody", **kwargs) -> Track:
+    return Track(name, program, False, [Note(s, e, p, velocity) for s, e, p in PHRASE], **kwargs)
+
+
+def frame_db(audio: np.ndarray, hop: int = 80) -> np.ndarray:
+    """Level in dB per 5 ms hop."""
+    usable = audio[: len(audio) // hop * hop].astype(np.float64).reshape(-1, hop)
+    return 10 * np.log10(np.mean(usable ** 2, axis=1) + 1e-12)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    status = main(args)
+    return status, capsys.readouterr().err
+
+
+def test_cli_renders_every_melodic_track_and_skips_drums(tmp_path, capsys):
+    chord = Track("piano", 0, False, [Note(0.5, 1.5, 60, 80), Note(0.5, 1.5, 64, 80), Note(0.5, 1.5, 67, 80)])
+    drums = Track("drums", 0, True, [Note(0.0, 0.1, 36, 100)])
+    midi = tmp_path / "song.mid"
+    score_of(phrase_track(), chord, drums).write_midi(midi)
+    out, stems = tmp_path / "song.wav", tmp_path / "stems"
+    status, err = run_cli(["render", str(midi), "-o", str(out), "--stems", str(stems)], capsys)
+    assert status == 0, err
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == 16000 and len(audio) == int(np.ceil((3.0 + TAIL_S) * 16000))
+    assert np.abs(audio).max() <= 0.99 + 1e-4
+    assert "drums skipped" in err and "program 0 plays" in err
+    assert sorted(p.name for p in stems.iterdir()) == ["track_00.wav", "track_01.wav"]  # no stem for drums
+    piano, _ = sf.read(stems / "track_01.wav", dtype="float32")
+    levels = frame_db(piano)
+    assert levels[int(0.6 / 0.005):int(1.4 / 0.005)].min() > levels.max() - 30  # the chord sounds 0.5-1.5 s
+    assert levels[int(0.1 / 0.005):int(0.45 / 0.005)].max() < levels.max() - 40  # and not before it
+
+
+def test_onsets_are_where_the_file_puts_them(model):
+    """Staccato notes after rests: each onset in the audio within 20 ms of the file's (issue 12, timing)."""
+    starts = [0.2, 0.83, 1.51, 2.2, 2.97]
+    track = Track("t", 40, False, [Note(s, s + 0.3, 64 + i, 90) for i, s in enumerate(starts)])
+    out = model.render(score_of(track), seed=0, reverb=False)
+    levels = frame_db(out.audio)
+    for start in starts:
+        window = levels[int((start - 0.1) / 0.005):int((start + 0.15) / 0.005)]
+        rise = np.argmax(window > window.max() - 20) * 0.005 + start - 0.1  # first 5 ms hop within 20 dB of the top
+        assert abs(rise - start) <= 0.02, (start, rise)
+
+
+def test_same_seed_same_audio_other_seed_other_audio(model):
+    score = score_of(phrase_track())
+    first, again, other = (model.render(score, seed=s).audio for s in (3, 3, 4))
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    cold = model.expression(score, seed=9, temperature=0.0)
+    assert cold == model.expression(score, seed=10, temperature=0.0)  # temperature 0: no randomness
+
+
+def test_expression_table_round_trip_and_edits(tmp_path, capsys):
+    midi = tmp_path / "phrase.mid"
+    score_of(phrase_track()).write_midi(midi)
+    table, first, second = tmp_path / "expression.csv", tmp_path / "a.wav", tmp_path / "b.wav"
+    assert run_cli(["render", str(midi), "-o", str(first), "--seed", "5", "--expression-out", str(table)], capsys)[0] == 0
+    assert run_cli(["render", str(midi), "-o", str(second), "--seed", "5", "--expression-in", str(table)], capsys)[0] == 0
+    assert np.array_equal(sf.read(first)[0], sf.read(second)[0])
+    import pandas as pd
+
+    frame = pd.read_csv(table)  # opens as it is
+    assert len(frame) == len(PHRASE) and {"vibrato", "vibrato_extent_cents", "track", "voice"} <= set(frame.columns)
+    frame.loc[3, "vibrato"] = 1.0
+    frame.loc[3, "vibrato_extent_cents"] = float("nan")  # stale after the edit: the scaled column wins
+    frame = frame.drop(columns=["vibrato_extent_cents"])
+    frame.to_csv(table, index=False)
+    edited = tmp_path / "c.wav"
+    assert run_cli(["render", str(midi), "-o", str(edited), "--seed", "5", "--expression-in", str(table)], capsys)[0] == 0
+    a, b = sf.read(first)[0], sf.read(edited)[0]
+    changed = np.abs(a - b) > 1e-4
+    assert changed.any() and not changed[: int(1.55 * 16000)].any()  # only note 3 (1.6-2.4 s) and after
+
+
+def test_a_table_that_does_not_fit_names_the_first_differing_row(tmp_path, capsys):
+    midi = tmp_path / "phrase.mid"
+    score_of(phrase_track()).write_midi(midi)
+    table = tmp_path / "expression.csv"
+    assert run_cli(["render", str(midi), "-o", str(tmp_path / "a.wav"), "--expression-out", str(table)], capsys)[0] == 0
+    lines = table.read_text().splitlines()
+    header = lines[0].split(",")
+    fields = lines[3].split(",")
+    fields[header.index("pitch")] = "40"
+    table.write_text("\n".join(lines[:3] + [",".join(fields)] + lines[4:]) + "\n")
+    out = tmp_path / "b.wav"
+    status, err = run_cli(["render", str(midi), "-o", str(out), "--expression-in", str(table)], capsys)
+    assert status == 1 and "row 2" in err and "pitch 40" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    fields[header.index("pitch")] = lines[3].split(",")[header.index("pitch")]
+    fields[header.index("brightness")] = "bright"
+    table.write_text("\n".join(lines[:3] + [",".join(fields)] + lines[4:]) + "\n")
+    status, err = run_cli(["render", str(midi), "-o", str(out), "--expression-in", str(table)], capsys)
+    assert status == 1 and "expression.csv" in err and "row 2" in err and "brightness" in err and not out.exists()
+
+
+@pytest.mark.parametrize("case", ["not_midi", "empty", "truncated", "drums_only", "unknown_instrument",
+                                  "missing_model", "bad_extension", "bad_tempo_scale"])
+def test_bad_input_gives_one_line_exit_1_and_no_output(case, tmp_path, capsys):
+    midi = tmp_path / "in.mid"
+    score_of(phrase_track()).write_midi(midi)
+    out = tmp_path / "out.wav"
+    extra: list[str] = []
+    if case == "not_midi":
+        midi.write_text("this is not a MIDI file")
+    elif case == "empty":
+        midi.write_bytes(b"")
+    elif case == "truncated":
+        midi.write_bytes(midi.read_bytes()[:30])
+    elif case == "drums_only":
+        score_of(Track("drums", 0, True, [Note(0.0, 0.2, 36, 100)])).write_midi(midi)
+    elif case == "unknown_instrument":
+        extra = ["--instrument", "kazoo"]
+    elif case == "missing_model":
+        extra = ["--model", str(tmp_path / "nowhere")]
+    elif case == "bad_extension":
+        out = tmp_path / "out.mp3"
+    elif case == "bad_tempo_scale":
+        extra = ["--tempo-scale", "0"]
+    status, err = run_cli(["render", str(midi), "-o", str(out), *extra], capsys)
+    lines = [line for line in err.strip().splitlines() if line]
+    assert status == 1 and len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "Traceback" not in err and not out.exists()
+    if case == "unknown_instrument":
+        assert "violin" in lines[0]  # the available ones are listed
+    if case == "missing_model":
+        assert "nowhere" in lines[0]
+
+
+def test_pitch_bend_and_channel_volume_are_heard(model):
+    """A +1 semitone bend raises the pitch 100 cents; CC7 64 lowers the level by 40 log10(64/127) = 11.9 dB."""
+    from mididdsp.dsp import compute_loudness
+    from mididdsp.pitch import compute_f0
+
+    note = [Note(0.1, 2.1, 69, 90)]
+    bent = Track("t", 40, False, note, pitch_bends=[(1.1, 1.0)])
+    quieter = Track("t", 40, False, note, controls={7: [(0.0, 127.0), (1.1, 64.0)]})
+    expression = model.expression(score_of(bent), seed=0, temperature=0.0)
+    expression["vibrato"] = 0.0
+    expression["volume_fluctuation"] = 0.0
+    audio = model.render(score_of(bent), expression, seed=0, reverb=False).audio
+    f0, confidence = compute_f0(audio)
+    cents = 1200 * np.log2(np.median(f0[int(1.5 * 250):int(1.9 * 250)]) / np.median(f0[int(0.5 * 250):int(0.9 * 250)]))
+    assert abs(cents - 100.0) < 15.0, cents
+    audio = model.render(score_of(quieter), expression, seed=0, reverb=False).audio
+    loudness = compute_loudness(torch.from_numpy(audio)[None])[0].numpy()
+    drop = np.median(loudness[int(0.5 * 250):int(0.9 * 250)]) - np.median(loudness[int(1.5 * 250):int(1.9 * 250)])
+    assert abs(drop - 11.9) < 1.5, drop
+
+
+def test_higher_velocity_plays_louder(model):
+    from mididdsp.dsp import compute_loudness
+
+    levels = []
+    for velocity in (40, 110):
+        score = score_of(phrase_track(velocity=velocity))
+        audio = model.render(score, seed=0, temperature=0.0).audio
+        loudness = compute_loudness(torch.from_numpy(audio)[None])[0].numpy()
+        levels.append(10 * np.log10(np.mean(10 ** (loudness[25:750] / 10))))
+    assert levels[1] - levels[0] > 6.0, levels
+
+
+def test_a_mix_that_would_clip_is_scaled_and_says_so(model):
+    chord = Track("t", 40, False, [Note(0.1, 1.1, 48 + 3 * i, 127) for i in range(12)])
+    out = model.render(score_of(chord), seed=0)
+    assert np.abs(out.audio).max() <= 0.99 + 1e-6
+    if out.gain_db < 0:
+        assert any("scaled by" in m for m in out.messages)
+
+
+def test_instruments_lists_the_general_midi_table(capsys):
+    assert main(["instruments"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("instruments:") and "violin" in out[0]
+    table = [line for line in out if line.startswith("  ")]
+    assert len(table) == 128 and "Violin" in table[40] and table[40].rstrip().endswith("violin")
+
+
+def test_the_render_path_never_imports_lightning(tmp_path):
+    midi = tmp_path / "p.mid"
+    score_of(phrase_track()).write_midi(midi)
+    code = ("import sys\nfrom mididdsp.cli import main\n"
+            f"assert main(['render', {str(midi)!r}, '-o', {str(tmp_path / 'p.wav')!r}, '--quiet']) == 0\n"
+            "bad = [m for m in ('pytorch_lightning', 'lightning', 'note_seq', 'torchcrepe', 'pandas') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_bundled_demo_midi_is_what_the_project_writes(tmp_path):
+    from mididdsp.demo import DEMO_MIDI, write_demo_midi
+
+    assert write_demo_midi(tmp_path / "demo.mid").read_bytes() == DEMO_MIDI.read_bytes()
