@@ -36,7 +36,7 @@ $(DATA)/corpus/manifest.json: | install
 $(DATA)/prepared/manifest.json: $(DATA)/corpus/manifest.json
 	$(PY) -m mididdsp prepare $(DATA)/corpus --out $(DATA)/prepared --seed 0
 
-.PHONY: data model-autoencoder model-synthesis-coder eval-autoencoder eval-expression
+.PHONY: data model-autoencoder model-synthesis-coder model-midi eval-autoencoder eval-expression eval-midi
 data: $(DATA)/prepared/manifest.json
 
 model-autoencoder: install data
@@ -58,3 +58,21 @@ eval-expression: install data
 	$(PY) benchmarks/eval_expression.py mididdsp/pretrained/synthesis_coder $(DATA)/corpus
 	$(PY) benchmarks/eval_expression.py mididdsp/pretrained/synthesis_coder $(DATA)/corpus --reference neutral
 	$(PY) benchmarks/eval_expression.py mididdsp/pretrained/synthesis_coder $(DATA)/corpus --reference written
+
+# The default MIDI model (mididdsp/pretrained/midi): the shipped synthesis coder's controls and note expression
+# cached once (teacher), then the synthesis generator and the expression prior, each exported into the model.
+# Every step resumes where it stopped. Measured times are in docs/RESULTS.md.
+MIDI_MODEL := mididdsp/pretrained/midi
+model-midi: install data
+	$(PY) -m mididdsp teacher $(DATA)/prepared
+	$(PY) -m mididdsp train synthesis_generator data.dir=$(DATA)/prepared --run-dir runs/synthesis_generator
+	$(PY) -m mididdsp train expression_prior data.dir=$(DATA)/prepared --run-dir runs/expression_prior
+	$(PY) -m mididdsp export runs/synthesis_generator -o $(MIDI_MODEL)/generator
+	$(PY) -m mididdsp export runs/expression_prior -o $(MIDI_MODEL)/prior
+
+# The MIDI model's figures (docs/RESULTS.md): control fidelity, physical honesty and reconstruction of the
+# generator; the prior against the extracted expression.
+eval-midi: install data
+	$(PY) -m mididdsp eval controls $(MIDI_MODEL) --data $(DATA)/prepared --json runs/eval_controls.json
+	$(PY) -m mididdsp eval prior $(MIDI_MODEL) --data $(DATA)/prepared --split test --json runs/eval_prior_test.json
+	$(PY) -m mididdsp eval prior $(MIDI_MODEL) --data $(DATA)/prepared --split valid --json runs/eval_prior_valid.json

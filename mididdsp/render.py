@@ -233,9 +233,11 @@ class MidiModel:
     # ---------------------------------------------------------------------------------------- render
     def render(self, score, expression=None, seed: int | None = 0, temperature: float = 1.0,
                instrument: str | None = None, track_instruments: dict[int, str] | None = None, reverb: bool = True,
-               sample_rate: int = 16000, progress: bool = False) -> Rendered:
+               sample_rate: int = 16000, progress: bool = False, timings: dict | None = None) -> Rendered:
         """Render every melodic track of ``score`` with ``expression`` (default: sampled from the prior with
-        ``seed`` and ``temperature``); see the module docstring."""
+        ``seed`` and ``temperature``); see the module docstring. ``timings``: a dict that receives the seconds
+        spent per stage (``prior``, ``generator``, ``synthesizer``, ``mix``), for benchmarks."""
+        import time
         import numpy as np
         import torch
         from tqdm import tqdm
@@ -249,8 +251,11 @@ class MidiModel:
         voices = self.voices(score)
         if not voices:
             raise MididdspError("the MIDI file has no melodic notes (only drums or empty tracks)")
+        clock = {"prior": 0.0, "generator": 0.0, "synthesizer": 0.0, "mix": 0.0}
+        started = time.perf_counter()
         if expression is None:
             expression = self.expression(score, seed, temperature, instrument, track_instruments)
+        clock["prior"] += time.perf_counter() - started
         rows = match_expression(expression, voices, self.ranges)
         end = max(n.end for _, _, notes in voices for n in notes)
         n_samples = int(math.ceil((end + TAIL_S) * SAMPLE_RATE))
@@ -266,8 +271,11 @@ class MidiModel:
             performance = track.control_frames(frames)
             controls_in = apply_modulation(controls_in, note_array, performance["cc1"])
             voice_seed = None if seed is None else (int(seed) * 1_000_003 + t * 1009 + v) % (1 << 62)
+            started = time.perf_counter()
             controls = generate_voice(self.generator, note_array, controls_in, self.instruments[name], frames,
                                       voice_seed)
+            clock["generator"] += time.perf_counter() - started
+            started = time.perf_counter()
             bend = torch.from_numpy(performance["pitch_bend"].astype(np.float32))[None]
             controls["f0_hz"] = controls["f0_hz"] * torch.pow(2.0, bend / 12.0)
             gain = torch.from_numpy(midi_volume_gain(performance["cc7"], performance["cc11"]))[None]
@@ -276,8 +284,11 @@ class MidiModel:
             noise_rng = torch.Generator().manual_seed(0 if voice_seed is None else voice_seed)
             audio = self.generator.synth.render(controls, n_samples, torch.tensor([self.instruments[name]]), reverb,
                                                 generator=noise_rng)[0].numpy().astype(np.float64)
+            clock["synthesizer"] += time.perf_counter() - started
+            started = time.perf_counter()
             mix += audio
             stems[t] = stems.get(t, 0) + audio
+            clock["mix"] += time.perf_counter() - started
         peak = float(np.abs(mix).max()) if mix.size else 0.0
         gain_db = 0.0
         if peak > HEADROOM_PEAK:
@@ -293,6 +304,8 @@ class MidiModel:
         if sample_rate != SAMPLE_RATE:
             out_audio = resample(out_audio, SAMPLE_RATE, sample_rate)
             out_stems = {k: resample(s, SAMPLE_RATE, sample_rate) for k, s in out_stems.items()}
+        if timings is not None:
+            timings.update(clock)
         return Rendered(out_audio, int(sample_rate), out_stems, gain_db, messages)
 
 
