@@ -24,8 +24,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 SWEEP_VALUES = tuple(round(0.1 * i, 1) for i in range(11))
 LONG_NOTE_S = 0.5
@@ -38,6 +41,8 @@ def _generator_dir(model: str | Path) -> Path:
 
 
 def _pearson(x, y) -> float:
+    import numpy as np
+
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if len(x) < 3 or x.std() == 0 or y.std() == 0:
         return float("nan")
@@ -45,6 +50,8 @@ def _pearson(x, y) -> float:
 
 
 def _line(asked, measured) -> dict:
+    import numpy as np
+
     asked, measured = np.asarray(asked, np.float64), np.asarray(measured, np.float64)
     if len(asked) < 3 or asked.std() == 0:
         return {"slope": float("nan"), "intercept": float("nan"), "mean_abs_error": float("nan"), "notes": len(asked)}
@@ -57,6 +64,7 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
                       max_seconds: float = 60.0, values: tuple[float, ...] = SWEEP_VALUES,
                       progress: bool = True) -> dict:
     """The figures of the module docstring as a JSON-able dict (see ``mididdsp eval controls``)."""
+    import numpy as np
     import torch
     from tqdm import tqdm
 
@@ -134,7 +142,7 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
             target = torch.from_numpy(audio)[None]
             recon["generator_spectral"].append(float(multiscale_spectral_loss(torch.from_numpy(rendered)[None], target)))
             f0 = torch.from_numpy(teacher["f0_hz"])[None]
-            loud = torch.from_numpy(np.asarray(shard["loudness_db"], np.float32))[None]
+            loud = torch.from_numpy(np.array(shard["loudness_db"], np.float32))[None]
             coded = extractor(f0, loud, target, torch.tensor([coder_ids[name]]), len(audio))["audio"]
             recon["coder_spectral"].append(float(multiscale_spectral_loss(coded, target)))
             if autoencoder is not None and name in (model_metadata(autoencoder).get("instruments") or {}):
@@ -223,11 +231,15 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
 
 def _note_order(table, starts: np.ndarray) -> np.ndarray:
     """Each table row's index in the recording's note list (matched by start time: the table may split voices)."""
+    import numpy as np
+
     return np.abs(np.asarray(table["start"])[:, None] - starts[None, :]).argmin(1)
 
 
 def _rows_by_note(table, notes: np.ndarray) -> np.ndarray:
     """[n_notes, 6] scaled controls of a table of these notes, in note order."""
+    import numpy as np
+
     from mididdsp.expression.controls import CONTROL_NAMES
 
     out = np.zeros((len(notes), len(CONTROL_NAMES)), np.float64)
@@ -238,6 +250,8 @@ def _rows_by_note(table, notes: np.ndarray) -> np.ndarray:
 
 
 def _physical_by_note(table, notes: np.ndarray) -> dict[str, np.ndarray]:
+    import numpy as np
+
     n_notes = len(notes)
     out = {}
     index = _note_order(table, notes[:, 0])

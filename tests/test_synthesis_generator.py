@@ -5,10 +5,7 @@ A generator with random weights is used where a property must hold by constructi
 learned; the shipped MIDI model where a property depends on training (vibrato 0 is steady)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import pytest
 import torch
 
 from mididdsp.expression.controls import CONTROL_NAMES, CONTROL_RANGES, note_expression

@@ -25,8 +25,11 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 from mididdsp.errors import MididdspError
 
@@ -51,6 +54,8 @@ def teacher_dir(data_dir: str | Path, model_dir: str | Path) -> Path:
 
 def build_teacher(data_dir: str | Path, model_dir: str | Path, progress: bool = True) -> Path:
     """Compute (or complete) the teacher cache of ``data_dir`` with the coder ``model_dir``; returns its folder."""
+    import numpy as np
+
     import torch
     from tqdm import tqdm
 
@@ -102,6 +107,8 @@ def build_teacher(data_dir: str | Path, model_dir: str | Path, progress: bool = 
 
 def load_teacher(folder: str | Path, recording_id: str) -> dict[str, np.ndarray]:
     """The cached arrays of one recording (memory-mapped where possible is not needed: files are small)."""
+    import numpy as np
+
     from mididdsp.datasets.shards import shard_name
 
     path = Path(folder) / shard_name(recording_id)

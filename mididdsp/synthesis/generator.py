@@ -63,6 +63,7 @@ DEVIATION_SMOOTHING = 75      # frames (0.3 s) of moving average on the learned 
 RIPPLE = 0.03                 # learned level ripple, relative to the tent's depth: at 0.1 it moved the measured
                               # peak by up to 0.2 on gently peaked notes (the extractor's top is 1 dB wide)
 EDGE_FRAMES = 8.0             # time constant of the learned attack / release dips of the level (32 ms)
+LOGIT_RANGE = 12.0            # harmonic logits are squashed into +-this (e^24 between strongest and weakest)
 HEADS = 6                     # per-frame heads before the harmonic and noise-band outputs
 N_FEATURES = 13 + 7           # per-frame note features + the note's expression
 
@@ -315,7 +316,8 @@ class SynthesisGenerator(nn.Module):
                       < 0.95 * config.sample_rate / 2)
         highest = nyquist_ok.float().sum(-1).clamp_min(1.0)
         centroid = torch.minimum((physical[..., 4] + contour).clamp_min(1.0), highest)
-        logits = raw[..., HEADS:HEADS + config.n_harmonics].masked_fill(~nyquist_ok, -1e4)
+        logits = _without_tilt(LOGIT_RANGE * torch.tanh(raw[..., HEADS:HEADS + config.n_harmonics] / LOGIT_RANGE))
+        logits = logits.masked_fill(~nyquist_ok, -1e4)
         distribution = tilt_to_centroid(logits, centroid)
 
         silent = ~started
@@ -362,7 +364,7 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
     Returns:
         [..., K] distributions summing to 1. The centroid is increasing in beta (its derivative is the variance
         of k), so Newton steps (at most 3 per iteration) inside a shrinking bracket converge in a few iterations; beta is
-        found without gradient and the distribution is differentiable in the logits at that beta.
+        found without gradient, then a last Newton step carries the implicit derivatives (to logits and target).
     """
     k = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
     with torch.no_grad():
@@ -378,7 +380,24 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
             step = beta - ((mean - centroid) / variance.clamp_min(1e-6)).clamp(-3.0, 3.0)  # trust region
             inside = (step > low) & (step < high)
             beta = torch.where(inside, step, 0.5 * (low + high))
+    # One more Newton step, with gradient: its value is beta (to the solver's precision) and its derivatives are
+    # those of the implicit solution (d beta = -(d centroid at fixed beta) / variance), so the centroid target
+    # gets gradients and the logits get none along the direction the tilt undoes.
+    h = torch.softmax(logits + beta.unsqueeze(-1) * k, dim=-1)
+    mean = (h * k).sum(-1)
+    variance = (h * (k - mean.unsqueeze(-1)) ** 2).sum(-1)
+    beta = beta + (centroid - mean) / variance.clamp_min(1e-6)
     return torch.softmax(logits + beta.unsqueeze(-1) * k, dim=-1)
+
+
+def _without_tilt(logits: torch.Tensor) -> torch.Tensor:
+    """[..., K] logits minus their least-squares line in k. The tilt that follows sets the slope anyway; left in,
+    it is a direction the loss cannot see (the solved tilt undoes any change along it), along which the logits
+    drifted until softmax saturated and training diverged (harmonic KL 0.11 -> 2.0, gradient norm 6 -> 250)."""
+    k = torch.arange(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+    k = (k - k.mean()) / (k - k.mean()).norm()
+    centred = logits - logits.mean(-1, keepdim=True)
+    return centred - (centred * k).sum(-1, keepdim=True) * k
 
 
 def _at_onsets(values: torch.Tensor, layout: FrameLayout) -> torch.Tensor:
