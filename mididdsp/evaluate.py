@@ -69,7 +69,7 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
     from tqdm import tqdm
 
     from mididdsp.datasets.shards import load_manifest, open_shard
-    from mididdsp.datasets.teacher import build_teacher, load_teacher, teacher_dir
+    from mididdsp.datasets.teacher import ensure_teacher, load_teacher
     from mididdsp.dsp import compute_loudness, multiscale_spectral_loss, n_frames
     from mididdsp.errors import MididdspError
     from mididdsp.expression.controls import CONTROL_NAMES
@@ -82,9 +82,7 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
     generator = load_model(_generator_dir(model), expected=("SynthesisGenerator",))
     coder_dir = Path(coder) if coder else PRETRAINED / "synthesis_coder"
     extractor = load_model(coder_dir)
-    folder = teacher_dir(data_dir, coder_dir)
-    if not (folder / "teacher.json").is_file():
-        build_teacher(data_dir, coder_dir, progress)
+    folder = ensure_teacher(data_dir, coder_dir)
     gen_ids = model_metadata(generator).get("instruments") or {}
     coder_ids = model_metadata(extractor).get("instruments") or {}
     autoencoder = load_model(PRETRAINED / "autoencoder") if (PRETRAINED / "autoencoder").is_dir() else None

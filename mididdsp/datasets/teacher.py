@@ -105,6 +105,23 @@ def build_teacher(data_dir: str | Path, model_dir: str | Path, progress: bool = 
     return out
 
 
+def ensure_teacher(data_dir: str | Path, model_dir: str | Path) -> Path:
+    """The teacher cache of ``data_dir`` for ``model_dir``, built (or completed, after a kill) when it lacks a
+    recording with notes of the coder's instruments; returns its folder. Training and evaluation call this, so
+    ``mididdsp train synthesis_generator data.dir=PREPARED`` works without a separate ``mididdsp teacher``."""
+    from mididdsp.datasets.shards import load_manifest, shard_name
+    from mididdsp.models import read_model_config
+
+    folder = teacher_dir(data_dir, model_dir)
+    known = read_model_config(model_dir).get("instruments") or {}
+    wanted = [r for r in load_manifest(data_dir)["recordings"] if r.get("has_notes", True) and r["instrument"] in known]
+    if (folder / INFO_FILE).is_file() and all((folder / shard_name(r["id"])).is_file() for r in wanted):
+        return folder
+    print(f"computing the teacher targets of {data_dir} with {model_dir} (once per data set and coder)",
+          file=sys.stderr, flush=True)
+    return build_teacher(data_dir, model_dir, progress=sys.stderr.isatty())
+
+
 def load_teacher(folder: str | Path, recording_id: str) -> dict[str, np.ndarray]:
     """The cached arrays of one recording (memory-mapped where possible is not needed: files are small)."""
     import numpy as np

@@ -143,15 +143,13 @@ class GeneratorData(pl.LightningDataModule):
     def __init__(self, config: dict) -> None:
         super().__init__()
         from mididdsp.datasets.shards import load_manifest
-        from mididdsp.datasets.teacher import teacher_dir, teacher_info
+        from mididdsp.datasets.teacher import ensure_teacher, teacher_dir, teacher_info
 
         data_cfg, train_cfg = config["data"], config["train"]
         self.data_dir = Path(data_cfg["dir"])
         coder = Path(data_cfg.get("teacher") or default_coder())
         self.teacher = teacher_dir(self.data_dir, coder)
-        if not (self.teacher / "teacher.json").is_file():
-            raise MididdspError(f"{self.data_dir}: no teacher targets for the coder {coder}; run "
-                                f"`mididdsp teacher {self.data_dir} --model {coder}` first")
+        ensure_teacher(self.data_dir, coder)
         info = teacher_info(self.teacher)
         manifest = load_manifest(self.data_dir)
         self.instruments: dict[str, int] = manifest["instruments"]

@@ -41,16 +41,11 @@ def default_coder_dir() -> Path:
 
 
 def teacher_folder(data_dir: str | Path, coder_dir: str | Path | None) -> Path:
-    """The teacher cache of ``data_dir`` for the coder ``coder_dir`` (default: the shipped one); MididdspError
-    with the command that builds it when it is missing."""
-    from mididdsp.datasets.teacher import INFO_FILE, teacher_dir
+    """The teacher cache of ``data_dir`` for the coder ``coder_dir`` (default: the shipped one), built first
+    when it is missing or incomplete (:func:`mididdsp.datasets.teacher.ensure_teacher`)."""
+    from mididdsp.datasets.teacher import ensure_teacher
 
-    coder = Path(coder_dir) if coder_dir else default_coder_dir()
-    folder = teacher_dir(data_dir, coder)
-    if not (folder / INFO_FILE).is_file():
-        raise MididdspError(f"{data_dir}: no teacher note tables for the coder {coder} (expected {folder}); "
-                            f"build them first with `mididdsp teacher {data_dir}`")
-    return folder
+    return ensure_teacher(data_dir, Path(coder_dir) if coder_dir else default_coder_dir())
 
 
 def table_arrays(table: dict, instruments: dict[str, int]) -> dict[str, np.ndarray]:
