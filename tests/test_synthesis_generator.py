@@ -130,7 +130,8 @@ def test_chunked_generation_equals_one_pass() -> None:
     whole = generate_voice(model, notes, expression, 0, frames, seed=3, chunk_frames=100000)
     pieces = generate_voice(model, notes, expression, 0, frames, seed=3, chunk_frames=300)
     for key in whole:
-        torch.testing.assert_close(pieces[key], whole[key], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pieces[key], whole[key], atol=1e-4, rtol=1e-4)  # the centroid solve may stop
+        # at another iteration in a piece (tolerance 1e-4 harmonic numbers)
 
 
 def test_rendered_audio_has_the_asked_vibrato_and_level() -> None:

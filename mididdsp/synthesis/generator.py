@@ -63,6 +63,7 @@ DEVIATION_SMOOTHING = 75      # frames (0.3 s) of moving average on the learned 
 RIPPLE = 0.03                 # learned level ripple, relative to the tent's depth: at 0.1 it moved the measured
                               # peak by up to 0.2 on gently peaked notes (the extractor's top is 1 dB wide)
 EDGE_FRAMES = 8.0             # time constant of the learned attack / release dips of the level (32 ms)
+TILT_TOLERANCE = 1e-4         # harmonic numbers: the centroid solve stops when every frame is this close
 LOGIT_RANGE = 12.0            # harmonic logits are squashed into +-this (e^24 between strongest and weakest)
 HEADS = 6                     # per-frame heads before the harmonic and noise-band outputs
 N_FEATURES = 13 + 7           # per-frame note features + the note's expression
@@ -171,6 +172,22 @@ def frame_layout(notes: torch.Tensor, note_mask: torch.Tensor, n_frames: int, st
 
 
 # ------------------------------------------------------------------------------------------------ the model
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of each frame of [B, C, T], in place of transposing to [B, T, C] and back
+    (the same maths and parameters as ``nn.LayerNorm(C)``; a third of the stack's time saved on CPU)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        variance = (x - mean).pow(2).mean(1, keepdim=True)
+        return (x - mean) * torch.rsqrt(variance + self.eps) * self.weight[:, None] + self.bias[:, None]
+
+
 class SynthesisGenerator(nn.Module):
     """Notes + expression -> synthesis controls (see the module docstring); ``self.synth`` renders them."""
 
@@ -188,7 +205,7 @@ class SynthesisGenerator(nn.Module):
             for i in range(config.layers))
         # normalised per frame (over channels): a norm over time would make each frame depend on the whole
         # sequence, so a 6 s training window and a whole voice would see different statistics
-        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(config.layers))
+        self.norms = nn.ModuleList(ChannelNorm(width) for _ in range(config.layers))
         # heads: level dip, level ripple, centroid contour, noise level, slow f0 deviation, onset scoop, then the
         # harmonics and the noise bands
         self.n_outputs = HEADS + config.n_harmonics + config.n_noise_bands
@@ -245,7 +262,7 @@ class SynthesisGenerator(nn.Module):
         embedding = self.embedding(instrument).unsqueeze(1).expand(-1, features.shape[1], -1)
         hidden = self.input(torch.cat([features, embedding], dim=-1).transpose(1, 2))
         for conv, norm in zip(self.blocks, self.norms):
-            hidden = hidden + conv(F.leaky_relu(norm(hidden.transpose(1, 2)).transpose(1, 2), 0.1))
+            hidden = hidden + conv(F.leaky_relu(norm(hidden), 0.1))
         return self.output(F.leaky_relu(hidden, 0.1)).transpose(1, 2)
 
     # -------------------------------------------------------------------------------------------- forward
@@ -370,9 +387,11 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
     with torch.no_grad():
         beta = torch.zeros_like(centroid)
         low, high = torch.full_like(centroid, -30.0), torch.full_like(centroid, 30.0)
-        for _ in range(iterations):
+        for iteration in range(iterations):
             h = torch.softmax(logits + beta.unsqueeze(-1) * k, dim=-1)
             mean = (h * k).sum(-1)
+            if iteration % 4 == 3 and float((mean - centroid).abs().max()) < TILT_TOLERANCE:
+                break  # converged everywhere (typically after 4-8 iterations; the rest are for outliers)
             variance = (h * (k - mean.unsqueeze(-1)) ** 2).sum(-1)
             above = mean > centroid
             high = torch.where(above, beta, high)
