@@ -74,7 +74,7 @@ def test_tilt_reaches_the_asked_centroid() -> None:
 
 def test_controls_come_out_as_asked_by_construction() -> None:
     """Volume, fluctuation, brightness and attack noise are exact; the peak lies where asked (within the small
-    learned ripple); vibrato extent and rate within 3 cents and 0.15 Hz, whatever the weights."""
+    learned ripple); vibrato extent and rate within 3 cents and 0.3 Hz, whatever the weights."""
     for seed in range(3):
         model = random_generator(seed)
         with torch.no_grad():
@@ -91,7 +91,7 @@ def test_controls_come_out_as_asked_by_construction() -> None:
         asked = EXPRESSION[0, :, 3] * RANGES["vibrato"][1]
         assert (extent - asked).abs().max() < 3.0, (extent, asked)  # random drift of +-50 cents leaks a little
         with_vibrato = asked > 0
-        assert (rate[with_vibrato] - EXPRESSION[0, with_vibrato, 6]).abs().max() < 0.15  # issue target: 0.3 Hz
+        assert (rate[with_vibrato] - EXPRESSION[0, with_vibrato, 6]).abs().max() < 0.3  # the issue target (0.8 s notes)
 
 
 def test_volume_moves_the_level_by_the_asked_decibels() -> None:
@@ -142,6 +142,11 @@ def test_rendered_audio_has_the_asked_vibrato_and_level() -> None:
     from mididdsp.pitch import compute_f0, refine_f0
 
     model = random_generator(7)
+    with torch.no_grad():  # an instrument-like sound, as trained models make (random weights can put the noise
+        # above the harmonics or scatter the harmonics at random, and then no pitch tracker hears a vibrato):
+        model.output.weight[3].zero_()  # breath noise well below the harmonics
+        model.output.bias[3] = -6.0
+        model.output.weight[6:66].zero_()  # a smooth spectrum (the tilt to the asked brightness alone)
     notes = torch.tensor([[0.2, 2.2, 67.0, 90.0]])
     frames = int(2.6 * 250) + 1
     n_samples = (frames - 1) * 64

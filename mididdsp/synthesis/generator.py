@@ -28,7 +28,7 @@ what the controls leave free (the shape of attacks and releases, timbre, noise c
     vibrato                extent (cents, sinusoid amplitude as the extractor measures it) and rate (Hz) are
                            added to f0 as a sinusoid with a 0.15 s fade-in and a random (seeded) phase.
 f0 is the written pitch, a raised-cosine glide from the previous pitch over the first 32 ms of a legato note, a
-learned slow drift (|.| <= 50 cents, averaged over 0.3 s: never vibrato-fast), a learned onset scoop that decays
+learned slow drift (|.| <= 50 cents, averaged twice over 0.3 s: never vibrato-fast), a learned onset scoop that decays
 within 40 ms (the part of a note the vibrato measurement leaves out), and vibrato.
 Rests: level and noise fall from the last note's end at a learned per-instrument rate (release tails), pitch and
 vibrato keep going under the release.
@@ -59,14 +59,14 @@ SILENCE_DB = -100.0           # level of silence (before the first note, end of 
 GLIDE_FRAMES = 8              # legato glide from the previous pitch (32 ms)
 LEGATO_GAP_S = 0.02           # a note starting within this of the previous one's end is legato
 VIBRATO_FADE_S = 0.15
-DEVIATION_SMOOTHING = 75      # frames (0.3 s) of moving average on the learned f0 drift: nothing at 3-9 Hz
+DEVIATION_SMOOTHING = 75      # frames (0.3 s) of each of two moving averages on the learned f0 drift
 RIPPLE = 0.03                 # learned level ripple, relative to the tent's depth: at 0.1 it moved the measured
                               # peak by up to 0.2 on gently peaked notes (the extractor's top is 1 dB wide)
 EDGE_FRAMES = 8.0             # time constant of the learned attack / release dips of the level (32 ms)
 TILT_TOLERANCE = 1e-4         # harmonic numbers: the centroid solve stops when every frame is this close
 LOGIT_RANGE = 12.0            # harmonic logits are squashed into +-this (e^24 between strongest and weakest)
 HEADS = 6                     # per-frame heads before the harmonic and noise-band outputs
-N_FEATURES = 13 + 7           # per-frame note features + the note's expression
+N_FEATURES = 13 + 5           # per-frame note features + the note's expression (without vibrato)
 
 
 @dataclass
@@ -253,8 +253,9 @@ class SynthesisGenerator(nn.Module):
             active, started, position.clamp(0, 2) * active, (seconds.clamp(0, 2) / 2) * active,
             ((length - layout.since_onset.float()) / FRAME_RATE).clamp(0, 2) / 2 * active,
             since_end.clamp(0, 2) / 2, torch.exp(-seconds / 0.05) * active], dim=-1)
-        physical = self.physical(expression)
-        scaled = torch.cat([expression[..., :6].clamp(0, 1), physical[..., 6:7].clamp(0, 15) / 10.0], dim=-1)
+        # vibrato (extent, rate) is left out: it is imposed on f0 note by note, and an input here would let an
+        # edit of one note's vibrato move its neighbours' pitch through the convolutions' context (measured: 3 cents)
+        scaled = expression[..., [0, 1, 2, 4, 5]].clamp(0, 1)
         return torch.cat([timing, frame, layout.gather(scaled) * started.unsqueeze(-1)], dim=-1)
 
     def network(self, features: torch.Tensor, instrument: torch.Tensor) -> torch.Tensor:
@@ -317,9 +318,11 @@ class SynthesisGenerator(nn.Module):
         gliding = (layout.note > 0) & (gap < LEGATO_GAP_S) & (layout.since_onset < GLIDE_FRAMES) & layout.active
         glide = (previous - pitch) * 0.5 * (1 + torch.cos(math.pi * layout.since_onset.float() / GLIDE_FRAMES))
         pitch = pitch + torch.where(gliding, glide, torch.zeros_like(glide))
-        # a slow deviation (drift; averaged over 0.3 s, so nothing at vibrato rates survives) and a scoop that
+        # a slow deviation (drift; averaged twice over 0.3 s: at most 4 % of it passes at 3 Hz and above, where
+        # vibrato is measured; one average let 19 % through at 4.5 Hz) and a scoop that
         # decays within the first 40 ms, which the vibrato measurement leaves out
-        deviation = _moving_average(config.max_deviation_cents * torch.tanh(raw[..., 4]), DEVIATION_SMOOTHING)
+        deviation = config.max_deviation_cents * torch.tanh(raw[..., 4])
+        deviation = _moving_average(_moving_average(deviation, DEVIATION_SMOOTHING), DEVIATION_SMOOTHING)
         onset_value = layout.gather(_at_onsets(raw[..., 5], layout))
         scoop = config.max_deviation_cents * torch.tanh(onset_value) * torch.exp(-layout.since_onset.float() / 3.0)
         deviation = deviation + scoop * layout.active.float()
@@ -435,7 +438,7 @@ def _moving_average(signal: torch.Tensor, width: int) -> torch.Tensor:
 
 def receptive_field(config: GeneratorConfig) -> int:
     """Frames either side that one output frame depends on: the convolution stack and the drift's average."""
-    return sum(2 ** i * (config.kernel_size // 2) for i in range(config.layers)) + DEVIATION_SMOOTHING // 2
+    return sum(2 ** i * (config.kernel_size // 2) for i in range(config.layers)) + 2 * (DEVIATION_SMOOTHING // 2)
 
 
 @torch.no_grad()
