@@ -145,7 +145,7 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
             recon["coder_spectral"].append(float(multiscale_spectral_loss(coded, target)))
             if autoencoder is not None and name in (model_metadata(autoencoder).get("instruments") or {}):
                 ids = torch.tensor([model_metadata(autoencoder)["instruments"][name]])
-                crepe_f0 = torch.from_numpy(np.asarray(shard["f0_hz"], np.float32))[None]
+                crepe_f0 = torch.from_numpy(np.array(shard["f0_hz"], np.float32))[None]
                 auto = autoencoder(crepe_f0, loud, target if autoencoder.encoder is not None else None, ids,
                                    len(audio))["audio"]
                 recon["autoencoder_spectral"].append(float(multiscale_spectral_loss(auto, target)))

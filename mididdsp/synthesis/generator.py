@@ -27,7 +27,8 @@ what the controls leave free (the shape of attacks and releases, timbre, noise c
                            10 frames (decaying after them) sets the mean of those frames exactly.
     vibrato                extent (cents, sinusoid amplitude as the extractor measures it) and rate (Hz) are
                            added to f0 as a sinusoid with a 0.15 s fade-in and a random (seeded) phase.
-f0 is the written pitch, a raised-cosine glide from the previous pitch over the first 32 ms of a legato note, a
+f0 is the written pitch, a raised-cosine glide of 32 ms centred on each legato onset (its midpoint is the written
+onset), a
 learned slow drift (|.| <= 50 cents, averaged twice over 0.3 s: never vibrato-fast), a learned onset scoop that decays
 within 40 ms (the part of a note the vibrato measurement leaves out), and vibrato.
 Rests: level and noise fall from the last note's end at a learned per-instrument rate (release tails), pitch and
@@ -56,7 +57,7 @@ PHYSICAL_UNITS = {"volume": "dB", "volume_fluctuation": "dB", "volume_peak_posit
                   "vibrato": "cents", "brightness": "harmonic number", "attack_noise": "dB"}
 ATTACK_FRAMES = 10            # the attack-noise control's window (40 ms), as the extractor measures it
 SILENCE_DB = -100.0           # level of silence (before the first note, end of release tails)
-GLIDE_FRAMES = 8              # legato glide from the previous pitch (32 ms)
+GLIDE_FRAMES = 8              # legato glide between two pitches (32 ms, centred on the onset)
 LEGATO_GAP_S = 0.02           # a note starting within this of the previous one's end is legato
 VIBRATO_FADE_S = 0.15
 DEVIATION_SMOOTHING = 75      # frames (0.3 s) of each of two moving averages on the learned f0 drift
@@ -315,9 +316,23 @@ class SynthesisGenerator(nn.Module):
         pitch = layout.gather(notes[..., 2])
         previous = layout.gather(torch.cat([notes[:, :1, 2], notes[:, :-1, 2]], dim=1))
         gap = layout.gather(notes[..., 0] - torch.cat([notes[:, :1, 0] - 1.0, notes[:, :-1, 1]], dim=1))
-        gliding = (layout.note > 0) & (gap < LEGATO_GAP_S) & (layout.since_onset < GLIDE_FRAMES) & layout.active
-        glide = (previous - pitch) * 0.5 * (1 + torch.cos(math.pi * layout.since_onset.float() / GLIDE_FRAMES))
-        pitch = pitch + torch.where(gliding, glide, torch.zeros_like(glide))
+        # the legato glide is centred on the onset (half of it in the previous note's last frames): it passes the
+        # midpoint between the two pitches exactly where the file puts the new note
+        half = GLIDE_FRAMES // 2
+        frame_numbers = layout.since_onset + layout.first.gather(1, layout.note.clamp_min(0))
+        gliding_in = (layout.note > 0) & (gap < LEGATO_GAP_S) & (layout.since_onset < half) & layout.active
+        phase_in = math.pi * (layout.since_onset.float() + half) / GLIDE_FRAMES
+        glide = torch.where(gliding_in, (previous - pitch) * 0.5 * (1 + torch.cos(phase_in)), torch.zeros_like(pitch))
+        next_pitch = layout.gather(torch.cat([notes[:, 1:, 2], notes[:, -1:, 2]], dim=1))
+        next_gap = layout.gather(torch.cat([notes[:, 1:, 0] - notes[:, :-1, 1], torch.ones_like(notes[:, :1, 0])], 1))
+        next_first = layout.gather(torch.cat([layout.first[:, 1:], layout.first[:, -1:]], dim=1))
+        next_real = layout.gather(torch.cat([note_mask[:, 1:], torch.zeros_like(note_mask[:, :1])], dim=1))
+        to_next = next_first - frame_numbers
+        gliding_out = layout.active & next_real & (next_gap < LEGATO_GAP_S) & (to_next <= half) & (to_next > 0)
+        phase_out = math.pi * (half - to_next).float() / GLIDE_FRAMES
+        glide = glide + torch.where(gliding_out, (next_pitch - pitch) * 0.5 * (1 - torch.cos(phase_out)),
+                                    torch.zeros_like(pitch))
+        pitch = pitch + glide
         # a slow deviation (drift; averaged twice over 0.3 s: at most 4 % of it passes at 3 Hz and above, where
         # vibrato is measured; one average let 19 % through at 4.5 Hz) and a scoop that
         # decays within the first 40 ms, which the vibrato measurement leaves out
