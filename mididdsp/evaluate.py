@@ -62,8 +62,12 @@ def _line(asked, measured) -> dict:
 
 def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "test", coder: str | Path | None = None,
                       max_seconds: float = 60.0, values: tuple[float, ...] = SWEEP_VALUES,
-                      progress: bool = True) -> dict:
-    """The figures of the module docstring as a JSON-able dict (see ``mididdsp eval controls``)."""
+                      progress: bool = True, extractor_kind: str = "model") -> dict:
+    """The figures of the module docstring as a JSON-able dict (see ``mididdsp eval controls``).
+
+    ``extractor_kind``: re-extract with the synthesis coder (``model``, what ``mididdsp extract`` does by
+    default) or by measuring the audio directly (``analysis``, ``mididdsp extract --controls analysis``): the
+    second separates what the generator does from what the coder can hear."""
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -128,7 +132,7 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                result = extract(audio_out, score, extractor, name, "model")
+                result = extract(audio_out, score, extractor, name, extractor_kind)
             table = result.table
             return table, result.features
 
@@ -190,7 +194,8 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
                 bar.update()
     bar.close()
 
-    result: dict = {"model": str(model), "data": str(data_dir), "split": split, "extractor": str(coder_dir),
+    result: dict = {"model": str(model), "data": str(data_dir), "split": split,
+                    "extractor": str(coder_dir) if extractor_kind == "model" else "analysis (no model)",
                     "recordings": [r["id"] for r in chosen], "seconds": round(total, 1),
                     "notes": int(sum(len(load_teacher(folder, r["id"])["notes"]) for r in chosen)),
                     "values": list(values)}
@@ -289,6 +294,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared folder with notes (mididdsp prepare)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="default: test")
     parser.add_argument("--coder", default=None, help="the extractor's synthesis coder (default: the shipped one)")
+    parser.add_argument("--extractor", choices=("model", "analysis"), default="model",
+                        help="controls: re-extract through the synthesis coder (default, as `mididdsp extract`) or "
+                             "by measuring the audio (as `mididdsp extract --controls analysis`)")
     parser.add_argument("--max-seconds", type=float, default=60.0,
                         help="controls: evaluate on at most about this much audio (default 60; each control "
                              "sweep renders and re-analyses it 11 times)")
@@ -300,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.what == "controls":
         result = evaluate_controls(args.model, args.data, args.split, args.coder, args.max_seconds,
-                                   progress=sys.stderr.isatty())
+                                   progress=sys.stderr.isatty(), extractor_kind=args.extractor)
         report = format_controls_report(result)
     else:
         from mididdsp.expression.prior_eval import evaluate_prior, format_prior_report
