@@ -74,5 +74,7 @@ model-midi: install data
 # generator; the prior against the extracted expression.
 eval-midi: install data
 	$(PY) -m mididdsp eval controls $(MIDI_MODEL) --data $(DATA)/prepared --json runs/eval_controls.json
+	$(PY) -m mididdsp eval controls $(MIDI_MODEL) --data $(DATA)/prepared --extractor analysis --json runs/eval_controls_analysis.json
+	$(PY) benchmarks/eval_render.py --data $(DATA)/prepared --json runs/eval_render.json
 	$(PY) -m mididdsp eval prior $(MIDI_MODEL) --data $(DATA)/prepared --split test --json runs/eval_prior_test.json
 	$(PY) -m mididdsp eval prior $(MIDI_MODEL) --data $(DATA)/prepared --split valid --json runs/eval_prior_valid.json
