@@ -37,6 +37,7 @@ PRETRAINED_MIDI = Path(__file__).resolve().parent / "pretrained" / "midi"
 TAIL_S = 1.0                # audio after the last note: release and reverb
 HEADROOM_PEAK = 0.99        # a mix peaking above this is scaled down to it
 MAX_VOICES_PER_TRACK = 16   # more simultaneous notes than this in one track are dropped, with a warning
+MAX_RENDER_S = 3600.0       # a longer file is refused: an absurd tempo, not music (and gigabytes of audio)
 MODULATION_VIBRATO = 0.5    # CC1 at 127 adds this much of the vibrato scale
 DEFAULT_VIBRATO_RATE_HZ = 5.5
 # General MIDI names of the instruments a model may know that pretty_midi cannot look up by their short name
@@ -258,9 +259,12 @@ class MidiModel:
         clock["prior"] += time.perf_counter() - started
         rows = match_expression(expression, voices, self.ranges)
         end = max(n.end for _, _, notes in voices for n in notes)
+        if end > MAX_RENDER_S:
+            raise MididdspError(f"the MIDI file's notes run to {end / 60:.1f} minutes; expected at most "
+                                f"{MAX_RENDER_S / 60:.0f} (an absurd tempo or a corrupt file?)")
         n_samples = int(math.ceil((end + TAIL_S) * SAMPLE_RATE))
         frames = count_frames(n_samples)
-        mix = np.zeros(n_samples, np.float64)
+        mix = np.zeros(n_samples, np.float32)
         stems: dict[int, np.ndarray] = {}
         for number, (t, v, notes) in enumerate(tqdm(voices, desc="render", unit="voice", disable=not progress,
                                                    file=sys.stderr)):
@@ -283,7 +287,7 @@ class MidiModel:
             controls["noise_magnitudes"] = controls["noise_magnitudes"] * gain.unsqueeze(-1)
             noise_rng = torch.Generator().manual_seed(0 if voice_seed is None else voice_seed)
             audio = self.generator.synth.render(controls, n_samples, torch.tensor([self.instruments[name]]), reverb,
-                                                generator=noise_rng)[0].numpy().astype(np.float64)
+                                                generator=noise_rng)[0].numpy()
             clock["synthesizer"] += time.perf_counter() - started
             started = time.perf_counter()
             mix += audio

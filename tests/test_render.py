@@ -85,6 +85,17 @@ def test_same_seed_same_audio_other_seed_other_audio(model):
     assert cold == model.expression(score, seed=10, temperature=0.0)  # temperature 0: no randomness
 
 
+def test_fixed_controls_are_kept_and_the_rest_resampled(model):
+    score = score_of(phrase_track())
+    edited = model.expression(score, seed=1)
+    edited["vibrato"] = [0.0, 1.0, 0.0, 1.0, 0.5]
+    again = model.expression(score, seed=2, fixed=edited, fixed_columns=["vibrato"])
+    assert np.array_equal(again["vibrato"], edited["vibrato"])  # kept exactly
+    assert not np.array_equal(again["brightness"], edited["brightness"])  # the rest is sampled anew
+    with pytest.raises(mididdsp.MididdspError, match="fixed_columns"):
+        model.expression(score, fixed=edited, fixed_columns=["loudness"])
+
+
 def test_expression_table_round_trip_and_edits(tmp_path, capsys):
     midi = tmp_path / "phrase.mid"
     score_of(phrase_track()).write_midi(midi)
@@ -183,6 +194,30 @@ def test_bad_input_gives_one_line_exit_1_and_no_output(case, tmp_path, capsys):
         assert "violin" in lines[0]  # the available ones are listed
     if case == "missing_model":
         assert "nowhere" in lines[0]
+
+
+def test_hundreds_of_simultaneous_notes_render_with_one_warning(tmp_path, capsys):
+    cluster = Track("cluster", 40, False, [Note(0.1, 0.6, 30 + i % 60, 60) for i in range(200)])
+    midi, out = tmp_path / "cluster.mid", tmp_path / "cluster.wav"
+    score_of(cluster).write_midi(midi)
+    status, err = run_cli(["render", str(midi), "-o", str(out)], capsys)
+    assert status == 0 and out.exists(), err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert any("not played" in line and "voices" in line for line in warnings), err
+    assert np.abs(sf.read(out)[0]).max() <= 0.99 + 1e-4
+
+
+def test_an_absurdly_long_file_is_refused_in_one_line(tmp_path, capsys):
+    import mido
+
+    mid = mido.MidiFile(type=0, ticks_per_beat=1)  # one tick per beat at 3.75 bpm: the note starts after 2.2 h
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=16_000_000, time=0)])
+    track += [mido.Message("note_on", note=60, velocity=80, time=500), mido.Message("note_off", note=60, time=1)]
+    mid.tracks.append(track)
+    mid.save(tmp_path / "slow.mid")
+    out = tmp_path / "slow.wav"
+    status, err = run_cli(["render", str(tmp_path / "slow.mid"), "-o", str(out)], capsys)
+    assert status == 1 and "minutes" in err and len(err.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_pitch_bend_and_channel_volume_are_heard(model):
