@@ -241,6 +241,22 @@ def test_pitch_bend_and_channel_volume_are_heard(model):
     assert abs(drop - 11.9) < 1.5, drop
 
 
+def test_modulation_wheel_deepens_the_vibrato(model):
+    """CC1 at 127 over a note adds half the vibrato scale to it (and a rate where it had none)."""
+    from mididdsp.render import DEFAULT_VIBRATO_RATE_HZ, MODULATION_VIBRATO, apply_modulation
+
+    controls = np.array([[0.5, 0.2, 0.5, 0.1, 0.5, 0.5, 0.0], [0.5, 0.2, 0.5, 0.1, 0.5, 0.5, 6.0]], np.float32)
+    notes = np.array([[0.0, 1.0, 60, 90], [1.0, 2.0, 62, 90]], np.float32)
+    cc1 = np.zeros(501, np.float32)
+    cc1[250:] = 127.0  # the wheel is up for the second note only
+    deepened = apply_modulation(controls, notes, cc1)
+    assert deepened[0, 3] == controls[0, 3] and deepened[1, 3] == pytest.approx(0.1 + MODULATION_VIBRATO)
+    assert deepened[1, 6] == 6.0
+    deepened = apply_modulation(controls, notes[::-1].copy(), cc1)  # now the rateless first row is under it
+    assert deepened[0, 3] == pytest.approx(0.1 + MODULATION_VIBRATO) and deepened[0, 6] == DEFAULT_VIBRATO_RATE_HZ
+    assert deepened[1, 3] == controls[1, 3]
+
+
 def test_higher_velocity_plays_louder(model):
     from mididdsp.dsp import compute_loudness
 
