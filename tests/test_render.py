@@ -119,7 +119,7 @@ def test_expression_table_round_trip_and_edits(tmp_path, capsys):
 
 def test_an_edit_is_heard_on_its_note(model):
     """Vibrato set on note 3 changes note 3; the notes before it keep their pitch (within 3 cents) and level
-    (within 0.5 dB): the network sees 0.5 s of context, so they may move, but not audibly."""
+    (within 0.5 dB): the network sees 0.25 s of context either side, so they may move, but not audibly."""
     from mididdsp.synthesis.generator import generate_voice
 
     score = score_of(phrase_track())

@@ -34,8 +34,9 @@ within 40 ms (the part of a note the vibrato measurement leaves out), and vibrat
 Rests: level and noise fall from the last note's end at a learned per-instrument rate (release tails), pitch and
 vibrato keep going under the release.
 
-No frame-level autoregression: one convolutional pass over the voice (receptive field 0.5 s either side), so a
-60 s voice takes milliseconds, not MIDI-DDSP's Python loop of 15 000 sampling steps.
+No frame-level autoregression: one convolutional pass over the voice (receptive field 0.25 s either side with the
+default 6 layers; the drift's averages add 0.3 s), so a 60 s voice takes tens of milliseconds, not MIDI-DDSP's
+Python loop of 15 000 sampling steps.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ class GeneratorConfig:
     n_instruments: int = 1
     instrument_embedding: int = 16
     channels: int = 64                  # width of the dilated convolution stack
-    layers: int = 6                     # dilations 1, 2, 4, ... (receptive field 2^layers frames either side)
+    layers: int = 6                     # dilations 1, 2, 4, ... (receptive field 2^layers - 1 frames either side)
     kernel_size: int = 3
     n_harmonics: int = 60
     n_noise_bands: int = 65
