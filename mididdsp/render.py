@@ -174,9 +174,8 @@ class MidiModel:
         columns of ``mididdsp extract``), sampled with ``seed`` at ``temperature`` (0: the most likely).
 
         ``fixed`` (a NoteExpression of this score, e.g. an edited earlier result) and ``fixed_columns`` (control
-        names, default all seven): those values are kept exactly and the rest is sampled consistently with them
-        (the prior conditions on them). Rows of ``fixed`` whose ``fixed_mask`` would be partial are not
-        supported: a column is fixed for every note of ``fixed``."""
+        names, default all seven): those columns keep their values exactly, on every note, and the other columns
+        are sampled consistently with them (the prior conditions on them)."""
         import numpy as np
         import torch
 
