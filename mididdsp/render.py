@@ -20,8 +20,9 @@ to f0, CC7 and CC11 scale the level with the General MIDI law (40 log10(value / 
 vibrato, and the voices are synthesised and summed. A mix that would clip is scaled down, and the caller is told.
 
 General MIDI program -> instrument: the exact instrument where the model has it; else an instrument of the same
-family (strings, brass, reed, pipe), the one whose training pitch range best fits the track; families with no
-trained instrument (piano, organ, guitar, bass, synths, ...) use :data:`FAMILY_FALLBACK`. Drums are skipped.
+family (strings, brass, reed, pipe), the one whose training pitch range best fits the track (its median pitch
+within an octave of the track's); families with no trained instrument (piano, organ, guitar, bass, synths, ...)
+and tracks no family member fits use :data:`FAMILY_FALLBACK`, then the best fit by pitch. Drums are skipped.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ TAIL_S = 1.0                # audio after the last note: release and reverb
 HEADROOM_PEAK = 0.99        # a mix peaking above this is scaled down to it
 MAX_VOICES_PER_TRACK = 16   # more simultaneous notes than this in one track are dropped, with a warning
 MAX_RENDER_S = 3600.0       # a longer file is refused: an absurd tempo, not music (and gigabytes of audio)
+MAX_RANGE_MISFIT = 12.0     # semitones between a track's median pitch and a family member's: beyond, next family
 MODULATION_VIBRATO = 0.5    # CC1 at 127 adds this much of the vibrato scale
 DEFAULT_VIBRATO_RATE_HZ = 5.5
 # General MIDI names of the instruments a model may know that pretty_midi cannot look up by their short name
@@ -112,10 +114,12 @@ class MidiModel:
             candidates = [name for name, fam in families.items() if fam == wanted]
             if candidates:
                 best = min(candidates, key=lambda name: abs(self.median_pitch(name) - centre))
+                if abs(self.median_pitch(best) - centre) > MAX_RANGE_MISFIT:
+                    continue  # e.g. a bassoon line is better played by a cello than by a flute two octaves up
                 how = "same family" if wanted == family else f"{family.lower()} -> {wanted.lower()} family"
                 return best, f"{how}, by pitch range ({gm_program_name(program)})"
         best = min(self.instruments, key=lambda name: abs(self.median_pitch(name) - centre))
-        return best, f"no trained {family.lower()} instrument, by pitch range ({gm_program_name(program)})"
+        return best, f"no trained {family.lower()} instrument fits, by pitch range ({gm_program_name(program)})"
 
     def check_instrument(self, name: str) -> str:
         from mididdsp.errors import MididdspError
