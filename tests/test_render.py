@@ -277,6 +277,14 @@ def test_a_mix_that_would_clip_is_scaled_and_says_so(model):
         assert any("scaled by" in m for m in out.messages)
 
 
+def test_programs_map_by_family_then_pitch_range(model):
+    assert model.instrument_for(40)[0] == "violin" and model.instrument_for(40)[1] == "exact"
+    assert model.instrument_for(71, [70, 74, 77])[0] == "flute"       # clarinet, high: the pipe family's flute
+    assert model.instrument_for(70, [40, 45, 48, 50])[0] == "cello"   # bassoon, low: no reed or pipe fits
+    assert model.instrument_for(41, [74, 76, 79])[0] == "violin"      # a high viola part: the nearer string
+    assert model.instrument_for(0, [36, 40, 43])[0] == "cello"        # piano: strings, by range
+
+
 def test_instruments_lists_the_general_midi_table(capsys):
     assert main(["instruments"]) == 0
     out = capsys.readouterr().out.splitlines()
