@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 SWEEP_VALUES = tuple(round(0.1 * i, 1) for i in range(11))
 LONG_NOTE_S = 0.5
-SWEEP_RATES_HZ = (4.5, 5.5, 6.5)  # vibrato rates given to notes without one in the vibrato sweep
+SWEEP_RATES_HZ = (4.5, 5.5, 6.5)
+PHYSICAL_SWEPT = ("volume_db", "vibrato_extent_cents", "vibrato_rate_hz")  # physical honesty: asked vs measured  # vibrato rates given to notes without one in the vibrato sweep
 
 
 def _generator_dir(model: str | Path) -> Path:
@@ -73,18 +74,18 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
     from tqdm import tqdm
 
     from mididdsp.datasets.shards import load_manifest, open_shard
-    from mididdsp.datasets.teacher import ensure_teacher, load_teacher
+    from mididdsp.datasets.teacher import ensure_teacher, load_teacher, note_targets
     from mididdsp.dsp import compute_loudness, multiscale_spectral_loss, n_frames
     from mididdsp.errors import MididdspError
     from mididdsp.expression.controls import CONTROL_NAMES
     from mididdsp.expression.extract import extract
     from mididdsp.models import load_model, model_metadata
-    from mididdsp.resynth import PRETRAINED
+    from mididdsp.resynth import PRETRAINED, SHIPPED_CODER
     from mididdsp.score import Note, score_from_notes
     from mididdsp.synthesis.generator import generate_voice
 
     generator = load_model(_generator_dir(model), expected=("SynthesisGenerator",))
-    coder_dir = Path(coder) if coder else PRETRAINED / "synthesis_coder"
+    coder_dir = Path(coder) if coder else SHIPPED_CODER
     extractor = load_model(coder_dir)
     folder = ensure_teacher(data_dir, coder_dir)
     gen_ids = model_metadata(generator).get("instruments") or {}
@@ -107,14 +108,15 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
              "loudness_db": [], "expression_sq": {name: [] for name in CONTROL_NAMES}}
     steps = len(chosen) * (1 + len(CONTROL_NAMES) * len(values))
     bar = tqdm(total=steps, desc="eval controls", unit="render", disable=not progress, file=sys.stderr)
+    n_notes = 0
     for recording in chosen:
         teacher = load_teacher(folder, recording["id"])
         shard = open_shard(Path(data_dir) / recording["shard"])
         audio = np.asarray(shard["audio"], np.float32) * float(shard["audio_scale"])
         name = recording["instrument"]
         notes = teacher["notes"]
-        present = teacher["present"]
-        base = np.concatenate([teacher["controls"], teacher["physical"][:, 4:5]], axis=1).astype(np.float32)
+        n_notes += len(notes)
+        base, present = note_targets(teacher)
         score = score_from_notes([Note(float(s), float(e), int(p), int(v)) for s, e, p, v in notes],
                                  program=40)
         frames = n_frames(len(audio))
@@ -159,7 +161,7 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
         cents = 1200 * np.log2(np.maximum(features["f0_hz"].numpy(), 1.0) / np.maximum(teacher["f0_hz"], 1.0))
         recon["f0_cents"].append(np.abs(cents[confident]))
         recon["loudness_db"].append(np.abs(loud_out - np.asarray(shard["loudness_db"]))[:len(loud_out)])
-        measured_rows = _rows_by_note(table, notes)
+        measured_rows = _by_note(table, notes, CONTROL_NAMES)
         for j, control in enumerate(CONTROL_NAMES):
             recon["expression_sq"][control].append(((measured_rows[:, j] - base[:, j]) ** 2)[present])
 
@@ -173,11 +175,11 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
                     expression[no_rate, 6] = np.resize(np.array(SWEEP_RATES_HZ, np.float32), int(no_rate.sum()))
                 rendered, _ = render(expression)
                 table, _ = measure(rendered)
-                rows = _rows_by_note(table, notes)
+                rows = _by_note(table, notes, CONTROL_NAMES)
                 sweeps[control]["asked"].append(np.full(int(present.sum()), value))
                 sweeps[control]["measured"].append(rows[present, j])
                 sweeps[control]["long"].append(long[present])
-                physical_rows = _physical_by_note(table, notes)
+                physical_rows = dict(zip(PHYSICAL_SWEPT, _by_note(table, notes, PHYSICAL_SWEPT).T))
                 if control == "volume":
                     low, high = generator.config.ranges["volume"]
                     physical["volume_db"][0].append((low + value * (high - low)) * np.ones(int((present & long).sum())))
@@ -197,7 +199,7 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
     result: dict = {"model": str(model), "data": str(data_dir), "split": split,
                     "extractor": str(coder_dir) if extractor_kind == "model" else "analysis (no model)",
                     "recordings": [r["id"] for r in chosen], "seconds": round(total, 1),
-                    "notes": int(sum(len(load_teacher(folder, r["id"])["notes"]) for r in chosen)),
+                    "notes": n_notes,
                     "values": list(values)}
     fidelity, fidelity_long = {}, {}
     for control, data in sweeps.items():
@@ -232,36 +234,15 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
     return result
 
 
-def _note_order(table, starts: np.ndarray) -> np.ndarray:
-    """Each table row's index in the recording's note list (matched by start time: the table may split voices)."""
+def _by_note(table, notes: np.ndarray, columns) -> np.ndarray:
+    """[n_notes, len(columns)] of a table of these notes, in the recording's note order (rows matched by start
+    time: the table may split voices); notes without a row read 0."""
     import numpy as np
 
-    return np.abs(np.asarray(table["start"])[:, None] - starts[None, :]).argmin(1)
-
-
-def _rows_by_note(table, notes: np.ndarray) -> np.ndarray:
-    """[n_notes, 6] scaled controls of a table of these notes, in note order."""
-    import numpy as np
-
-    from mididdsp.expression.controls import CONTROL_NAMES
-
-    out = np.zeros((len(notes), len(CONTROL_NAMES)), np.float64)
-    index = _note_order(table, notes[:, 0])
-    for j, name in enumerate(CONTROL_NAMES):
+    index = np.abs(np.asarray(table["start"])[:, None] - notes[None, :, 0]).argmin(1)
+    out = np.zeros((len(notes), len(columns)), np.float64)
+    for j, name in enumerate(columns):
         out[index, j] = table[name]
-    return out
-
-
-def _physical_by_note(table, notes: np.ndarray) -> dict[str, np.ndarray]:
-    import numpy as np
-
-    n_notes = len(notes)
-    out = {}
-    index = _note_order(table, notes[:, 0])
-    for name in ("volume_db", "vibrato_extent_cents", "vibrato_rate_hz"):
-        values = np.zeros(n_notes)
-        values[index] = table[name]
-        out[name] = values
     return out
 
 

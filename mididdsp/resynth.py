@@ -14,6 +14,7 @@ from pathlib import Path
 
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED / "autoencoder"
+SHIPPED_CODER = PRETRAINED / "synthesis_coder"  # the extractor of `mididdsp extract`, and the MIDI models' teacher
 
 
 @dataclass

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 from mididdsp.errors import MididdspError
 
 TEACHER_DIR = "teacher"
+PHYSICAL_RATE_COLUMN = 4  # vibrato_rate_hz in PHYSICAL_NAMES
 INFO_FILE = "teacher.json"
 
 
@@ -105,12 +106,16 @@ def build_teacher(data_dir: str | Path, model_dir: str | Path, progress: bool = 
     return out
 
 
-def ensure_teacher(data_dir: str | Path, model_dir: str | Path) -> Path:
-    """The teacher cache of ``data_dir`` for ``model_dir``, built (or completed, after a kill) when it lacks a
-    recording with notes of the coder's instruments; returns its folder. Training and evaluation call this, so
-    ``mididdsp train synthesis_generator data.dir=PREPARED`` works without a separate ``mididdsp teacher``."""
+def ensure_teacher(data_dir: str | Path, model_dir: str | Path | None = None) -> Path:
+    """The teacher cache of ``data_dir`` for ``model_dir`` (default: the shipped synthesis coder), built (or
+    completed, after a kill) when it lacks a recording with notes of the coder's instruments; returns its folder.
+    Training and evaluation call this, so ``mididdsp train synthesis_generator data.dir=PREPARED`` works without a
+    separate ``mididdsp teacher``."""
     from mididdsp.datasets.shards import load_manifest, shard_name
     from mididdsp.models import read_model_config
+    from mididdsp.resynth import SHIPPED_CODER
+
+    model_dir = Path(model_dir) if model_dir else SHIPPED_CODER
 
     folder = teacher_dir(data_dir, model_dir)
     known = read_model_config(model_dir).get("instruments") or {}
@@ -168,10 +173,31 @@ def configure_parser(parser) -> None:
 
 
 def run(args) -> int:
-    import mididdsp
+    from mididdsp.resynth import SHIPPED_CODER
 
-    model_dir = Path(args.model) if args.model else Path(mididdsp.__file__).resolve().parent / "pretrained" / "synthesis_coder"
-    folder = build_teacher(args.data, model_dir, progress=sys.stderr.isatty())
+    folder = build_teacher(args.data, Path(args.model) if args.model else SHIPPED_CODER, progress=sys.stderr.isatty())
     count = len(list(folder.glob("*.npz")))
     print(f"teacher targets of {count} recordings in {folder}")
     return 0
+
+
+def note_targets(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A recording's teacher notes -> (``targets`` [N, 7] float32: the six scaled controls and the vibrato rate
+    in Hz, the order of a generator's or a prior's expression input; ``present`` [N] bool: the note has frames and
+    finite values). Absent notes read 0."""
+    import numpy as np
+
+    rate = PHYSICAL_RATE_COLUMN
+    targets = np.concatenate([arrays["controls"], arrays["physical"][:, rate:rate + 1]], axis=1)
+    present = arrays["present"].astype(bool) & np.isfinite(targets).all(axis=1)
+    return np.where(present[:, None], targets, 0.0).astype(np.float32), present
+
+
+def table_arrays(table: dict, instruments: dict[str, int]) -> dict[str, np.ndarray]:
+    """One recording's note table (from :func:`note_tables`) -> ``notes`` [N, 4] float32, ``targets`` [N, 7]
+    float32 and ``present`` [N] bool (:func:`note_targets`), ``instrument`` (id)."""
+    import numpy as np
+
+    targets, present = note_targets(table)
+    return {"notes": np.asarray(table["notes"], dtype=np.float32), "targets": targets, "present": present,
+            "instrument": int(instruments[table["instrument"]])}

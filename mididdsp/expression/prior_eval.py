@@ -39,7 +39,7 @@ TARGETS = {"rmse_overall": 0.12, "sample_stat_tolerance": 0.1, "velocity_r_toler
 # ------------------------------------------------------------------------------------------------ data
 def _tables(data_dir: str | Path, folder: Path, split: str, instruments: dict[str, int]) -> list[dict]:
     from mididdsp.datasets.teacher import note_tables
-    from mididdsp.training.prior_module import table_arrays
+    from mididdsp.datasets.teacher import table_arrays
 
     tables = []
     for table in note_tables(data_dir, folder, split):
@@ -128,15 +128,15 @@ def evaluate_prior(model_dir: str | Path, data_dir: str | Path, split: str = "te
     docstring). ``coder_dir``: the synthesis coder whose teacher cache holds the truth (default: the one the
     prior was trained with, else the shipped coder). Returns a JSON-able dict."""
     from mididdsp.models import load_model, model_metadata
-    from mididdsp.training.prior_module import default_coder_dir, teacher_folder
+    from mididdsp.datasets.teacher import ensure_teacher
 
     model = load_model(model_dir, expected=("ExpressionPrior",))
     metadata = model_metadata(model)
     instruments = {str(k): int(v) for k, v in (metadata.get("instruments") or {"default": 0}).items()}
     if coder_dir is None:
         trained_with = (metadata.get("teacher") or {}).get("model")
-        coder_dir = trained_with if trained_with and Path(trained_with).is_dir() else default_coder_dir()
-    folder = teacher_folder(data_dir, coder_dir)
+        coder_dir = trained_with if trained_with and Path(trained_with).is_dir() else None  # None: shipped
+    folder = ensure_teacher(data_dir, coder_dir)
     train_tables = _tables(data_dir, folder, "train", instruments)
     tables = _tables(data_dir, folder, split, instruments)
     if not train_tables or not tables:

@@ -173,6 +173,19 @@ def frame_layout(notes: torch.Tensor, note_mask: torch.Tensor, n_frames: int, st
                        first=first, stop=stop, n_notes=max(n_notes, 1))
 
 
+def note_neighbours(notes: torch.Tensor, note_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each note's neighbours, [B, N] each: ``previous_pitch`` (its own for the first note), ``gap`` seconds from
+    the previous note's end to this start (1 s for the first), ``next_pitch`` (its own for the last) and
+    ``next_gap`` seconds from this end to the next start (10 s where no real note follows)."""
+    pitch = notes[..., 2]
+    has_next = torch.cat([note_mask[:, 1:], torch.zeros_like(note_mask[:, :1])], dim=1)
+    next_start = torch.cat([notes[:, 1:, 0], notes[:, -1:, 1] + 10.0], dim=1)
+    return {"previous_pitch": torch.cat([pitch[:, :1], pitch[:, :-1]], dim=1),
+            "gap": notes[..., 0] - torch.cat([notes[:, :1, 0] - 1.0, notes[:, :-1, 1]], dim=1),
+            "next_pitch": torch.cat([pitch[:, 1:], pitch[:, -1:]], dim=1),
+            "next_gap": torch.where(has_next, next_start - notes[..., 1], torch.full_like(pitch, 10.0))}
+
+
 # ------------------------------------------------------------------------------------------------ the model
 class ChannelNorm(nn.Module):
     """LayerNorm over the channels of each frame of [B, C, T], in place of transposing to [B, T, C] and back
@@ -231,18 +244,13 @@ class SynthesisGenerator(nn.Module):
         scaled = expression[..., :6].clamp(0.0, 1.0)
         return torch.cat([low + scaled * (high - low), expression[..., 6:7]], dim=-1)
 
-    def features(self, notes: torch.Tensor, note_mask: torch.Tensor, expression: torch.Tensor,
+    def features(self, notes: torch.Tensor, neighbours: dict[str, torch.Tensor], expression: torch.Tensor,
                  layout: FrameLayout) -> torch.Tensor:
-        """Per-frame conditioning [B, T, N_FEATURES] (each roughly in -1..1)."""
-        pitch = notes[..., 2]
-        previous_pitch = torch.cat([pitch[:, :1], pitch[:, :-1]], dim=1)
-        gap = notes[..., 0] - torch.cat([notes[:, :1, 0] - 1.0, notes[:, :-1, 1]], dim=1)
-        next_start = torch.cat([notes[:, 1:, 0], notes[:, -1:, 1] + 10.0], dim=1)
-        next_gap = torch.where(torch.cat([note_mask[:, 1:], note_mask[:, :1] & False], dim=1),
-                               next_start - notes[..., 1], torch.full_like(gap, 10.0))
+        """Per-frame conditioning [B, T, N_FEATURES] (each roughly in -1..1); ``neighbours``: note_neighbours()."""
+        pitch, gap = notes[..., 2], neighbours["gap"]
         per_note = torch.stack([
-            pitch / 127.0, (pitch - previous_pitch) / 12.0, (gap.clamp(-1, 1) < LEGATO_GAP_S).float(),
-            gap.clamp(0, 2) / 2, next_gap.clamp(0, 2) / 2,
+            pitch / 127.0, (pitch - neighbours["previous_pitch"]) / 12.0, (gap.clamp(-1, 1) < LEGATO_GAP_S).float(),
+            gap.clamp(0, 2) / 2, neighbours["next_gap"].clamp(0, 2) / 2,
             torch.log((notes[..., 1] - notes[..., 0]).clamp_min(1e-3)) / 4.0], dim=-1)
         frame = layout.gather(per_note)
         seconds = layout.since_onset.float() / FRAME_RATE
@@ -280,7 +288,8 @@ class SynthesisGenerator(nn.Module):
         config = self.config
         notes = notes.to(torch.float32)
         layout = frame_layout(notes, note_mask, n_frames, start_frame)
-        raw = self.network(self.features(notes, note_mask, expression, layout), instrument)
+        neighbours = note_neighbours(notes, note_mask)
+        raw = self.network(self.features(notes, neighbours, expression, layout), instrument)
         physical = layout.gather(self.physical(expression))     # [B, T, 7]
         active = layout.active.float()
         started = layout.note >= 0
@@ -315,8 +324,7 @@ class SynthesisGenerator(nn.Module):
 
         # f0: written pitch + legato glide + slow learned deviation + vibrato
         pitch = layout.gather(notes[..., 2])
-        previous = layout.gather(torch.cat([notes[:, :1, 2], notes[:, :-1, 2]], dim=1))
-        gap = layout.gather(notes[..., 0] - torch.cat([notes[:, :1, 0] - 1.0, notes[:, :-1, 1]], dim=1))
+        previous, gap = layout.gather(neighbours["previous_pitch"]), layout.gather(neighbours["gap"])
         # the legato glide is centred on the onset (half of it in the previous note's last frames): it passes the
         # midpoint between the two pitches exactly where the file puts the new note
         half = GLIDE_FRAMES // 2
@@ -324,12 +332,10 @@ class SynthesisGenerator(nn.Module):
         gliding_in = (layout.note > 0) & (gap < LEGATO_GAP_S) & (layout.since_onset < half) & layout.active
         phase_in = math.pi * (layout.since_onset.float() + half) / GLIDE_FRAMES
         glide = torch.where(gliding_in, (previous - pitch) * 0.5 * (1 + torch.cos(phase_in)), torch.zeros_like(pitch))
-        next_pitch = layout.gather(torch.cat([notes[:, 1:, 2], notes[:, -1:, 2]], dim=1))
-        next_gap = layout.gather(torch.cat([notes[:, 1:, 0] - notes[:, :-1, 1], torch.ones_like(notes[:, :1, 0])], 1))
+        next_pitch, next_gap = layout.gather(neighbours["next_pitch"]), layout.gather(neighbours["next_gap"])
         next_first = layout.gather(torch.cat([layout.first[:, 1:], layout.first[:, -1:]], dim=1))
-        next_real = layout.gather(torch.cat([note_mask[:, 1:], torch.zeros_like(note_mask[:, :1])], dim=1))
         to_next = next_first - frame_numbers
-        gliding_out = layout.active & next_real & (next_gap < LEGATO_GAP_S) & (to_next <= half) & (to_next > 0)
+        gliding_out = layout.active & (next_gap < LEGATO_GAP_S) & (to_next <= half) & (to_next > 0)
         phase_out = math.pi * (half - to_next).float() / GLIDE_FRAMES
         glide = glide + torch.where(gliding_out, (next_pitch - pitch) * 0.5 * (1 - torch.cos(phase_out)),
                                     torch.zeros_like(pitch))

@@ -28,18 +28,12 @@ from mididdsp.dsp import DB_FLOOR, HOP_SIZE, amplitude_to_db, hz_to_midi, multis
 from mididdsp.errors import MididdspError
 from mididdsp.synthesis.generator import GeneratorConfig, SynthesisGenerator, frame_layout
 from mididdsp.training.data import StepSampler, mix_seed
-from mididdsp.training.module import EXAMPLE_KEYS, ExponentialDecay, seeded
+from mididdsp.training.module import EXAMPLE_KEYS, adam_with_decay, seeded
 
 DATA_DEFAULTS = {"teacher": None, "window_seconds": 6.0, "spectral_seconds": 1.0}
 TRAIN_DEFAULTS = {"loss_weights": {"spectral": 0.0, "level": 0.1, "noise": 0.05, "harmonics": 1.0, "f0": 0.02}}
 F0_SMOOTHING = 51  # frames (0.2 s): longer than a vibrato cycle
 F0_ROBUST_CENTS = 100.0  # larger f0 errors count as this much, with no gradient
-
-
-def default_coder() -> Path:
-    import mididdsp
-
-    return Path(mididdsp.__file__).resolve().parent / "pretrained" / "synthesis_coder"
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -68,11 +62,15 @@ class TeacherWindows(Dataset):
             if len(arrays["notes"]) == 0:
                 continue
             self.recordings.append((recording, arrays))
+        self._shards: dict = {}
         self.items = []
         if not random:
             for index, (recording, _) in enumerate(self.recordings):
                 self.items += [(index, start) for start in range(0, max(1, recording["n_frames"] - window_frames // 2),
                                                                   window_frames)]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_shards": {}}  # DataLoader workers open their own memory maps
 
     def __len__(self) -> int:
         return max(len(self.recordings), 1) * 8 if self.random else len(self.items)
@@ -90,6 +88,7 @@ class TeacherWindows(Dataset):
 
     def window(self, index: int, start: int) -> dict:
         from mididdsp.datasets.shards import open_shard
+        from mididdsp.datasets.teacher import note_targets
 
         recording, teacher = self.recordings[index]
         total = int(recording["n_frames"])
@@ -101,14 +100,15 @@ class TeacherWindows(Dataset):
             out[:real] = values[start:start + real]
             return torch.from_numpy(out)
 
-        shard = open_shard(self.data_dir / recording["shard"])
+        shard = self._shards.get(index)
+        if shard is None:  # opened once per recording and process (memory-mapped: a window reads only its slice)
+            shard = self._shards[index] = open_shard(self.data_dir / recording["shard"])
         n_samples = (frames - 1) * HOP_SIZE
         audio = np.zeros(n_samples, np.float32)
         piece = np.asarray(shard["audio"][start * HOP_SIZE:start * HOP_SIZE + n_samples], np.float32)
         audio[:len(piece)] = piece * float(shard["audio_scale"])
         notes = teacher["notes"]
-        expression = np.concatenate([teacher["controls"], teacher["physical"][:, 4:5]], axis=1)
-        expression[~teacher["present"]] = 0.0
+        expression, _ = note_targets(teacher)
         mask = np.zeros(frames, np.float32)
         mask[:real] = 1.0
         return {"audio": torch.from_numpy(audio), "start_frame": torch.tensor(start),
@@ -143,13 +143,13 @@ class GeneratorData(pl.LightningDataModule):
     def __init__(self, config: dict) -> None:
         super().__init__()
         from mididdsp.datasets.shards import load_manifest
-        from mididdsp.datasets.teacher import ensure_teacher, teacher_dir, teacher_info
+        from mididdsp.datasets.teacher import ensure_teacher, teacher_info
+        from mididdsp.resynth import SHIPPED_CODER
 
         data_cfg, train_cfg = config["data"], config["train"]
         self.data_dir = Path(data_cfg["dir"])
-        coder = Path(data_cfg.get("teacher") or default_coder())
-        self.teacher = teacher_dir(self.data_dir, coder)
-        ensure_teacher(self.data_dir, coder)
+        coder = Path(data_cfg.get("teacher") or SHIPPED_CODER)
+        self.teacher = ensure_teacher(self.data_dir, coder)
         info = teacher_info(self.teacher)
         manifest = load_manifest(self.data_dir)
         self.instruments: dict[str, int] = manifest["instruments"]
@@ -291,12 +291,7 @@ class GeneratorModule(pl.LightningModule):
         return losses["loss"]
 
     def configure_optimizers(self) -> dict:
-        config = self.train_config
-        parameters = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(parameters, lr=float(config["lr"]))
-        decay = ExponentialDecay(config.get("lr_decay_rate", 0.98), config.get("lr_decay_steps", 10000))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adam_with_decay(self.model, self.train_config)  # the reverb, frozen, is left out
 
 
 def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

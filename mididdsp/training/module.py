@@ -30,6 +30,16 @@ class ExponentialDecay:
         return self.decay_rate ** (step / self.decay_steps)
 
 
+def adam_with_decay(model: torch.nn.Module, train_config: dict) -> dict:
+    """Lightning's optimizer dict for every task: Adam at ``train.lr`` over the trainable parameters, its rate
+    decayed exponentially per step (``lr_decay_rate``, ``lr_decay_steps``)."""
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=float(train_config["lr"]))
+    decay = ExponentialDecay(train_config.get("lr_decay_rate", 0.98), train_config.get("lr_decay_steps", 10000))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Run a block with torch's RNG (CPU, and the current CUDA device if used) seeded, restoring it after."""
@@ -92,11 +102,7 @@ class AutoencoderModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict:
-        config = self.train_config
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=float(config["lr"]))
-        decay = ExponentialDecay(config.get("lr_decay_rate", 0.98), config.get("lr_decay_steps", 10000))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adam_with_decay(self.model, self.train_config)
 
 
 # --- the task interface of mididdsp.training.train ---------------------------------------------------------------

@@ -24,38 +24,12 @@ from torch.utils.data import DataLoader, Dataset
 from mididdsp.errors import MididdspError
 from mididdsp.expression.prior import PRIOR_OUTPUTS, ExpressionPrior, PriorConfig
 from mididdsp.training.data import StepSampler, mix_seed
-from mididdsp.training.module import ExponentialDecay, seeded
+from mididdsp.training.module import adam_with_decay, seeded
 
 DATA_DEFAULTS: dict = {"teacher": None, "segment_notes": 64, "transpose": 3, "stretch": 0.1}
 # bin_smoothing: the training targets' Gaussian width in bins (ExpressionPrior.log_prob_terms); validation and
 # evaluation always use the exact likelihood.
 TRAIN_DEFAULTS: dict = {"bin_smoothing": 1.5}
-RATE_COLUMN = 4  # vibrato_rate_hz in PHYSICAL_NAMES
-
-
-def default_coder_dir() -> Path:
-    """The shipped synthesis coder, whose extraction the default teacher cache holds."""
-    import mididdsp
-
-    return Path(mididdsp.__file__).resolve().parent / "pretrained" / "synthesis_coder"
-
-
-def teacher_folder(data_dir: str | Path, coder_dir: str | Path | None) -> Path:
-    """The teacher cache of ``data_dir`` for the coder ``coder_dir`` (default: the shipped one), built first
-    when it is missing or incomplete (:func:`mididdsp.datasets.teacher.ensure_teacher`)."""
-    from mididdsp.datasets.teacher import ensure_teacher
-
-    return ensure_teacher(data_dir, Path(coder_dir) if coder_dir else default_coder_dir())
-
-
-def table_arrays(table: dict, instruments: dict[str, int]) -> dict[str, np.ndarray]:
-    """One recording's note table -> ``notes`` [N, 4] float32, ``targets`` [N, 7] float32 (the six scaled
-    controls and the rate in Hz), ``present`` [N] bool, ``instrument`` (id)."""
-    targets = np.concatenate([table["controls"], table["physical"][:, RATE_COLUMN:RATE_COLUMN + 1]], axis=1)
-    present = table["present"].astype(bool) & np.isfinite(targets).all(axis=1)
-    return {"notes": np.asarray(table["notes"], dtype=np.float32),
-            "targets": np.nan_to_num(targets).astype(np.float32), "present": present,
-            "instrument": int(instruments[table["instrument"]])}
 
 
 def segment_item(arrays: dict, first: int, length: int, transpose: int = 0, stretch: float = 1.0) -> dict:
@@ -127,7 +101,7 @@ class PriorDataModule(pl.LightningDataModule):
                  seed: int = 0) -> None:
         super().__init__()
         from mididdsp.datasets.shards import load_manifest
-        from mididdsp.datasets.teacher import note_tables, teacher_info
+        from mididdsp.datasets.teacher import ensure_teacher, note_tables, table_arrays, teacher_info
 
         if segment_notes < 1 or transpose < 0 or not 0.0 <= stretch < 1.0:
             raise MididdspError(f"data.segment_notes={segment_notes}, data.transpose={transpose}, "
@@ -137,7 +111,7 @@ class PriorDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self.instruments: dict[str, int] = load_manifest(self.data_dir)["instruments"]
         self.statistics: dict = {}
-        folder = teacher_folder(self.data_dir, coder_dir)
+        folder = ensure_teacher(self.data_dir, coder_dir)
         info = teacher_info(folder)
         self.export_extra = {"expression_ranges": info.get("expression_ranges", {}),
                              "teacher": {"model": info.get("model"), "key": folder.name}}
@@ -199,11 +173,7 @@ class PriorModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict:
-        config = self.train_config
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=float(config["lr"]))
-        decay = ExponentialDecay(config.get("lr_decay_rate", 0.98), config.get("lr_decay_steps", 10000))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adam_with_decay(self.model, self.train_config)
 
 
 # --- the task interface of mididdsp.training.train ---------------------------------------------------------------
