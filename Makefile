@@ -30,14 +30,31 @@ clean:
 # Each step is resumable: rerunning continues where it stopped (corpus and prepare skip finished files, training
 # resumes from its last checkpoint).
 DATA := data
+# The 13 instruments MIDI-DDSP ships, each played by two General MIDI SoundFonts in turn (Debian packages
+# fluid-soundfont-gm and musescore-general-soundfont-lossless). The csound bank (csound-soundfont) is held out
+# of training to measure generalisation; TimGM6mb (timgm6mb-soundfont) is reserved for evaluation.
+SF2 := /usr/share/sounds/sf2
+INSTRUMENTS := violin,viola,cello,contrabass,flute,oboe,clarinet,saxophone,bassoon,trumpet,horn,trombone,tuba
+TRAIN_SOUNDFONTS := $(SF2)/FluidR3_GM.sf2,$(SF2)/MuseScore_General_Full.sf2
+HELDOUT_SOUNDFONT := $(SF2)/sf_GMbank.sf2
+EVAL_SOUNDFONT := $(SF2)/TimGM6mb.sf2
 $(DATA)/corpus/manifest.json: | install
-	$(PY) -m mididdsp corpus --out $(DATA)/corpus --instruments violin,cello,flute,trumpet --minutes 6 --seed 0
+	$(PY) -m mididdsp corpus --out $(DATA)/corpus --instruments $(INSTRUMENTS) --minutes 6 --seed 0 \
+	    --soundfont $(TRAIN_SOUNDFONTS) --jobs 2
 
 $(DATA)/prepared/manifest.json: $(DATA)/corpus/manifest.json
 	$(PY) -m mididdsp prepare $(DATA)/corpus --out $(DATA)/prepared --seed 0
 
-.PHONY: data model-autoencoder model-synthesis-coder model-midi eval-autoencoder eval-expression eval-midi
+.PHONY: data data-heldout model-autoencoder model-synthesis-coder model-midi eval-autoencoder eval-expression \
+        eval-midi eval-heldout
 data: $(DATA)/prepared/manifest.json
+
+# Evaluation corpora, never trained on: other melodies (seed 1) played by the held-out SoundFonts.
+$(DATA)/heldout/%/manifest.json: | install
+	$(PY) -m mididdsp corpus --out $(DATA)/heldout/$* --instruments $(INSTRUMENTS) --minutes 1 --seed 1 \
+	    --soundfont $(SF2)/$*.sf2 --jobs 2
+	$(PY) -m mididdsp prepare $(DATA)/heldout/$* --out $(DATA)/heldout/$*_prepared --seed 0 --valid 0 --test 0
+data-heldout: $(DATA)/heldout/sf_GMbank/manifest.json $(DATA)/heldout/TimGM6mb/manifest.json
 
 model-autoencoder: install data
 	$(PY) -m mididdsp train autoencoder_tiny data.dir=$(DATA)/prepared --run-dir runs/autoencoder_tiny
@@ -78,3 +95,16 @@ eval-midi: install data
 	$(PY) benchmarks/eval_render.py --data $(DATA)/prepared --json runs/eval_render.json
 	$(PY) -m mididdsp eval prior $(MIDI_MODEL) --data $(DATA)/prepared --split test --json runs/eval_prior_test.json
 	$(PY) -m mididdsp eval prior $(MIDI_MODEL) --data $(DATA)/prepared --split valid --json runs/eval_prior_valid.json
+
+# Generalisation (issue 13): extraction and resynthesis on SoundFonts no model was trained on. The held-out
+# folders are prepared with every recording in the "train" split (the name only: nothing trains on them).
+HELDOUT := sf_GMbank TimGM6mb
+eval-heldout: install data-heldout
+	for sf in $(HELDOUT); do \
+	  $(PY) benchmarks/eval_expression.py mididdsp/pretrained/synthesis_coder $(DATA)/heldout/$$sf \
+	      --prepared $(DATA)/heldout/$${sf}_prepared --split all --reference neutral || exit 1; \
+	  $(PY) benchmarks/eval_expression.py - $(DATA)/heldout/$$sf --controls analysis \
+	      --prepared $(DATA)/heldout/$${sf}_prepared --split all --reference neutral || exit 1; \
+	  $(PY) benchmarks/eval_autoencoder.py mididdsp/pretrained/autoencoder mididdsp/pretrained/synthesis_coder \
+	      --data $(DATA)/heldout/$${sf}_prepared --splits train || exit 1; \
+	done

@@ -77,6 +77,19 @@ def recordings(corpus: Path, prepared: Path | None, split: str) -> list[tuple[st
     return found
 
 
+def soundfont_of(corpus: Path, name: str) -> str:
+    """The path of the SoundFont that played recording ``name`` (its entry names it; the corpus manifest has the
+    paths), for re-rendering it neutrally with the same samples."""
+    from mididdsp.datasets.corpus import DEFAULT_SOUNDFONT
+
+    manifest = json.loads((corpus / "manifest.json").read_text()) if (corpus / "manifest.json").is_file() else {}
+    listed = manifest.get("soundfont", DEFAULT_SOUNDFONT)
+    paths = {Path(path).name: path for path in ([listed] if isinstance(listed, str) else listed)}
+    info = corpus / f"{name}.json"
+    played_by = json.loads(info.read_text()).get("soundfont") if info.is_file() else None
+    return paths.get(played_by, next(iter(paths.values())))
+
+
 def shard_features(prepared: Path | None, name: str):
     """f0/confidence/loudness [T] tensors from the recording's shard in ``prepared``, or None."""
     if prepared is None or not (prepared / "shards").is_dir():
@@ -318,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.reference == "neutral":
             with tempfile.TemporaryDirectory() as temp:
                 neutral_midi(score_, Path(temp) / "neutral.mid", 127 if args.neutral_velocity == "127" else None)
-                neutral_audio = render_midi(Path(temp) / "neutral.mid", duration_s=len(audio) / 16000)
+                neutral_audio = render_midi(Path(temp) / "neutral.mid", soundfont_of(corpus, name),
+                                            duration_s=len(audio) / 16000)
             n_f0, _, n_loudness = analyse(neutral_audio, refine=args.f0_refine)
             neutral, _ = controls_for(neutral_audio, n_f0, n_loudness, instrument)
             expected = expression_table(

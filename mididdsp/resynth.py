@@ -27,7 +27,7 @@ class ResynthOptions:
     autotune: float = 0.0           # 0: f0 as detected; 1: snapped to the nearest semitone
     threshold: float = 0.5          # CREPE confidence at or above which a frame belongs to a note
     quiet: float = 20.0             # dB of attenuation for frames that belong to no note
-    adjust: bool = True             # move pitch (whole octaves) and loudness to the instrument's training data
+    adjust: bool = True             # move pitch (whole octaves) and output level to the instrument's training data
     reverb: bool = True
     f0_model: str = "tiny"
     chunk_seconds: float = 20.0
@@ -150,7 +150,8 @@ def adjust_features(f0_hz, confidence, loudness_db, options: ResynthOptions, sta
     Note frames are those with confidence >= ``threshold``. With ``adjust`` and statistics of the instrument
     (``pitch_midi.mean``, ``loudness_db.mean`` of its training data), the pitch moves by the whole number of octaves
     that brings the input's mean note pitch closest to the instrument's, and the loudness by the difference of the
-    mean note loudness. Then the user's shifts, autotune and quieting are applied.
+    mean note loudness. The network's conditioning is level-free (:mod:`mididdsp.synthesis.autoencoder`), so a
+    loudness shift changes only the output level. Then the user's shifts, autotune and quieting are applied.
     """
     import torch
 
@@ -200,22 +201,14 @@ def synthesize_from_features(model, f0_hz, loudness_db, audio=None, instrument: 
 
     from mididdsp.dsp import HOP_SIZE, StreamingRenderer
 
-    signal = None if audio is None else torch.as_tensor(audio, dtype=torch.float32)
-    n_samples = n_samples or (signal.shape[-1] if signal is not None else (f0_hz.shape[0] - 1) * HOP_SIZE)
-    ids = torch.tensor([instrument])
-    stream = StreamingRenderer(model.synth, ids, reverb, generator=torch.Generator().manual_seed(0))
-    frames = f0_hz.shape[0]
-    chunk, context = max(1, int(chunk_seconds * 250)), 500  # 2 s for the recurrent state to settle
+    n_samples = n_samples or (len(audio) if audio is not None else (f0_hz.shape[0] - 1) * HOP_SIZE)
+    controls = model.controls(f0_hz, loudness_db, audio, instrument, chunk_seconds)
+    stream = StreamingRenderer(model.synth, torch.tensor([instrument]), reverb,
+                               generator=torch.Generator().manual_seed(0))
+    chunk = max(1, int(chunk_seconds * 250))
     pieces = []
     with torch.inference_mode():
-        for first in range(0, frames, chunk):
-            last = min(frames, first + chunk)
-            start, stop = max(0, first - context), min(frames, last + context)
-            piece_audio = None
-            if model.encoder is not None:
-                piece_audio = signal[start * HOP_SIZE:(stop - 1) * HOP_SIZE + 1][None]
-            outputs = model.network_outputs(f0_hz[None, start:stop], loudness_db[None, start:stop], piece_audio, ids)
-            controls = model.synth.get_controls(outputs)
-            pieces.append(stream.push({key: value[:, first - start:last - start] for key, value in controls.items()}))
+        for first in range(0, f0_hz.shape[0], chunk):
+            pieces.append(stream.push({key: value[:, first:first + chunk] for key, value in controls.items()}))
         pieces.append(stream.finish(n_samples))
     return torch.cat(pieces, dim=1)[0].numpy().astype(np.float32)

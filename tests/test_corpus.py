@@ -231,3 +231,25 @@ def test_fluidsynth_gate_skips_locally_and_fails_when_required(monkeypatch):
     monkeypatch.setattr(corpus, "DEFAULT_SOUNDFONT", "/nonexistent/FluidR3_GM.sf2")
     with pytest.raises(pytest.fail.Exception, match="SoundFont /nonexistent/FluidR3_GM.sf2 is missing"):
         check_fluidsynth()
+
+
+@pytest.mark.fluidsynth
+def test_soundfonts_take_turns_each_recording_names_its_own_and_resume_respects_them(tmp_path):
+    # Two SoundFonts: FluidR3 under its own name and, by a link, under another one.
+    other = tmp_path / "Other_GM.sf2"
+    other.symlink_to(corpus.DEFAULT_SOUNDFONT)
+    args = dict(instruments=["flute"], minutes=1.0, seed=0, sources=["generated"], progress=False)
+    manifest = corpus.build_corpus(tmp_path / "c", soundfont=[corpus.DEFAULT_SOUNDFONT, str(other)], **args)
+    names = [entry["soundfont"] for entry in manifest["recordings"]]
+    assert len(names) >= 2 and names[0::2] == ["FluidR3_GM.sf2"] * len(names[0::2])
+    assert names[1::2] == ["Other_GM.sf2"] * len(names[1::2])
+    assert manifest["soundfont"] == [corpus.DEFAULT_SOUNDFONT, str(other)]
+    # The same plan with one SoundFont keeps the recordings FluidR3 played and renders the others again.
+    first, second = manifest["recordings"][:2]
+    stamps = {entry["name"]: (tmp_path / "c" / entry["audio"]).stat().st_mtime_ns for entry in (first, second)}
+    again = corpus.build_corpus(tmp_path / "c", **args)
+    assert [entry["soundfont"] for entry in again["recordings"]] == ["FluidR3_GM.sf2"] * len(names)
+    assert (tmp_path / "c" / first["audio"]).stat().st_mtime_ns == stamps[first["name"]]
+    assert (tmp_path / "c" / second["audio"]).stat().st_mtime_ns != stamps[second["name"]]
+    with pytest.raises(corpus.MididdspError, match="share a file name"):
+        corpus.build_corpus(tmp_path / "d", soundfont=[corpus.DEFAULT_SOUNDFONT, corpus.DEFAULT_SOUNDFONT], **args)

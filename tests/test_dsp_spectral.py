@@ -106,3 +106,20 @@ def test_optimizing_amplitude_and_harmonics_against_a_target_tone_cuts_the_loss_
         loss.backward()
         optimizer.step()
     assert loss_now().item() < 0.1 * initial
+
+
+def test_loudness_reference_is_numpys_90th_percentile_of_the_sounding_frames_and_moves_with_gain():
+    import numpy as np
+
+    from mididdsp.dsp import loudness_reference
+
+    generator = torch.Generator().manual_seed(0)
+    loudness = -60.0 + 50.0 * torch.rand(2, 400, generator=generator)
+    loudness[0, :150] = -80.0  # rests read the floor and do not count
+    reference = loudness_reference(loudness)
+    for row in range(2):
+        sounding = loudness[row][loudness[row] > -79.0].numpy()
+        assert reference[row].item() == pytest.approx(np.percentile(sounding, 90, method="nearest"), abs=0.2)
+    louder = torch.where(loudness > -79.0, loudness + 6.0, loudness)  # a gain: silence stays at the floor
+    assert torch.allclose(loudness_reference(louder) - reference, torch.full((2,), 6.0), atol=1e-4)
+    assert loudness_reference(torch.full((50,), -80.0)).item() == -80.0

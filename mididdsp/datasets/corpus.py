@@ -13,6 +13,11 @@ program (reverb and chorus off: dry) at 16 kHz, mono, until ``--minutes`` of aud
 
 and ``manifest.json`` for the whole corpus. The same seed gives the same files, byte for byte.
 
+Several SoundFonts (``--soundfont A.sf2,B.sf2``): an instrument's recordings take them in turn (recording i is
+played by SoundFont ``i mod n``), so each SoundFont gets about ``--minutes / n`` of every instrument, and each
+recording's entry names the SoundFont that played it (``soundfont``, its file name). Users' recordings are
+unlike any one SoundFont's samples; a model that has heard several generalises better (docs/RESULTS.md).
+
 Measured with FluidR3_GM (tests/test_corpus.py does the same on a trumpet note): the rendered f0 follows the
 written vibrato (rate within 0.02 Hz, depth within ~2 cents for trumpet and flute), and CC11 and velocity follow
 ``40 log10(value / 127)`` dB within 0.1 dB. But some SoundFont samples carry an f0 modulation of their own that
@@ -162,6 +167,11 @@ def perform_recording(plan: RecordingPlan, sources: list[str], seed: int):
     return performance, segments
 
 
+def soundfont_for(plan: RecordingPlan, soundfonts: list[str]) -> str:
+    """The SoundFont that plays ``plan``: an instrument's recordings take the SoundFonts in turn."""
+    return soundfonts[plan.index % len(soundfonts)]
+
+
 def write_recording(out: Path, plan: RecordingPlan, sources: list[str], seed: int, soundfont: str) -> dict:
     """Perform, render and write one recording's files; returns its manifest entry (also in ``NAME.json``)."""
     import numpy as np
@@ -181,21 +191,25 @@ def write_recording(out: Path, plan: RecordingPlan, sources: list[str], seed: in
     performance.write_notes_csv(out / f"{plan.name}.notes.csv")
     entry = {"name": plan.name, "instrument": plan.instrument, "program": INSTRUMENT_PROGRAMS[plan.instrument],
              "audio": f"{plan.name}.wav", "midi": f"{plan.name}.mid", "notes": f"{plan.name}.notes.csv",
+             "soundfont": Path(soundfont).name,
              "duration_s": performance.duration, "n_notes": len(performance.notes), "output_gain": output_gain,
              "peak": round(peak * output_gain, 4), "segments": segments}
     write_text_atomic(out / f"{plan.name}.json", json.dumps(entry, indent=1) + "\n")
     return entry
 
 
-def _finished_entry(out: Path, plan: RecordingPlan) -> dict | None:
-    """The manifest entry of a recording already written completely, else None."""
+def _finished_entry(out: Path, plan: RecordingPlan, soundfont: str) -> dict | None:
+    """The manifest entry of a recording already written completely by ``soundfont``, else None."""
     names = [f"{plan.name}{suffix}" for suffix in (".wav", ".mid", ".notes.csv", ".json")]
     if not all((out / name).is_file() for name in names):
         return None
     try:
-        return json.loads((out / f"{plan.name}.json").read_text())
+        entry = json.loads((out / f"{plan.name}.json").read_text())
     except (OSError, ValueError):
         return None
+    # Entries from before SoundFont lists were all played by the default SoundFont.
+    played_by = entry.get("soundfont", Path(DEFAULT_SOUNDFONT).name)
+    return entry if played_by == Path(soundfont).name else None
 
 
 def _write_one(job: tuple) -> dict:
@@ -204,9 +218,12 @@ def _write_one(job: tuple) -> dict:
 
 # ------------------------------------------------------------------------------------------------ corpus
 def build_corpus(out: str | Path, instruments: list[str], minutes: float = 2.0, seed: int = 0,
-                 soundfont: str | Path = DEFAULT_SOUNDFONT, sources: list[str] | None = None, jobs: int = 1,
+                 soundfont: str | Path | list = DEFAULT_SOUNDFONT, sources: list[str] | None = None, jobs: int = 1,
                  progress: bool = True) -> dict:
-    """Render the corpus into ``out`` (see the module docstring) and return the manifest."""
+    """Render the corpus into ``out`` (see the module docstring) and return the manifest.
+
+    ``soundfont``: one SoundFont path, or a list of them taken in turn per instrument.
+    """
     from mididdsp.datasets import melodies, performer
     from mididdsp.dsp.core import SAMPLE_RATE
     from mididdsp.fileio import write_text_atomic
@@ -222,12 +239,19 @@ def build_corpus(out: str | Path, instruments: list[str], minutes: float = 2.0, 
                             f"{', '.join(melodies.MELODY_SOURCES)}")
     if not minutes > 0:
         raise MididdspError(f"--minutes {minutes}: expected a positive number of minutes per instrument")
-    check_fluidsynth(soundfont)
+    soundfonts = [str(path) for path in (soundfont if isinstance(soundfont, (list, tuple)) else [soundfont])]
+    if not soundfonts:
+        raise MididdspError("no SoundFont given; expected one or more .sf2 paths")
+    for path in soundfonts:
+        check_fluidsynth(path)
+    if len({Path(path).name for path in soundfonts}) < len(soundfonts):
+        raise MididdspError(f"SoundFonts {', '.join(soundfonts)}: two share a file name; the manifest names them by it")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plans = plan_recordings(list(dict.fromkeys(instruments)), minutes, seed)
-    entries = {plan.name: _finished_entry(out, plan) for plan in plans}
-    todo = [(out, plan, sources, seed, str(soundfont)) for plan in plans if entries[plan.name] is None]
+    entries = {plan.name: _finished_entry(out, plan, soundfont_for(plan, soundfonts)) for plan in plans}
+    todo = [(out, plan, sources, seed, soundfont_for(plan, soundfonts)) for plan in plans
+            if entries[plan.name] is None]
 
     from tqdm import tqdm
 
@@ -247,7 +271,8 @@ def build_corpus(out: str | Path, instruments: list[str], minutes: float = 2.0, 
     bar.close()
 
     manifest = {
-        "format": "mididdsp-soundfont-corpus/1", "sample_rate": SAMPLE_RATE, "soundfont": str(soundfont),
+        "format": "mididdsp-soundfont-corpus/1", "sample_rate": SAMPLE_RATE,
+        "soundfont": soundfonts[0] if len(soundfonts) == 1 else soundfonts,
         "seed": seed, "minutes_per_instrument": minutes, "melody_sources": sources,
         "fluidsynth": {"gain": FLUIDSYNTH_GAIN, "reverb": False, "chorus": False},
         "pitch_bend_range_semitones": performer.PITCH_BEND_RANGE_SEMITONES,
@@ -266,7 +291,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated, from: {', '.join(INSTRUMENT_PROGRAMS)} (default: %(default)s)")
     parser.add_argument("--minutes", type=float, default=2.0, help="minutes of audio per instrument (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default: 0)")
-    parser.add_argument("--soundfont", default=DEFAULT_SOUNDFONT, help="General MIDI SoundFont (default: %(default)s)")
+    parser.add_argument("--soundfont", default=DEFAULT_SOUNDFONT,
+                        help="General MIDI SoundFont, or several comma-separated, taken in turn per instrument "
+                             "(default: %(default)s)")
     parser.add_argument("--melodies", default="bach,mammoth,generated",
                         help="melody sources, comma-separated: bach, mammoth, generated (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, help="recordings rendered in parallel (default: 1)")
@@ -275,7 +302,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     split = lambda text: [item.strip() for item in text.split(",") if item.strip()]  # noqa: E731
-    manifest = build_corpus(args.out, split(args.instruments), args.minutes, args.seed, args.soundfont,
+    manifest = build_corpus(args.out, split(args.instruments), args.minutes, args.seed, split(args.soundfont),
                             split(args.melodies), max(1, args.jobs), progress=not args.no_progress)
     seconds = sum(entry["duration_s"] for entry in manifest["recordings"])
     print(f"{len(manifest['recordings'])} recordings, {seconds / 60.0:.1f} min of audio in {args.out}")

@@ -24,6 +24,7 @@ Each item is a dict (batches stack them along a new first dimension):
     start_frame    int64   []          where the crop starts in its recording (frames; samples = 64 x this)
     instrument     int64   []          instrument id (mapping: manifest["instruments"], also ``.instruments``)
     has_notes      bool    []          whether the recording has an aligned score
+    loudness_reference_db float32 []   the whole recording's level (``mididdsp.dsp.loudness_reference``), dB
     id             str                 recording id
 RecordingDataset items also carry ``notes`` float64 [n_notes, 4] (start_s, end_s, pitch, velocity).
 
@@ -46,6 +47,7 @@ from torch.utils.data import Dataset
 
 from mididdsp.datasets import shards as shard_io
 from mididdsp.dsp.core import DB_FLOOR, HOP_SIZE, SAMPLE_RATE
+from mididdsp.dsp.spectral import loudness_reference
 from mididdsp.errors import MididdspError
 
 FLOAT_FRAME_ARRAYS = ("f0_hz", "confidence", "loudness_db", "note_pitch", "note_onset", "note_offset",
@@ -77,6 +79,7 @@ class _PreparedDataset(Dataset):
                            and (instruments is None or r["instrument"] in instruments)]
         self.max_open_shards = max_open_shards
         self._open: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        self._references: dict[str, float] = {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -98,6 +101,14 @@ class _PreparedDataset(Dataset):
         self._open[key] = arrays
         return arrays
 
+    def loudness_reference(self, recording: dict) -> float:
+        """The recording's level in dB, from its whole loudness curve (once per recording and process)."""
+        key = recording["shard"]
+        if key not in self._references:
+            loudness = torch.from_numpy(np.array(self.shard(recording)["loudness_db"], np.float32))
+            self._references[key] = float(loudness_reference(loudness))
+        return self._references[key]
+
     def _item(self, recording: dict, start_frame: int, n_samples: int | None) -> dict:
         """Audio and frame arrays of ``recording`` from ``start_frame`` for ``n_samples`` samples (None: to the
         end), padded to length when the recording is shorter."""
@@ -117,7 +128,8 @@ class _PreparedDataset(Dataset):
         note_index = np.asarray(arrays["note_index"][start_frame:start_frame + real_frames], np.int64)
         item["note_index"] = _pad(note_index, frames, -1)
         item["mask"] = _pad(np.ones(real_frames, np.float32), frames, 0.0)
-        item.update({"length": torch.tensor(min(n_samples, total - first)), "start_frame": torch.tensor(start_frame),
+        item.update({"loudness_reference_db": torch.tensor(self.loudness_reference(recording)),
+                     "length": torch.tensor(min(n_samples, total - first)), "start_frame": torch.tensor(start_frame),
                      "instrument": torch.tensor(self.instruments[recording["instrument"]]),
                      "has_notes": torch.tensor(bool(recording["has_notes"])), "id": recording["id"]})
         return item

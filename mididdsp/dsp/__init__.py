@@ -10,8 +10,8 @@ from mididdsp.dsp.core import (DB_FLOOR, FRAME_RATE, HOP_SIZE, SAMPLE_RATE, ampl
 from mididdsp.dsp.effects import ExponentialDecayReverb, LearnedReverb, apply_reverb
 from mididdsp.dsp.graph import CONTROL_NAMES, DDSPSynth, StreamingRenderer
 from mididdsp.dsp.processors import FilteredNoiseSynth, HarmonicSynth
-from mididdsp.dsp.spectral import (MultiScaleSpectralLoss, compute_loudness, log_mel_spectrogram, magnitude_spectrogram,
-                                   mel_filterbank, mfcc, multiscale_spectral_loss)
+from mididdsp.dsp.spectral import (MultiScaleSpectralLoss, compute_loudness, log_mel_spectrogram, loudness_reference,
+                                   magnitude_spectrogram, mel_filterbank, mfcc, multiscale_spectral_loss)
 from mididdsp.dsp.synths import accumulate_phase, filtered_noise, filtered_noise_causal, harmonic_synthesis
 
 __all__ = [
@@ -21,5 +21,5 @@ __all__ = [
     "accumulate_phase", "harmonic_synthesis", "filtered_noise", "filtered_noise_causal",
     "apply_reverb", "LearnedReverb", "ExponentialDecayReverb",
     "HarmonicSynth", "FilteredNoiseSynth", "DDSPSynth", "StreamingRenderer", "CONTROL_NAMES",
-    "magnitude_spectrogram", "compute_loudness", "mel_filterbank", "log_mel_spectrogram", "mfcc", "multiscale_spectral_loss", "MultiScaleSpectralLoss",
+    "magnitude_spectrogram", "compute_loudness", "loudness_reference", "mel_filterbank", "log_mel_spectrogram", "mfcc", "multiscale_spectral_loss", "MultiScaleSpectralLoss",
 ]

@@ -47,9 +47,14 @@ class DDSPSynth(nn.Module):
             raise ValueError(f"unknown reverb {reverb!r}; expected 'learned', 'exponential' or None")
 
     def get_controls(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Raw network outputs -> controls (see the class docstring for names and shapes)."""
-        controls = self.harmonic.get_controls(outputs["amplitude"], outputs["harmonic_distribution"], outputs["f0_hz"])
-        controls.update(self.noise.get_controls(outputs["noise_magnitudes"]))
+        """Raw network outputs -> controls (see the class docstring for names and shapes).
+
+        With ``level_db`` [B, T] among the outputs, amplitude and noise are relative to it (dsp.processors).
+        """
+        level_db = outputs.get("level_db")
+        controls = self.harmonic.get_controls(outputs["amplitude"], outputs["harmonic_distribution"], outputs["f0_hz"],
+                                              level_db)
+        controls.update(self.noise.get_controls(outputs["noise_magnitudes"], level_db))
         return controls
 
     def synthesize(self, controls: dict[str, torch.Tensor], n_samples: int, instrument: torch.Tensor | None = None,

@@ -61,6 +61,33 @@ def compute_loudness(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, frame_
     return loudness.squeeze(0) if squeeze else loudness
 
 
+REFERENCE_PERCENTILE = 90.0  # a recording's level: this percentile of its sounding frames' loudness
+
+
+def loudness_reference(loudness_db: torch.Tensor, floor_db: float = DB_FLOOR) -> torch.Tensor:
+    """A recording's level, dB: the 90th percentile of the loudness of its sounding frames (above ``floor_db + 1``).
+
+    Moves exactly with the input's gain (+6 dB in, +6 dB out), which is what makes the autoencoder's conditioning
+    level-free (:mod:`mididdsp.synthesis.autoencoder`). ``floor_db`` for a silent recording.
+
+    Args:
+        loudness_db: [batch, frames] (or [frames]) loudness in dB, e.g. from :func:`compute_loudness`.
+    Returns:
+        [batch] (or []) dB.
+    """
+    squeeze = loudness_db.dim() == 1
+    loudness_db = loudness_db.unsqueeze(0) if squeeze else loudness_db
+    sounding = loudness_db > floor_db + 1.0
+    # Silent frames sort first, so the sounding frames' percentile is an index counted from the first of them.
+    ordered = torch.where(sounding, loudness_db, torch.full_like(loudness_db, floor_db)).sort(dim=-1).values
+    n_sounding = sounding.sum(dim=-1)
+    offset = loudness_db.shape[-1] - n_sounding
+    index = offset + torch.round((n_sounding - 1).clamp_min(0) * (REFERENCE_PERCENTILE / 100.0)).long()
+    reference = ordered.gather(-1, index.clamp_max(loudness_db.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
+    reference = torch.where(n_sounding > 0, reference, torch.full_like(reference, floor_db))
+    return reference.squeeze(0) if squeeze else reference
+
+
 def multiscale_spectral_loss(
     audio: torch.Tensor,
     target: torch.Tensor,

@@ -112,26 +112,9 @@ def check_alignment(score, audio_seconds: float, midi_name: str = "MIDI", audio_
 
 
 def model_controls(model, audio, f0_hz, loudness_db, instrument: int = 0, chunk_seconds: float = 20.0) -> dict:
-    """Features [T] -> the model's synthesis controls [1, T, ...], computed in chunks with 2 s of context."""
-    import torch
-
-    from mididdsp.dsp import HOP_SIZE
-
-    signal = torch.as_tensor(audio, dtype=torch.float32)
-    ids = torch.tensor([instrument])
-    frames = f0_hz.shape[0]
-    chunk, context = max(1, int(chunk_seconds * 250)), 500
-    pieces = []
-    with torch.inference_mode():
-        for first in range(0, frames, chunk):
-            last = min(frames, first + chunk)
-            start, stop = max(0, first - context), min(frames, last + context)
-            piece_audio = signal[start * HOP_SIZE:(stop - 1) * HOP_SIZE + 1][None]
-            outputs = model.network_outputs(f0_hz[None, start:stop], loudness_db[None, start:stop],
-                                            piece_audio if model.encoder is not None else None, ids)
-            controls = model.synth.get_controls(outputs)
-            pieces.append({key: value[:, first - start:last - start] for key, value in controls.items()})
-    return {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in pieces[0]}
+    """Features [T] -> the model's synthesis controls [1, T, ...] (``DDSPAutoencoder.controls``)."""
+    return model.controls(f0_hz, loudness_db, audio if model.encoder is not None else None, instrument,
+                          chunk_seconds)
 
 
 def chunked_analysis_controls(audio, f0_hz, chunk_seconds: float = 20.0) -> dict:

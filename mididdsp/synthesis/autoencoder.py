@@ -12,6 +12,16 @@ One configurable module covers both (choose by config):
 
 f0 is passed through from the input (CREPE); the network predicts amplitude, harmonic distribution and noise
 magnitudes, which :class:`mididdsp.dsp.DDSPSynth` scales into controls and renders.
+
+Level by construction. A recording's gain says nothing about the instrument (a microphone, a SoundFont's mixing),
+so the network never sees it: its loudness input is relative to the recording's own level
+(:func:`mididdsp.dsp.loudness_reference`, the 90th percentile of its sounding frames, fixed per recording in
+training and per file in inference), and the encoders hear the audio scaled to that level. The amplitude and the noise are
+then scaled by the measured loudness itself (``level_db``; :mod:`mididdsp.dsp.processors`). So a 6 dB louder
+input gives exactly 6 dB more amplitude and noise, on audio unlike anything the model has heard, and the controls
+extracted through it (volume, fluctuation, peak position) follow the audio. DDSP instead feeds the absolute
+loudness and, at inference, shifts it towards the training data's ("adjust"); here the same normalisation
+is part of training.
 """
 from __future__ import annotations
 
@@ -20,7 +30,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from mididdsp.dsp import DDSPSynth, hz_to_midi, log_mel_spectrogram, mfcc
+from mididdsp.dsp import DDSPSynth, hz_to_midi, log_mel_spectrogram, loudness_reference, mfcc
 
 ENCODERS = ("none", "mfcc", "logmel")
 
@@ -77,9 +87,10 @@ def scale_f0(f0_hz: torch.Tensor) -> torch.Tensor:
     return (hz_to_midi(f0_hz) / 127.0).unsqueeze(-1)
 
 
-def scale_loudness(loudness_db: torch.Tensor) -> torch.Tensor:
-    """Network input for loudness: dB / 80 + 1 (so -80 dB -> 0, 0 dB -> 1), [batch, frames] -> [batch, frames, 1]."""
-    return (loudness_db / 80.0 + 1.0).unsqueeze(-1)
+def scale_relative_loudness(loudness_db: torch.Tensor, reference_db: torch.Tensor) -> torch.Tensor:
+    """Network input for loudness: dB relative to the recording's level, / 40 + 1 (the level -> 1, 40 dB under
+    it -> 0), [batch, frames] and [batch] -> [batch, frames, 1]."""
+    return ((loudness_db - reference_db.unsqueeze(-1)) / 40.0 + 1.0).unsqueeze(-1)
 
 
 class MfccEncoder(nn.Module):
@@ -110,8 +121,8 @@ class LogMelEncoder(nn.Module):
         self.cnn = nn.Sequential(*blocks)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        log_mel = log_mel_spectrogram(audio, n_mels=self.n_mels)
-        log_mel = (log_mel - log_mel.mean(dim=(1, 2), keepdim=True)) / 5.0  # level-independent, roughly unit scale
+        # The audio comes scaled to its recording's level (network_outputs), so these values are level-free.
+        log_mel = (log_mel_spectrogram(audio, n_mels=self.n_mels) + 8.0) / 5.0  # roughly zero mean, unit scale
         return self.cnn(log_mel.transpose(1, 2)).transpose(1, 2)
 
 
@@ -122,6 +133,7 @@ class DDSPAutoencoder(nn.Module):
     ``none`` and only ``n_samples`` is given), f0_hz and loudness_db [B, frames] (frames = samples // 64 + 1),
     instrument [B] ints. Returns the controls (``f0_hz``, ``amplitude``, ``harmonic_distribution``,
     ``noise_magnitudes``) and signals (``harmonic``, ``noise``, ``dry``, ``audio``) by name.
+    ``loudness_reference_db`` [B]: the level of the recording each row was cut from (default: of the rows given).
     """
 
     def __init__(self, config: AutoencoderConfig | dict | None = None):
@@ -156,15 +168,21 @@ class DDSPAutoencoder(nn.Module):
                                config.reverb_seconds, config.n_instruments)
 
     def network_outputs(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, audio: torch.Tensor | None = None,
-                        instrument: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Features -> raw outputs (``amplitude`` [B, T, 1], ``harmonic_distribution``, ``noise_magnitudes``, ``f0_hz``)."""
+                        instrument: torch.Tensor | None = None, loudness_reference_db: torch.Tensor | None = None
+                        ) -> dict[str, torch.Tensor]:
+        """Features -> raw outputs (``amplitude`` [B, T, 1], ``harmonic_distribution``, ``noise_magnitudes``,
+        ``f0_hz``, and ``level_db`` [B, T]: the loudness the amplitude and noise are relative to)."""
         batch, frames = f0_hz.shape
-        pitch, level = scale_f0(f0_hz), scale_loudness(loudness_db)
+        if loudness_reference_db is None:
+            loudness_reference_db = loudness_reference(loudness_db)
+        pitch, level = scale_f0(f0_hz), scale_relative_loudness(loudness_db, loudness_reference_db)
         inputs = [pitch, level]
         if self.encoder is not None:
             if audio is None:
                 raise ValueError(f"the {self.config.encoder} encoder needs the audio")
-            inputs.append(_fit_frames(self.encoder(audio), frames))
+            # Scaled to the recording's level, so the encoder too never sees the gain (its log floor would).
+            level_free = audio * torch.pow(10.0, -loudness_reference_db.to(audio.dtype) / 20.0).unsqueeze(-1)
+            inputs.append(_fit_frames(self.encoder(level_free), frames))
         if self.instrument_embedding is not None:
             ids = torch.zeros(batch, dtype=torch.long, device=f0_hz.device) if instrument is None else instrument
             inputs.append(self.instrument_embedding(ids).unsqueeze(1).expand(-1, frames, -1))
@@ -176,14 +194,40 @@ class DDSPAutoencoder(nn.Module):
         raw = raw.reshape(batch, -1, self.n_outputs)[:, :frames]
         n_harmonics = self.config.n_harmonics
         return {"amplitude": raw[..., :1], "harmonic_distribution": raw[..., 1:1 + n_harmonics],
-                "noise_magnitudes": raw[..., 1 + n_harmonics:], "f0_hz": f0_hz}
+                "noise_magnitudes": raw[..., 1 + n_harmonics:], "f0_hz": f0_hz, "level_db": loudness_db}
 
     def forward(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, audio: torch.Tensor | None = None,
                 instrument: torch.Tensor | None = None, n_samples: int | None = None,
-                reverb: bool = True) -> dict[str, torch.Tensor]:
+                reverb: bool = True, loudness_reference_db: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         n_samples = n_samples or (audio.shape[-1] if audio is not None else (f0_hz.shape[1] - 1) * self.synth.hop_size)
-        outputs = self.network_outputs(f0_hz, loudness_db, audio, instrument)
+        outputs = self.network_outputs(f0_hz, loudness_db, audio, instrument, loudness_reference_db)
         return self.synth(outputs, n_samples, instrument, reverb)
+
+    def controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, audio: torch.Tensor | None = None,
+                 instrument: int = 0, chunk_seconds: float = 20.0) -> dict[str, torch.Tensor]:
+        """One recording's features f0_hz, loudness_db [T] (and audio [samples] for an encoder) -> its controls
+        [1, T, ...], computed in pieces of ``chunk_seconds`` with 2 s of context on each side (the recurrent state
+        settles in that), so memory does not grow with the length. The level reference is the whole recording's."""
+        from mididdsp.dsp import HOP_SIZE
+
+        signal = None if audio is None else torch.as_tensor(audio, dtype=torch.float32)
+        reference = loudness_reference(loudness_db)[None]
+        ids = torch.tensor([instrument])
+        frames = f0_hz.shape[0]
+        chunk, context = max(1, int(chunk_seconds * 250)), 500
+        pieces = []
+        with torch.inference_mode():
+            for first in range(0, frames, chunk):
+                last = min(frames, first + chunk)
+                start, stop = max(0, first - context), min(frames, last + context)
+                piece_audio = None
+                if self.encoder is not None:
+                    piece_audio = signal[start * HOP_SIZE:(stop - 1) * HOP_SIZE + 1][None]
+                outputs = self.network_outputs(f0_hz[None, start:stop], loudness_db[None, start:stop], piece_audio,
+                                               ids, reference)
+                controls = self.synth.get_controls(outputs)
+                pieces.append({key: value[:, first - start:last - start] for key, value in controls.items()})
+        return {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in pieces[0]}
 
 
 def _stack_frames(features: torch.Tensor, stack: int) -> torch.Tensor:

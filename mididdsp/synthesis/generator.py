@@ -29,7 +29,8 @@ what the controls leave free (the shape of attacks and releases, timbre, noise c
                            added to f0 as a sinusoid with a 0.15 s fade-in and a random (seeded) phase.
 f0 is the written pitch, a raised-cosine glide of 32 ms centred on each legato onset (its midpoint is the written
 onset), a
-learned slow drift (|.| <= 50 cents, averaged twice over 0.3 s: never vibrato-fast), a learned onset scoop that decays
+learned slow drift (|.| <= 50 cents, averaged twice over 0.3 s: never vibrato-fast; zero mean over each note: never
+a retuning), a learned onset scoop that decays
 within 40 ms (the part of a note the vibrato measurement leaves out), and vibrato.
 Rests: level and noise fall from the last note's end at a learned per-instrument rate (release tails), pitch and
 vibrato keep going under the release.
@@ -345,6 +346,9 @@ class SynthesisGenerator(nn.Module):
         # decays within the first 40 ms, which the vibrato measurement leaves out
         deviation = config.max_deviation_cents * torch.tanh(raw[..., 4])
         deviation = _moving_average(_moving_average(deviation, DEVIATION_SMOOTHING), DEVIATION_SMOOTHING)
+        # centred on each note: a drift moves within a note, never its tuning (uncentred, it learned a bias that
+        # left whole renders of unfamiliar music 8-9 cents flat)
+        deviation = deviation - layout.note_mean(deviation, active)
         onset_value = layout.gather(_at_onsets(raw[..., 5], layout))
         scoop = config.max_deviation_cents * torch.tanh(onset_value) * torch.exp(-layout.since_onset.float() / 3.0)
         deviation = deviation + scoop * layout.active.float()

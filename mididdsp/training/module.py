@@ -67,7 +67,8 @@ class AutoencoderModule(pl.LightningModule):
         (phase accumulation, FFTs) and the loss always run in float32. Same steps as DDSPAutoencoder.forward
         (the export round-trip test checks that they agree)."""
         audio = batch["audio"]
-        outputs = self.model.network_outputs(batch["f0_hz"], batch["loudness_db"], audio, batch["instrument"])
+        outputs = self.model.network_outputs(batch["f0_hz"], batch["loudness_db"], audio, batch["instrument"],
+                                             batch.get("loudness_reference_db"))
         with torch.autocast(device_type=audio.device.type, enabled=False):
             outputs = {name: value.float() for name, value in outputs.items()}
             return self.model.synth(outputs, audio.shape[-1], batch["instrument"])
