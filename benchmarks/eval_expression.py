@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="model directory (ignored with --controls analysis; pass -)")
     parser.add_argument("corpus", help="SoundFont corpus directory (mididdsp corpus)")
-    parser.add_argument("--controls", choices=("model", "analysis"), default="model")
+    parser.add_argument("--controls", choices=("mixed", "model", "analysis"), default="mixed",
+                        help="the extractor: mixed (mididdsp extract's default), model or analysis")
     parser.add_argument("--prepared", default=None,
                         help="prepared dataset (manifest.json for the splits, shards for cached f0/loudness); "
                              "default: CORPUS/../prepared when it exists")
@@ -289,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     from mididdsp.audio import load_audio
     from mididdsp.datasets.corpus import render_midi
     from mididdsp.datasets.performer import cc11_to_db
-    from mididdsp.expression.extract import chunked_analysis_controls, expression_table, model_controls, model_ranges
+    from mididdsp.expression.extract import (chunked_analysis_controls, expression_table, mixed_controls,
+                                             model_controls, model_ranges)
     from mididdsp.models import load_model, model_metadata
     from mididdsp.pitch import refine_f0
     from mididdsp.resynth import analyse, instrument_id
@@ -299,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     prepared = Path(args.prepared) if args.prepared else corpus.parent / "prepared"
     prepared = prepared if prepared.is_dir() else None
     model = None
-    if args.controls == "model":
+    if args.controls != "analysis":
         model = load_model(args.model)
     items = recordings(corpus, prepared, args.split)[:args.max_recordings]
 
@@ -307,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         if model is not None:
             known = model_metadata(model).get("instruments") or {}
             ids, label = instrument_id(model, instrument if instrument in known else None)
-            return model_controls(model, audio, f0_hz, loudness_db, ids), label
+            source = mixed_controls if args.controls == "mixed" else model_controls
+            return source(model, audio, f0_hz, loudness_db, ids), label
         return chunked_analysis_controls(audio, f0_hz), instrument
 
     rows: list[dict] = []
@@ -363,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} ({split}): {len(table)} notes", file=sys.stderr)
     seconds = time.perf_counter() - began
 
-    groups = {"all": rows}
+    groups = {"all": rows, "notes >= 0.5 s": [r for r in rows if r["duration"] >= 0.5]}
     for instrument in sorted({r["instrument"] for r in rows}):
         groups[instrument] = [r for r in rows if r["instrument"] == instrument]
     held_out = [r for r in rows if r["split"] in ("valid", "test")]
@@ -374,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = {"applied": score, "neutral": score_neutral, "written": score_written}[args.reference](group)
         results.append({"group": label, **{k: (f"{v:.3f}" if isinstance(v, float) and not math.isnan(v) else
                                                ("-" if isinstance(v, float) else v)) for k, v in metrics.items()}})
-    source = "analysis (CREPE f0, A-weighted loudness, STFT harmonics)" if model is None else f"model {args.model}"
+    source = "analysis (CREPE f0, A-weighted loudness, STFT harmonics)" if model is None else f"{args.controls} {args.model}"
     print(f"\nExpression extraction vs the corpus ground truth ({args.reference} reference); controls: {source}; "
           f"{len(items)} recordings, {len(rows)} notes, {seconds:.0f} s\n")
     columns = {"applied": ["group", "notes", "vibrato r", "rate err (Hz, median)", "rate err >= 0.5 s", "detected",

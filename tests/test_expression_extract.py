@@ -175,3 +175,30 @@ def test_extract_defaults_to_the_synthesis_coder_then_the_autoencoder(case, tmp_
     assert out.is_file()
     shutil.rmtree(pretrained / "synthesis_coder")  # without the coder the autoencoder is the default
     assert main(["extract", str(case / "tone.wav"), "--midi", str(case / "tone.mid"), "-o", str(out)]) == 1
+
+
+def test_mixed_controls_take_the_measured_amplitude_on_the_models_scale():
+    """The default extractor: amplitude shape from the audio (analysis), its level from the model (one gain per
+    recording: the median ratio), everything else the model's."""
+    import torch
+
+    from mididdsp.dsp import compute_loudness
+    from mididdsp.expression.extract import chunked_analysis_controls, mixed_controls, model_controls
+
+    torch.manual_seed(0)
+    model = DDSPAutoencoder({"hidden_size": 16, "reverb_seconds": 0.1}).eval()
+    t = np.arange(32000) / 16000
+    swell = np.interp(t, [0.0, 0.5, 1.5, 2.0], [0.05, 0.4, 0.1, 0.02])
+    audio = torch.from_numpy((swell * np.sin(2 * np.pi * 330.0 * t)).astype(np.float32))
+    f0 = torch.full((501,), 330.0)
+    loudness = compute_loudness(audio)
+    mixed = mixed_controls(model, audio, f0, loudness)
+    own = model_controls(model, audio, f0, loudness)
+    measured = chunked_analysis_controls(audio, f0)["amplitude"]
+    ratio = mixed["amplitude"][0] / measured[0]
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-4)  # the measured shape, one gain
+    sounding = loudness > -60.0
+    assert torch.median(mixed["amplitude"][0][sounding] / own["amplitude"][0][sounding]).item() == \
+        pytest.approx(1.0, abs=0.02)                                      # on the model's scale
+    for key in ("f0_hz", "harmonic_distribution", "noise_magnitudes"):
+        assert torch.equal(mixed[key], own[key])

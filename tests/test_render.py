@@ -309,3 +309,12 @@ def test_bundled_demo_midi_is_what_the_project_writes(tmp_path):
     from mididdsp.demo import DEMO_MIDI, write_demo_midi
 
     assert write_demo_midi(tmp_path / "demo.mid").read_bytes() == DEMO_MIDI.read_bytes()
+
+
+def test_instruments_piped_into_a_reader_that_leaves_early_prints_no_traceback():
+    import subprocess
+    import sys
+
+    pipeline = subprocess.run(f"'{sys.executable}' -m mididdsp instruments | head -1", shell=True,
+                              capture_output=True, text=True)
+    assert pipeline.stdout.startswith("instruments:") and pipeline.stderr == ""

@@ -406,3 +406,26 @@ def test_a_6db_louder_input_gives_6db_more_amplitude_and_noise_whatever_the_weig
         ratio_db = 20.0 * torch.log10(loud[name][0][sounding] / quiet[name][0][sounding])
         assert ratio_db.mean().item() == pytest.approx(6.0, abs=0.1), name  # log-mel floor: 0.06 dB
         assert ratio_db.sub(6.0).abs().max().item() < 0.5, name
+
+
+@pytest.mark.parametrize("which", ["autoencoder", "synthesis_coder"])
+def test_shipped_models_follow_the_input_level(which):
+    """Issue 13's check on the shipped models: a recording 6 dB louder gets 6 dB more amplitude (within 0.5 dB)."""
+    from mididdsp.audio import load_audio
+    from mididdsp.dsp import compute_loudness
+    from mididdsp.models import load_model
+    from mididdsp.resynth import PRETRAINED, analyse
+
+    model = load_model(PRETRAINED / which)
+    audio = torch.as_tensor(load_audio(Path(__file__).resolve().parents[1] / "mididdsp/data/example_trumpet.wav"))
+    audio = audio[:16000 * 3]
+    f0_hz = analyse(audio.numpy())[0]
+    loudness = compute_loudness(audio)
+    gain = 10.0 ** (6.0 / 20.0)
+    quiet = model.controls(f0_hz, loudness, audio)["amplitude"][0]
+    loud = model.controls(f0_hz, compute_loudness(audio * gain), audio * gain)["amplitude"][0]
+    sounding = loudness > -60.0
+    ratio_db = 20.0 * torch.log10(loud[sounding] / quiet[sounding])
+    assert sounding.sum() > 200
+    assert ratio_db.mean().item() == pytest.approx(6.0, abs=0.5)
+    assert (ratio_db - 6.0).abs().quantile(0.95).item() < 0.5

@@ -167,3 +167,24 @@ def test_rendered_audio_has_the_asked_vibrato_and_level() -> None:
     assert abs(extent - 30.0) < 2.0 and abs(rate - 5.5) < 0.15, results
     assert steady < 3.0, results
     assert abs((louder - level) - 6.0) < 0.5, results
+
+
+def test_the_learned_drift_never_retunes_a_note() -> None:
+    """Without vibrato, glides or scoops, every note's mean pitch is the written pitch, whatever the drift head
+    learned (random weights drift by tens of cents)."""
+    notes = torch.tensor([[[0.10, 0.90, 60, 80], [1.30, 2.00, 64, 90], [2.40, 3.20, 67, 70]]])
+    expression = EXPRESSION[:, :3].clone()
+    expression[..., 3] = 0.0  # no vibrato
+    drift = []
+    for seed in range(3):
+        model = random_generator(seed)
+        with torch.no_grad():
+            model.output.weight[5].zero_()  # the onset scoop's head: off
+            model.output.bias[5] = 0.0
+            out = model(notes, torch.ones(1, 3, dtype=torch.bool), expression, torch.tensor([0]), FRAMES)
+        cents = 1200.0 * torch.log2(out["f0_hz"][0] / 440.0) + 6900.0
+        for index in range(3):
+            frames = out["active"][0] & (out["note"][0] == index)
+            drift.append((cents[frames] - 100.0 * notes[0, index, 2]).abs().max().item())
+            assert abs((cents[frames] - 100.0 * notes[0, index, 2]).mean().item()) < 0.05
+    assert max(drift) > 10.0  # the drift itself is there: it moves within the note

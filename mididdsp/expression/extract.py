@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 MAX_MIDI_OVERRUN_S = 0.5  # MIDI may end this much after the audio (release tails, rounding); more is misaligned
-CONTROL_SOURCES = ("model", "analysis")
+# "mixed" (the default): the model's controls with the amplitude measured from the audio. Chosen by measurement
+# on a SoundFont no model was trained on (docs/expression.md): the analysis reads the level-based controls best
+# (peak position r 0.99 vs the model's 0.90), the model the timbre (attack noise).
+CONTROL_SOURCES = ("mixed", "model", "analysis")
+SOUNDING_DB = -60.0  # frames louder than this set the gain that puts measured amplitudes on the model's scale
 
 
 @dataclass
@@ -42,9 +46,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instrument", default=None,
                         help="instrument of the model (default: the MIDI's General MIDI program when the model "
                              "has it, e.g. program 40 -> violin, else the model's first)")
-    parser.add_argument("--controls", choices=CONTROL_SOURCES, default="model",
-                        help="frame controls from the model's network (default) or measured from the audio "
-                             "(analysis: no model needed)")
+    parser.add_argument("--controls", choices=CONTROL_SOURCES, default="mixed",
+                        help="mixed (default): the model's controls with the amplitude measured from the audio; "
+                             "model: all from the model's network; analysis: all measured (no model needed)")
     parser.add_argument("--plot", default=None, help="also draw the notes, f0, loudness and controls to this PNG")
     parser.add_argument("--f0-model", choices=("tiny", "full"), default="tiny", help="CREPE size (default tiny)")
     parser.add_argument("--no-f0-refine", dest="f0_refine", action="store_false",
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
         raise MididdspError(f"{args.plot}: the plot must end in .png")
     model = None
-    if args.controls == "model":
+    if args.controls != "analysis":
         from mididdsp.models import load_model
         from mididdsp.resynth import DEFAULT_MODEL, PRETRAINED, _default_model
 
@@ -115,6 +119,22 @@ def model_controls(model, audio, f0_hz, loudness_db, instrument: int = 0, chunk_
     """Features [T] -> the model's synthesis controls [1, T, ...] (``DDSPAutoencoder.controls``)."""
     return model.controls(f0_hz, loudness_db, audio if model.encoder is not None else None, instrument,
                           chunk_seconds)
+
+
+def mixed_controls(model, audio, f0_hz, loudness_db, instrument: int = 0, chunk_seconds: float = 20.0) -> dict:
+    """The model's controls [1, T, ...] with its amplitude replaced by the one measured from the audio
+    (:mod:`mididdsp.expression.analysis`), times one gain per recording that puts it on the model's scale (the
+    median ratio over frames above ``SOUNDING_DB``), so the model's calibrated ranges still apply. Level-based
+    controls (volume, fluctuation, peak position) then follow the audio itself; brightness and attack noise are the
+    model's."""
+    import torch
+
+    controls = model_controls(model, audio, f0_hz, loudness_db, instrument, chunk_seconds)
+    measured = chunked_analysis_controls(audio, f0_hz, chunk_seconds)["amplitude"].clamp_min(1e-7)
+    sounding = loudness_db[None] > SOUNDING_DB
+    gain = (torch.log(controls["amplitude"].clamp_min(1e-7)) - torch.log(measured))[sounding].median() \
+        if sounding.any() else torch.tensor(0.0)
+    return {**controls, "amplitude": measured * torch.exp(gain)}
 
 
 def chunked_analysis_controls(audio, f0_hz, chunk_seconds: float = 20.0) -> dict:
@@ -190,12 +210,13 @@ def expression_table(score, controls: dict, instrument: str | list[str], ranges:
     return NoteExpression({key: [value[r] for r in order] for key, value in columns.items()}, ranges)
 
 
-def extract(audio, score, model=None, instrument: str | None = None, controls: str = "model",
+def extract(audio, score, model=None, instrument: str | None = None, controls: str = "mixed",
             f0_model: str = "tiny", f0_refine: bool = True) -> Extraction:
     """16 kHz mono audio [samples] + aligned Score -> :class:`Extraction` (table + frame signals).
 
-    ``controls="model"`` needs ``model`` (a loaded DDSP autoencoder); the table's instrument column is the model
-    instrument used (``instrument``, else :func:`score_instrument`). ``controls="analysis"`` needs no model; the instrument
+    ``controls="mixed"`` (:func:`mixed_controls`) and ``"model"`` need ``model`` (a loaded DDSP autoencoder); the
+    table's instrument column is the model instrument used (``instrument``, else :func:`score_instrument`).
+    ``controls="analysis"`` needs no model; the instrument
     column is ``instrument`` or each track's General MIDI program name. ``f0_refine``: CREPE's f0 refined by
     :func:`mididdsp.pitch.refine_f0` (default; CREPE alone reads vibrato 0.64-0.93 of its extent).
     """
@@ -207,11 +228,12 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
         raise MididdspError(f"controls {controls!r}: expected one of {CONTROL_SOURCES}")
     f0_hz, confidence, loudness_db = analyse(audio, f0_model, refine=f0_refine)
     features = {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": loudness_db}
-    if controls == "model":
+    if controls != "analysis":
         if model is None:
-            raise MididdspError("controls='model' needs a model; pass one (or --model DIR), or use 'analysis'")
+            raise MididdspError(f"controls='{controls}' needs a model; pass one (or --model DIR), or use 'analysis'")
         ids, name = instrument_id(model, instrument or score_instrument(model, score))
-        frame_controls = model_controls(model, audio, f0_hz, loudness_db, ids)
+        source = mixed_controls if controls == "mixed" else model_controls
+        frame_controls = source(model, audio, f0_hz, loudness_db, ids)
         names: str | list[str] = name
         ranges = model_ranges(model)
     else:
