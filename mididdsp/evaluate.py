@@ -63,12 +63,12 @@ def _line(asked, measured) -> dict:
 
 def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "test", coder: str | Path | None = None,
                       max_seconds: float = 60.0, values: tuple[float, ...] = SWEEP_VALUES,
-                      progress: bool = True, extractor_kind: str = "model") -> dict:
+                      progress: bool = True, extractor_kind: str = "mixed") -> dict:
     """The figures of the module docstring as a JSON-able dict (see ``mididdsp eval controls``).
 
-    ``extractor_kind``: re-extract with the synthesis coder (``model``, what ``mididdsp extract`` does by
-    default) or by measuring the audio directly (``analysis``, ``mididdsp extract --controls analysis``): the
-    second separates what the generator does from what the coder can hear."""
+    ``extractor_kind``: re-extract as ``mididdsp extract --controls KIND`` does: ``mixed`` (its default: the
+    coder's controls with the measured amplitude), ``model`` (the coder alone) or ``analysis`` (measuring the
+    audio, which separates what the generator does from what the coder can hear)."""
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -197,7 +197,7 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
     bar.close()
 
     result: dict = {"model": str(model), "data": str(data_dir), "split": split,
-                    "extractor": str(coder_dir) if extractor_kind == "model" else "analysis (no model)",
+                    "extractor": f"{extractor_kind} {coder_dir}" if extractor_kind != "analysis" else "analysis (no model)",
                     "recordings": [r["id"] for r in chosen], "seconds": round(total, 1),
                     "notes": n_notes,
                     "values": list(values)}
@@ -275,9 +275,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared folder with notes (mididdsp prepare)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="default: test")
     parser.add_argument("--coder", default=None, help="the extractor's synthesis coder (default: the shipped one)")
-    parser.add_argument("--extractor", choices=("model", "analysis"), default="model",
-                        help="controls: re-extract through the synthesis coder (default, as `mididdsp extract`) or "
-                             "by measuring the audio (as `mididdsp extract --controls analysis`)")
+    parser.add_argument("--extractor", choices=("mixed", "model", "analysis"), default="mixed",
+                        help="controls: re-extract as `mididdsp extract --controls KIND` (default: mixed, its "
+                             "default)")
     parser.add_argument("--max-seconds", type=float, default=60.0,
                         help="controls: evaluate on at most about this much audio (default 60; each control "
                              "sweep renders and re-analyses it 11 times)")

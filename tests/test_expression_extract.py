@@ -202,3 +202,20 @@ def test_mixed_controls_take_the_measured_amplitude_on_the_models_scale():
         pytest.approx(1.0, abs=0.02)                                      # on the model's scale
     for key in ("f0_hz", "harmonic_distribution", "noise_magnitudes"):
         assert torch.equal(mixed[key], own[key])
+
+
+def test_mixed_controls_use_the_gain_the_calibration_measured_for_the_instrument():
+    import torch
+
+    from mididdsp.dsp import compute_loudness
+    from mididdsp.expression.extract import chunked_analysis_controls, mixed_controls
+
+    torch.manual_seed(0)
+    model = DDSPAutoencoder({"hidden_size": 16, "reverb_seconds": 0.1, "n_instruments": 2}).eval()
+    model.metadata = {"instruments": {"flute": 0, "oboe": 1}, "measured_amplitude_gains": {"flute": 0.5, "oboe": -1.0}}
+    t = np.arange(16000) / 16000
+    audio = torch.from_numpy((0.2 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32))
+    f0 = torch.full((251,), 440.0)
+    measured = chunked_analysis_controls(audio, f0)["amplitude"]
+    mixed = mixed_controls(model, audio, f0, compute_loudness(audio), instrument=1)
+    torch.testing.assert_close(mixed["amplitude"], measured * math.exp(-1.0))

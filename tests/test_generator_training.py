@@ -95,7 +95,7 @@ def test_training_lowers_the_loss_resumes_exactly_and_exports(prepared, tmp_path
 
     rows = list(csv.DictReader(open(tmp_path / "straight" / "logs" / "version_0" / "metrics.csv")))
     losses = [float(r["train_loss"]) for r in rows if r.get("train_loss")]
-    assert losses[-1] < losses[0]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])  # random batches of 2: single steps are noisy
     first = load_config("synthesis_generator", [f"data.dir={prepared}", "train.max_steps=6", *OVERRIDES])
     train(first, tmp_path / "resumed")
     resumed = train(config, tmp_path / "resumed")  # same run directory: continues from step 6

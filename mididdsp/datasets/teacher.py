@@ -35,6 +35,9 @@ from mididdsp.errors import MididdspError
 
 TEACHER_DIR = "teacher"
 PHYSICAL_RATE_COLUMN = 4  # vibrato_rate_hz in PHYSICAL_NAMES
+# A note the coder gives no level (its amplitude at the -80 dB floor, 0.4-4 % of the corpus's notes per instrument)
+# was not read, not played silently: a prior that learned it would drop notes from renders.
+UNREAD_VOLUME_DB = -70.0
 INFO_FILE = "teacher.json"
 
 
@@ -183,13 +186,14 @@ def run(args) -> int:
 
 def note_targets(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
     """A recording's teacher notes -> (``targets`` [N, 7] float32: the six scaled controls and the vibrato rate
-    in Hz, the order of a generator's or a prior's expression input; ``present`` [N] bool: the note has frames and
-    finite values). Absent notes read 0."""
+    in Hz, the order of a generator's or a prior's expression input; ``present`` [N] bool: the note has frames,
+    finite values and a level the coder read, above ``UNREAD_VOLUME_DB``). Absent notes read 0."""
     import numpy as np
 
     rate = PHYSICAL_RATE_COLUMN
     targets = np.concatenate([arrays["controls"], arrays["physical"][:, rate:rate + 1]], axis=1)
-    present = arrays["present"].astype(bool) & np.isfinite(targets).all(axis=1)
+    present = (arrays["present"].astype(bool) & np.isfinite(targets).all(axis=1)
+               & (arrays["physical"][:, 0] > UNREAD_VOLUME_DB))
     return np.where(present[:, None], targets, 0.0).astype(np.float32), present
 
 

@@ -64,19 +64,22 @@ def ranges_from_values(physical: dict[str, np.ndarray]) -> dict[str, tuple[float
     return ranges
 
 
-def measure_notes(model, data_dir: str | Path, split: str = "train", progress: bool = True, f0_refine: bool = True
-                  ) -> tuple[dict[str, np.ndarray], int]:
+def measure_notes(model, data_dir: str | Path, split: str = "train", progress: bool = True, f0_refine: bool = True,
+                  amplitude_gains: dict | None = None) -> tuple[dict[str, np.ndarray], int]:
     """The physical controls of every note in ``split`` of a prepared folder, from ``model``'s synthesis controls.
 
     Returns ``({physical name: [notes]}, recordings used)``. Recordings without notes, or of an instrument the
     model does not know, are left out. ``f0_refine``: the shards' CREPE f0 is refined as ``mididdsp extract``
     refines it (:func:`mididdsp.pitch.refine_f0`), so the ranges fit what extraction measures.
+    ``amplitude_gains``: when a dict, filled with each instrument's median log ratio (natural log) of the model's
+    amplitude to the amplitude measured from the audio, over frames above ``extract.SOUNDING_DB``: the gain that
+    puts measured amplitudes on the model's scale (``mididdsp extract --controls mixed``).
     """
     import torch
 
     from mididdsp.datasets.torch_data import RecordingDataset
     from mididdsp.expression.controls import PHYSICAL_NAMES, note_expression
-    from mididdsp.expression.extract import model_controls
+    from mididdsp.expression.extract import SOUNDING_DB, chunked_analysis_controls, model_controls
     from mididdsp.models import model_metadata
     from mididdsp.pitch import refine_f0
     from tqdm import tqdm
@@ -93,12 +96,20 @@ def measure_notes(model, data_dir: str | Path, split: str = "train", progress: b
         f0_hz = refine_f0(item["audio"], item["f0_hz"]) if f0_refine else item["f0_hz"]
         instrument = int(known[dataset.recordings[index]["instrument"]])
         controls = model_controls(model, item["audio"], f0_hz, item["loudness_db"], instrument)
+        if amplitude_gains is not None:
+            measured = chunked_analysis_controls(item["audio"], f0_hz)["amplitude"][0].clamp_min(1e-7)
+            sounding = item["loudness_db"] > SOUNDING_DB
+            ratios = torch.log(controls["amplitude"][0].clamp_min(1e-7)) - torch.log(measured)
+            amplitude_gains.setdefault(dataset.recordings[index]["instrument"], []).append(ratios[sounding])
         with torch.no_grad():
             values = note_expression({k: v[0] for k, v in controls.items()}, item["note_index"],
                                      item["notes"][:, 2].float(), len(item["notes"]))
         present = values["present"].numpy()
         for name in PHYSICAL_NAMES:
             collected[name].append(values[name].numpy()[present])
+    if amplitude_gains is not None:
+        for name, parts in amplitude_gains.items():
+            amplitude_gains[name] = round(float(torch.cat(parts).median()), 4)
     return {name: np.concatenate(parts) for name, parts in collected.items()}, len(recordings)
 
 
@@ -110,11 +121,13 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, split: str = "train",
     from mididdsp.models import load_model, update_model_config
 
     model = load_model(model_dir)
-    physical, n_recordings = measure_notes(model, data_dir, split, progress)
+    gains: dict = {}
+    physical, n_recordings = measure_notes(model, data_dir, split, progress, amplitude_gains=gains)
     ranges = {name: [low, high] for name, (low, high) in ranges_from_values(physical).items()}
     provenance = {"data": str(data_dir), "split": split, "recordings": n_recordings,
                   "notes": int(len(physical["volume_db"])), "percentiles": list(RANGE_PERCENTILES), "f0_refine": True}
-    update_model_config(model_dir, {"expression_ranges": ranges, "expression_calibration": provenance})
+    update_model_config(model_dir, {"expression_ranges": ranges, "expression_calibration": provenance,
+                                    "measured_amplitude_gains": gains})
     return ranges
 
 

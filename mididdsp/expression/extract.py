@@ -13,6 +13,7 @@ frame controls, so the controls of overlapping notes describe the mixture, not t
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,18 +124,25 @@ def model_controls(model, audio, f0_hz, loudness_db, instrument: int = 0, chunk_
 
 def mixed_controls(model, audio, f0_hz, loudness_db, instrument: int = 0, chunk_seconds: float = 20.0) -> dict:
     """The model's controls [1, T, ...] with its amplitude replaced by the one measured from the audio
-    (:mod:`mididdsp.expression.analysis`), times one gain per recording that puts it on the model's scale (the
-    median ratio over frames above ``SOUNDING_DB``), so the model's calibrated ranges still apply. Level-based
-    controls (volume, fluctuation, peak position) then follow the audio itself; brightness and attack noise are the
-    model's."""
+    (:mod:`mididdsp.expression.analysis`), times the instrument's gain from the model's calibration
+    (``measured_amplitude_gains``: the median ratio on its training notes), so the model's calibrated ranges still
+    apply. Level-based controls (volume, fluctuation, peak position) then follow the audio itself; brightness and
+    attack noise are the model's. A model calibrated before the gains existed gets this recording's median ratio
+    over frames above ``SOUNDING_DB``."""
     import torch
+
+    from mididdsp.models import model_metadata
 
     controls = model_controls(model, audio, f0_hz, loudness_db, instrument, chunk_seconds)
     measured = chunked_analysis_controls(audio, f0_hz, chunk_seconds)["amplitude"].clamp_min(1e-7)
-    sounding = loudness_db[None] > SOUNDING_DB
-    gain = (torch.log(controls["amplitude"].clamp_min(1e-7)) - torch.log(measured))[sounding].median() \
-        if sounding.any() else torch.tensor(0.0)
-    return {**controls, "amplitude": measured * torch.exp(gain)}
+    metadata = model_metadata(model)
+    names = {int(index): name for name, index in (metadata.get("instruments") or {}).items()}
+    gain = (metadata.get("measured_amplitude_gains") or {}).get(names.get(int(instrument)))
+    if gain is None:
+        sounding = loudness_db[None] > SOUNDING_DB
+        gain = float((torch.log(controls["amplitude"].clamp_min(1e-7)) - torch.log(measured))[sounding].median()) \
+            if sounding.any() else 0.0
+    return {**controls, "amplitude": measured * math.exp(gain)}
 
 
 def chunked_analysis_controls(audio, f0_hz, chunk_seconds: float = 20.0) -> dict:
