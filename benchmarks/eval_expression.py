@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import sys
@@ -77,14 +78,20 @@ def recordings(corpus: Path, prepared: Path | None, split: str) -> list[tuple[st
     return found
 
 
-def soundfont_of(corpus: Path, name: str) -> str:
-    """The path of the SoundFont that played recording ``name`` (its entry names it; the corpus manifest has the
-    paths), for re-rendering it neutrally with the same samples."""
+@functools.lru_cache(maxsize=None)
+def soundfont_paths(corpus: Path) -> dict[str, str]:
+    """SoundFont file name -> path, from the corpus manifest (read once per corpus)."""
     from mididdsp.datasets.corpus import DEFAULT_SOUNDFONT
 
     manifest = json.loads((corpus / "manifest.json").read_text()) if (corpus / "manifest.json").is_file() else {}
     listed = manifest.get("soundfont", DEFAULT_SOUNDFONT)
-    paths = {Path(path).name: path for path in ([listed] if isinstance(listed, str) else listed)}
+    return {Path(path).name: path for path in ([listed] if isinstance(listed, str) else listed)}
+
+
+def soundfont_of(corpus: Path, name: str) -> str:
+    """The path of the SoundFont that played recording ``name`` (its entry names it; the corpus manifest has the
+    paths), for re-rendering it neutrally with the same samples."""
+    paths = soundfont_paths(corpus)
     info = corpus / f"{name}.json"
     played_by = json.loads(info.read_text()).get("soundfont") if info.is_file() else None
     return paths.get(played_by, next(iter(paths.values())))

@@ -70,6 +70,18 @@ def read_model_config(directory: str | os.PathLike) -> dict:
     return config
 
 
+def settings_from_dict(cls, values: dict):
+    """``cls(**values)`` for a dataclass of model settings (a config's ``model:`` section); an unknown key is a
+    ValueError that lists the known ones."""
+    from dataclasses import fields
+
+    known = {field.name for field in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown model settings {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
 def model_metadata(model) -> dict:
     """The config a model was loaded with (``model.metadata``: instruments, statistics, expression ranges, ...),
     or ``{}`` for a model built in code."""

@@ -91,6 +91,7 @@ def measure_notes(model, data_dir: str | Path, split: str = "train", progress: b
         raise MididdspError(f"{data_dir}: no {split} recordings with notes of the model's instruments "
                             f"({', '.join(known) or 'none'})")
     collected: dict[str, list[np.ndarray]] = {name: [] for name in PHYSICAL_NAMES}
+    ratios_by_instrument: dict[str, list] = {}
     for index in tqdm(recordings, desc="calibrate", unit="recording", disable=not progress, file=sys.stderr):
         item = dataset[index]
         f0_hz = refine_f0(item["audio"], item["f0_hz"]) if f0_refine else item["f0_hz"]
@@ -100,7 +101,7 @@ def measure_notes(model, data_dir: str | Path, split: str = "train", progress: b
             measured = chunked_analysis_controls(item["audio"], f0_hz)["amplitude"][0].clamp_min(1e-7)
             sounding = item["loudness_db"] > SOUNDING_DB
             ratios = torch.log(controls["amplitude"][0].clamp_min(1e-7)) - torch.log(measured)
-            amplitude_gains.setdefault(dataset.recordings[index]["instrument"], []).append(ratios[sounding])
+            ratios_by_instrument.setdefault(dataset.recordings[index]["instrument"], []).append(ratios[sounding])
         with torch.no_grad():
             values = note_expression({k: v[0] for k, v in controls.items()}, item["note_index"],
                                      item["notes"][:, 2].float(), len(item["notes"]))
@@ -108,8 +109,8 @@ def measure_notes(model, data_dir: str | Path, split: str = "train", progress: b
         for name in PHYSICAL_NAMES:
             collected[name].append(values[name].numpy()[present])
     if amplitude_gains is not None:
-        for name, parts in amplitude_gains.items():
-            amplitude_gains[name] = round(float(torch.cat(parts).median()), 4)
+        amplitude_gains.update({name: round(float(torch.cat(parts).median()), 4)
+                                for name, parts in ratios_by_instrument.items()})
     return {name: np.concatenate(parts) for name, parts in collected.items()}, len(recordings)
 
 

@@ -40,13 +40,14 @@ by ``T``. Sampling draws from a local :class:`torch.Generator` (the global RNG i
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mididdsp.expression.controls import CONTROL_NAMES
+from mididdsp.models import settings_from_dict
 
 PRIOR_OUTPUTS = (*CONTROL_NAMES, "vibrato_rate_hz")
 N_CONTROLS = len(CONTROL_NAMES)  # 6 scaled controls; output index 6 is the rate
@@ -79,11 +80,7 @@ class PriorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "PriorConfig":
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model settings {unknown}; known: {sorted(known)}")
-        config = cls(**values)
+        config = settings_from_dict(cls, values)
         if config.point_estimate not in POINT_ESTIMATES:
             raise ValueError(f"model.point_estimate must be one of {POINT_ESTIMATES}, got {config.point_estimate!r}")
         if not 0 < config.rate_low_hz < config.rate_high_hz:

@@ -25,12 +25,13 @@ is part of training.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from mididdsp.dsp import DDSPSynth, hz_to_midi, log_mel_spectrogram, loudness_reference, mfcc
+from mididdsp.models import settings_from_dict
 
 ENCODERS = ("none", "mfcc", "logmel")
 
@@ -59,11 +60,7 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "AutoencoderConfig":
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model settings {unknown}; known: {sorted(known)}")
-        config = cls(**values)
+        config = settings_from_dict(cls, values)
         if config.encoder not in ENCODERS:
             raise ValueError(f"model.encoder must be one of {ENCODERS}, got {config.encoder!r}")
         return config

@@ -42,13 +42,14 @@ Python loop of 15 000 sampling steps.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mididdsp.dsp import DB_FLOOR, DDSPSynth, FRAME_RATE, SAMPLE_RATE, midi_to_hz
+from mididdsp.models import settings_from_dict
 
 EXPRESSION_INPUTS = ("volume", "volume_fluctuation", "volume_peak_position", "vibrato", "brightness", "attack_noise",
                      "vibrato_rate_hz")
@@ -92,11 +93,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "GeneratorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model settings {unknown}; known: {sorted(known)}")
-        config = cls(**values)
+        config = settings_from_dict(cls, values)
         missing = [name for name in SCALED_INPUTS if name not in (config.ranges or {})]
         if missing:
             raise ValueError(f"model.ranges lacks {missing}: the generator needs the physical range of each control")
