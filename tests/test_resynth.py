@@ -104,19 +104,19 @@ def test_cli_rejects_bad_inputs_with_one_line_and_writes_nothing(tmp_path, tiny_
 
 
 # --- a model with a known response ----------------------------------------------------------------------------------
-# Its head ignores the GRU: the amplitude follows the loudness (raw = 8 * (dB / 80 + 1) - 7, then DDSP's
-# exp_sigmoid), all harmonic energy is in the fundamental, the noise is off (~1e-7) and the learned reverb is an
-# audible 0.25 s decaying tail. So its output is a sine at the f0 it is given, with a level that we can predict.
+# Its head ignores the GRU: the amplitude is whatever reads the input's loudness (loudness matching), all
+# harmonic energy is in the fundamental, the noise is off (~1e-7) and the learned reverb is an audible 0.25 s
+# decaying tail. So its output is a sine at the f0 it is given, with a level that we can predict.
 
 DESIGNED_STATS = {"pitch_midi": {"mean": 81.0}, "loudness_db": {"mean": -20.0}}  # A5: a 220 Hz input moves +2 octaves
 
 
-def designed_amplitude(loudness_db):
-    """The designed model's amplitude: a constant share of the level gain (dsp.processors.level_gain)."""
-    from mididdsp.dsp.processors import LEVEL_AMPLITUDE_BIAS, level_gain
+def designed_amplitude(loudness_db, f0_hz=220.0):
+    """The designed model's amplitude: the sine at f0_hz that reads loudness_db (dsp.processors.match_loudness)."""
+    from mididdsp.dsp.spectral import sinusoid_loudness_weight
 
-    share = 2.0 * torch.sigmoid(torch.tensor(0.0 + LEVEL_AMPLITUDE_BIAS)) ** math.log(10.0)
-    return share * level_gain(torch.as_tensor(loudness_db).reshape(1, -1)).squeeze()
+    weight = sinusoid_loudness_weight(torch.tensor(float(f0_hz), dtype=torch.float64))
+    return torch.sqrt(2.0 * torch.pow(10.0, torch.as_tensor(loudness_db, dtype=torch.float64) / 10.0) / weight)
 
 
 @pytest.fixture(scope="module")
@@ -389,7 +389,7 @@ def test_network_in_short_chunks_matches_one_whole_pass(tiny_model):
 
 @pytest.mark.parametrize("encoder", ["none", "logmel"])
 def test_a_6db_louder_input_gives_6db_more_amplitude_and_noise_whatever_the_weights(encoder):
-    """Level by construction: the conditioning is relative to the recording's level and the output is scaled by
+    """Level by construction: the conditioning is relative to the recording's level and the output is matched to
     the measured loudness, so even an untrained network's output follows the input gain."""
     from mididdsp.dsp import compute_loudness
 

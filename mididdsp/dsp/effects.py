@@ -36,6 +36,27 @@ def apply_reverb(audio: torch.Tensor, impulse_response: torch.Tensor, tail: torc
     return out, new_tail
 
 
+def reverb_power_gain(impulse_response: torch.Tensor, sample_rate: int, smoothing_hz: float = 1.0
+                      ) -> tuple[torch.Tensor, float]:
+    """The steady-state power gain of ``apply_reverb`` (dry + wet), ``|1 + IR(f)|**2``, averaged over
+    ``smoothing_hz``: a held partial hears the response's fine ripple (a 1 s response's peaks are ~1 Hz apart,
+    and averaging them over the analysis's 31 Hz bins misread held tones by up to 2.5 dB), a few cents of
+    vibrato a little less (smoothing 3 Hz instead misread a 0.25 s response by 1.1 dB).
+
+    Args:
+        impulse_response: [batch, taps] wet impulse response (tap 0 zero).
+    Returns:
+        ([batch, bins] linear power gain on a grid from 0 Hz to Nyquist, the grid's step in Hz).
+    """
+    # Zero-padded 4x: a response sampled only at the length's own resolution is too coarse to interpolate.
+    n_fft = max(16384, 4 << (impulse_response.shape[-1] - 1).bit_length())
+    power = (1.0 + torch.fft.rfft(impulse_response, n_fft)).abs() ** 2
+    step_hz = sample_rate / n_fft
+    width = 2 * max(0, round(smoothing_hz / step_hz) // 2) + 1
+    smoothed = F.avg_pool1d(F.pad(power.unsqueeze(1), (width // 2, width // 2), mode="replicate"), width, stride=1)
+    return smoothed.squeeze(1), step_hz
+
+
 class LearnedReverb(nn.Module):
     """A free FIR impulse response per instrument (default 48 000 taps = 3 s at 16 kHz).
 

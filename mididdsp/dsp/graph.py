@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mididdsp.dsp.core import SAMPLE_RATE
-from mididdsp.dsp.effects import ExponentialDecayReverb, LearnedReverb, apply_reverb
-from mididdsp.dsp.processors import FilteredNoiseSynth, HarmonicSynth
+from mididdsp.dsp.effects import ExponentialDecayReverb, LearnedReverb, apply_reverb, reverb_power_gain
+from mididdsp.dsp.processors import FilteredNoiseSynth, HarmonicSynth, match_loudness
 from mididdsp.dsp.synths import filtered_noise_causal
 
 CONTROL_NAMES = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")
@@ -46,16 +46,23 @@ class DDSPSynth(nn.Module):
         else:
             raise ValueError(f"unknown reverb {reverb!r}; expected 'learned', 'exponential' or None")
 
-    def get_controls(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def get_controls(self, outputs: dict[str, torch.Tensor], instrument: torch.Tensor | None = None
+                     ) -> dict[str, torch.Tensor]:
         """Raw network outputs -> controls (see the class docstring for names and shapes).
 
-        With ``level_db`` [B, T] among the outputs, amplitude and noise are relative to it (dsp.processors).
+        With ``level_db`` [B, T] among the outputs, the amplitude and noise are scaled so that the synthesis,
+        through the reverb of ``instrument`` [B] (steady state), reads that loudness
+        (:func:`mididdsp.dsp.processors.match_loudness`). The dry signal alone is then quieter by the reverb's gain.
         """
+        controls = self.harmonic.get_controls(outputs["amplitude"], outputs["harmonic_distribution"], outputs["f0_hz"])
+        controls.update(self.noise.get_controls(outputs["noise_magnitudes"]))
         level_db = outputs.get("level_db")
-        controls = self.harmonic.get_controls(outputs["amplitude"], outputs["harmonic_distribution"], outputs["f0_hz"],
-                                              level_db)
-        controls.update(self.noise.get_controls(outputs["noise_magnitudes"], level_db))
-        return controls
+        if level_db is None:
+            return controls
+        reverb_gain = None
+        if self.reverb is not None:
+            reverb_gain = reverb_power_gain(self.reverb.get_impulse_response(instrument), self.sample_rate)
+        return match_loudness(controls, level_db, self.sample_rate, reverb_gain)
 
     def synthesize(self, controls: dict[str, torch.Tensor], n_samples: int, instrument: torch.Tensor | None = None,
                    reverb: bool = True, noise: torch.Tensor | None = None,
@@ -72,7 +79,7 @@ class DDSPSynth(nn.Module):
 
     def forward(self, outputs: dict[str, torch.Tensor], n_samples: int, instrument: torch.Tensor | None = None,
                 reverb: bool = True) -> dict[str, torch.Tensor]:
-        controls = self.get_controls(outputs)
+        controls = self.get_controls(outputs, instrument)
         return {**controls, **self.synthesize(controls, n_samples, instrument, reverb)}
 
     @torch.no_grad()

@@ -3,29 +3,92 @@
 ``get_controls``: raw network outputs -> controls in physical units (scaling, constraints, Nyquist masking);
 ``get_signal``:   controls -> audio.
 
-Level-relative outputs: given ``level_db`` [batch, frames] (the input's measured loudness), the amplitude and
-noise magnitudes are a network's scaling times ``10 ** ((level_db + LEVEL_HEADROOM_DB) / 20)``. The output then
-follows the input level by construction: 6 dB more in, 6 dB more out, whatever the network has learned.
+Loudness matching (:func:`match_loudness`): given ``level_db`` [batch, frames] (the input's measured A-weighted
+loudness), one gain per frame scales the amplitude and the noise magnitudes together so that the synthesis reads
+exactly that loudness in :func:`mididdsp.dsp.compute_loudness` (for controls held steady over the analysis
+window, and through the reverb taken as the steady filter it is for a held note). A network then decides only the
+timbre: the harmonic distribution, the noise spectrum, the balance of the two and the reverb's colour. The level
+is the input's by construction: 6 dB more in, 6 dB more out, whatever the network has learned, and no learned
+share can drift the level on audio unlike the training data.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from mididdsp.dsp.core import SAMPLE_RATE, exp_sigmoid, normalize_harmonic_distribution
-from mididdsp.dsp.synths import default_hop_size, filtered_noise, harmonic_synthesis
+from mididdsp.dsp.core import DB_FLOOR, SAMPLE_RATE, exp_sigmoid, normalize_harmonic_distribution
+from mididdsp.dsp.spectral import sinusoid_loudness_weight
+from mididdsp.dsp.synths import (NOISE_VARIANCE, default_hop_size, filtered_noise, filtered_noise_loudness_terms,
+                                 harmonic_synthesis)
 
-# Level-relative scaling: exp_sigmoid reaches 2 (+6 dB), so an amplitude can reach 36 dB above the A-weighted
-# loudness: room for low instruments, whose fundamentals the A-curve discounts by up to ~30 dB (tuba, contrabass).
-LEVEL_HEADROOM_DB = 30.0
-# Raw 0 then gives an amplitude ~2 dB above the loudness, near where treble instruments sit, so training starts
-# at about the right level instead of 20 dB too loud.
-LEVEL_AMPLITUDE_BIAS = -1.5
+# The A-curve falls to -40 dB at 30 Hz. Counting every partial at least this much keeps a frame that is all
+# subsonic (an f0 read in silence) from being given an enormous amplitude to reach its loudness.
+MIN_LOUDNESS_WEIGHT = 1e-4
 
 
-def level_gain(level_db: torch.Tensor) -> torch.Tensor:
-    """[batch, frames] dB -> [batch, frames, 1] linear: the scale of level-relative controls."""
-    return torch.pow(10.0, (level_db.unsqueeze(-1) + LEVEL_HEADROOM_DB) / 20.0)
+def _sample_gain(gain: torch.Tensor, step_hz: float, frequency_hz: torch.Tensor) -> torch.Tensor:
+    """A [batch or 1, bins] gain on a grid of ``step_hz`` (from 0 Hz) at ``frequency_hz`` [batch, ...],
+    linearly interpolated."""
+    position = (frequency_hz / step_hz).clamp(0.0, gain.shape[-1] - 1.0)
+    lower = position.floor().long().clamp_max(gain.shape[-1] - 2)
+    fraction = position - lower
+    if gain.shape[0] > 1:  # one gain per batch row: index the flattened table
+        offset = torch.arange(gain.shape[0], device=gain.device).reshape(-1, *[1] * (lower.dim() - 1)) * gain.shape[-1]
+        lower = lower + offset
+    flat = gain.reshape(-1)
+    return flat[lower] * (1.0 - fraction) + flat[lower + 1] * fraction
+
+
+def synthesis_loudness_power(f0_hz: torch.Tensor, amplitude: torch.Tensor, harmonic_distribution: torch.Tensor,
+                             noise_magnitudes: torch.Tensor, sample_rate: int = SAMPLE_RATE,
+                             filter_gain: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+    """The A-weighted mean square :func:`mididdsp.dsp.compute_loudness` reads from the synthesis of steady
+    controls: ``amplitude**2 / 2 * sum(distribution_k**2 * w(k f0) * g(k f0))`` for the partials (``w``:
+    :func:`mididdsp.dsp.spectral.sinusoid_loudness_weight`, at least ``MIN_LOUDNESS_WEIGHT``) plus the filtered
+    noise's ``NOISE_VARIANCE * m Q m`` (:func:`mididdsp.dsp.synths.filtered_noise_loudness_terms`, each bin
+    scaled by ``g``).
+
+    Args:
+        f0_hz, amplitude: [batch, frames] Hz and linear.
+        harmonic_distribution: [batch, frames, n_harmonics], Nyquist-masked, summing to 1.
+        noise_magnitudes: [batch, frames, n_bands] linear.
+        filter_gain: ``g``, the power gain of a filter the sum passes through (the reverb, steady state), as
+            ([batch or 1, bins] on a grid from 0 Hz, the grid's step in Hz); None for the dry synthesis.
+    Returns:
+        [batch, frames] mean square (linear power; ``10 * log10`` of it is the loudness in dB).
+    """
+    numbers = torch.arange(1, harmonic_distribution.shape[-1] + 1, dtype=f0_hz.dtype, device=f0_hz.device)
+    frequency = f0_hz.detach().unsqueeze(-1) * numbers
+    weight = sinusoid_loudness_weight(frequency, sample_rate).clamp_min(MIN_LOUDNESS_WEIGHT)
+    terms = filtered_noise_loudness_terms(noise_magnitudes.shape[-1], sample_rate).to(noise_magnitudes)
+    if filter_gain is None:
+        form = terms.sum(0).expand(noise_magnitudes.shape[0], -1, -1)
+    else:
+        gain, step_hz = filter_gain
+        weight = weight * _sample_gain(gain, step_hz, frequency)
+        bin_hz = sample_rate / (2.0 * (terms.shape[0] - 1))
+        bin_frequency = torch.arange(terms.shape[0], device=gain.device, dtype=gain.dtype) * bin_hz
+        bin_gain = _sample_gain(gain, step_hz, bin_frequency.expand(gain.shape[0], -1))
+        form = torch.einsum("bk,kij->bij", bin_gain, terms).expand(noise_magnitudes.shape[0], -1, -1)
+    harmonic = 0.5 * amplitude ** 2 * (harmonic_distribution ** 2 * weight).sum(-1)
+    noise = NOISE_VARIANCE * (torch.bmm(noise_magnitudes, form) * noise_magnitudes).sum(-1)
+    return harmonic + noise
+
+
+def match_loudness(controls: dict[str, torch.Tensor], level_db: torch.Tensor, sample_rate: int = SAMPLE_RATE,
+                   filter_gain: tuple[torch.Tensor, float] | None = None) -> dict[str, torch.Tensor]:
+    """Scale ``amplitude`` and ``noise_magnitudes`` by one gain per frame so that the synthesis (through the
+    filter whose power gain is ``filter_gain``, if given: see :func:`synthesis_loudness_power`) reads
+    ``level_db`` [batch, frames] (see the module docstring), less the power of the loudness floor (``DB_FLOOR``,
+    -80 dB), so that frames read at the floor are silent. Other controls pass through."""
+    power = synthesis_loudness_power(controls["f0_hz"], controls["amplitude"], controls["harmonic_distribution"],
+                                     controls["noise_magnitudes"], sample_rate, filter_gain)
+    # The loudness floor is where the analysis stopped measuring: it and anything below play as silence
+    # (-120 dB rather than 0 keeps the square root's gradient finite).
+    wanted = (torch.pow(10.0, level_db / 10.0) - 10.0 ** (DB_FLOOR / 10.0)).clamp_min(1e-12)
+    gain = torch.sqrt(wanted / power.clamp_min(1e-30))
+    return {**controls, "amplitude": controls["amplitude"] * gain,
+            "noise_magnitudes": controls["noise_magnitudes"] * gain.unsqueeze(-1)}
 
 
 class HarmonicSynth(nn.Module):
@@ -33,8 +96,7 @@ class HarmonicSynth(nn.Module):
 
     Controls:
         f0_hz: [batch, frames] Hz.
-        amplitude: [batch, frames] linear, [1e-7, 2] when made by ``get_controls`` (times ``level_gain`` when
-            given ``level_db``).
+        amplitude: [batch, frames] linear, [1e-7, 2] when made by ``get_controls`` (before loudness matching).
         harmonic_distribution: [batch, frames, n_harmonics], zero at/above Nyquist, sums to 1 per frame.
     """
 
@@ -47,17 +109,11 @@ class HarmonicSynth(nn.Module):
         self.nyquist_fade = nyquist_fade
         self.amplitude_upsampling = amplitude_upsampling
 
-    def get_controls(self, amplitude: torch.Tensor, harmonic_distribution: torch.Tensor, f0_hz: torch.Tensor,
-                     level_db: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Raw outputs (any real numbers) [batch, frames, 1] and [batch, frames, n_harmonics] -> controls.
-
-        ``level_db`` [batch, frames]: the amplitude is relative to it (module docstring).
-        """
+    def get_controls(self, amplitude: torch.Tensor, harmonic_distribution: torch.Tensor, f0_hz: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+        """Raw outputs (any real numbers) [batch, frames, 1] and [batch, frames, n_harmonics] -> controls."""
         f0_hz = f0_hz.squeeze(-1) if f0_hz.dim() == 3 else f0_hz
-        if level_db is None:
-            amplitude = exp_sigmoid(amplitude).squeeze(-1)
-        else:
-            amplitude = (exp_sigmoid(amplitude + LEVEL_AMPLITUDE_BIAS) * level_gain(level_db)).squeeze(-1)
+        amplitude = exp_sigmoid(amplitude).squeeze(-1)
         distribution = normalize_harmonic_distribution(exp_sigmoid(harmonic_distribution), f0_hz, self.sample_rate,
                                                        self.nyquist_fade)
         return {"f0_hz": f0_hz, "amplitude": amplitude, "harmonic_distribution": distribution}
@@ -73,8 +129,7 @@ class FilteredNoiseSynth(nn.Module):
     """Noise through a time-varying linear-phase FIR filter.
 
     Controls:
-        noise_magnitudes: [batch, frames, n_bands] linear gains at n_bands frequencies from 0 Hz to Nyquist
-            (relative to ``level_gain(level_db)`` when ``get_controls`` is given ``level_db``).
+        noise_magnitudes: [batch, frames, n_bands] linear gains at n_bands frequencies from 0 Hz to Nyquist.
     """
 
     def __init__(self, n_bands: int = 65, sample_rate: int = SAMPLE_RATE, hop_size: int | None = None,
@@ -86,10 +141,8 @@ class FilteredNoiseSynth(nn.Module):
         # A negative bias makes training start with quiet noise, so the harmonic part learns first.
         self.initial_bias = initial_bias
 
-    def get_controls(self, noise_magnitudes: torch.Tensor, level_db: torch.Tensor | None = None
-                     ) -> dict[str, torch.Tensor]:
-        magnitudes = exp_sigmoid(noise_magnitudes + self.initial_bias)
-        return {"noise_magnitudes": magnitudes if level_db is None else magnitudes * level_gain(level_db)}
+    def get_controls(self, noise_magnitudes: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"noise_magnitudes": exp_sigmoid(noise_magnitudes + self.initial_bias)}
 
     def get_signal(self, noise_magnitudes: torch.Tensor, n_samples: int, noise: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> torch.Tensor:

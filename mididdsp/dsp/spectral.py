@@ -25,13 +25,58 @@ def magnitude_spectrogram(audio: torch.Tensor, n_fft: int, hop_size: int, center
     return complex_magnitude(spectrum).transpose(1, 2)
 
 
-@functools.lru_cache(maxsize=16)
-def _a_weighting_power(n_fft: int, sample_rate: int) -> torch.Tensor:
-    """IEC 61672 A-weighting as a linear power gain per rfft bin, [n_fft // 2 + 1]; exactly 0 at 0 Hz."""
-    f2 = torch.fft.rfftfreq(n_fft, 1.0 / sample_rate, dtype=torch.float64) ** 2
+def a_weighting_power(frequency_hz: torch.Tensor) -> torch.Tensor:
+    """IEC 61672 A-weighting as a linear power gain at ``frequency_hz`` (Hz, any shape; float64 result):
+    1 at 1 kHz, exactly 0 at 0 Hz."""
+    f2 = torch.as_tensor(frequency_hz, dtype=torch.float64) ** 2
     response = (12194.0 ** 2 * f2 ** 2) / ((f2 + 20.6 ** 2) * torch.sqrt((f2 + 107.7 ** 2) * (f2 + 737.9 ** 2))
                                            * (f2 + 12194.0 ** 2))
-    return (response ** 2 * 10 ** (2.0 / 10)).to(torch.float32)  # +2.0 dB makes 1 kHz exactly 0 dB
+    return response ** 2 * 10 ** (2.0 / 10)  # +2.0 dB makes 1 kHz exactly 0 dB
+
+
+@functools.lru_cache(maxsize=16)
+def one_sided_a_weighting(n_fft: int, sample_rate: int) -> torch.Tensor:
+    """[n_fft // 2 + 1] float64: A-weighting times 2 for the bins that stand for a negative frequency too."""
+    side_weight = torch.full((n_fft // 2 + 1,), 2.0, dtype=torch.float64)
+    side_weight[0] = side_weight[-1] = 1.0
+    return a_weighting_power(torch.fft.rfftfreq(n_fft, 1.0 / sample_rate, dtype=torch.float64)) * side_weight
+
+
+SINUSOID_TABLE_STEP_HZ = 1.0
+
+
+@functools.lru_cache(maxsize=4)
+def _sinusoid_weight_table(sample_rate: int, n_fft: int) -> torch.Tensor:
+    """[sample_rate / 2 + 1] float64: :func:`sinusoid_loudness_weight` on a 1 Hz grid from 0 Hz to Nyquist."""
+    frequency = torch.arange(0.0, sample_rate / 2.0 + SINUSOID_TABLE_STEP_HZ / 2, SINUSOID_TABLE_STEP_HZ,
+                             dtype=torch.float64)
+    phase = 2.0 * math.pi * frequency[:, None] * torch.arange(n_fft, dtype=torch.float64) / sample_rate
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    # Averaged over the starting phase, |X|^2 of a unit cosine is (|C|^2 + |S|^2) / 2 (C, S: spectra of the
+    # windowed cosine and sine), so the weight is sum(weights * (|C|^2 + |S|^2)) / (n_fft * sum(window^2)).
+    power = (torch.fft.rfft(window * torch.cos(phase)).abs() ** 2 + torch.fft.rfft(window * torch.sin(phase)).abs() ** 2)
+    return (power * one_sided_a_weighting(n_fft, sample_rate)).sum(-1) / (n_fft * (window ** 2).sum())
+
+
+def sinusoid_loudness_weight(frequency_hz: torch.Tensor, sample_rate: int = SAMPLE_RATE, n_fft: int = 512
+                             ) -> torch.Tensor:
+    """The power gain :func:`compute_loudness` reads for a steady sinusoid: amplitude ``a`` at ``frequency_hz``
+    reads ``a**2 / 2 * weight`` (mean square), averaged over the starting phase.
+
+    It is the A-curve smoothed by the analysis window: at 1 kHz both are 1, but at 41 Hz (a contrabass's E1) the
+    window's main lobe spans 0-100 Hz and the weight differs from the A-curve by a few dB.
+
+    Args:
+        frequency_hz: any shape, Hz; at or above Nyquist reads 0.
+    Returns:
+        same shape and dtype, linear power gain.
+    """
+    table = _sinusoid_weight_table(sample_rate, n_fft).to(device=frequency_hz.device, dtype=frequency_hz.dtype)
+    position = (frequency_hz / SINUSOID_TABLE_STEP_HZ).clamp(0.0, table.shape[0] - 1.0)
+    lower = position.floor().long().clamp_max(table.shape[0] - 2)
+    fraction = position - lower
+    weight = table[lower] * (1.0 - fraction) + table[lower + 1] * fraction
+    return torch.where(frequency_hz < sample_rate / 2.0, weight, torch.zeros_like(weight))
 
 
 def compute_loudness(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, frame_rate: int = FRAME_RATE,
@@ -53,9 +98,7 @@ def compute_loudness(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, frame_
     window = torch.hann_window(n_fft, dtype=audio.dtype, device=audio.device)
     power = magnitude_spectrogram(audio, n_fft, hop_size) ** 2
     # One-sided spectrum: every bin but DC and Nyquist stands for two.
-    side_weight = torch.full((n_fft // 2 + 1,), 2.0, dtype=audio.dtype, device=audio.device)
-    side_weight[0] = side_weight[-1] = 1.0
-    weighting = _a_weighting_power(n_fft, sample_rate).to(audio.device, audio.dtype) * side_weight
+    weighting = one_sided_a_weighting(n_fft, sample_rate).to(audio.device, audio.dtype)
     mean_square = (power * weighting).sum(-1) / (n_fft * (window ** 2).sum())
     loudness = power_to_db(mean_square, floor_db)
     return loudness.squeeze(0) if squeeze else loudness

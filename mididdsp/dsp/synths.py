@@ -5,6 +5,7 @@ Controls are frame-rate signals with centred frames (frame ``i`` sits at sample 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 from mididdsp.dsp.core import (FRAME_RATE, SAMPLE_RATE, frequency_impulse_response, normalize_harmonic_distribution,
                                nyquist_gain, upsample_frames)
+from mididdsp.dsp.spectral import one_sided_a_weighting
 
 
 def default_hop_size(sample_rate: int) -> int:
@@ -288,6 +290,26 @@ def _filter_spectrum_operator(n_bands: int, taps: int, n_fft: int, dtype: torch.
             operator = torch.view_as_real(spectra).reshape(n_bands, -1).to(dtype=dtype, device=device)
         _FILTER_OPERATORS[key] = operator
     return _FILTER_OPERATORS[key]
+
+
+NOISE_VARIANCE = 1.0 / 3.0  # of the default excitation, uniform in [-1, 1]
+
+
+@functools.lru_cache(maxsize=8)
+def filtered_noise_loudness_terms(n_bands: int, sample_rate: int = SAMPLE_RATE, n_fft: int = 512) -> torch.Tensor:
+    """[n_fft // 2 + 1, n_bands, n_bands] float64: the loudness analysis's bins' shares of a quadratic form.
+
+    Summed over bins (each first scaled by a filter's power gain there, if the noise passes one), they give
+    ``Q``: :func:`filtered_noise` with steady ``magnitudes`` [n_bands] reads ``NOISE_VARIANCE * magnitudes @ Q @
+    magnitudes`` in :func:`mididdsp.dsp.compute_loudness` (mean square). Parseval over the A-weighted bins of the
+    designed filter's ``n_fft``-point spectrum: exact for the filter's own output, to the analysis window's
+    smoothing of the spectrum for the reading.
+    """
+    taps = 2 * (n_bands - 1)
+    with torch.inference_mode(False), torch.no_grad():
+        spectra = torch.fft.rfft(frequency_impulse_response(torch.eye(n_bands, dtype=torch.float64), taps), n_fft)
+        weights = one_sided_a_weighting(n_fft, sample_rate) / n_fft             # [bins]
+        return (weights[:, None, None] * spectra.T[:, :, None] * spectra.T.conj()[:, None, :]).real
 
 
 def overlap_add(blocks: torch.Tensor, hop_size: int) -> torch.Tensor:

@@ -16,12 +16,13 @@ magnitudes, which :class:`mididdsp.dsp.DDSPSynth` scales into controls and rende
 Level by construction. A recording's gain says nothing about the instrument (a microphone, a SoundFont's mixing),
 so the network never sees it: its loudness input is relative to the recording's own level
 (:func:`mididdsp.dsp.loudness_reference`, the 90th percentile of its sounding frames, fixed per recording in
-training and per file in inference), and the encoders hear the audio scaled to that level. The amplitude and the noise are
-then scaled by the measured loudness itself (``level_db``; :mod:`mididdsp.dsp.processors`). So a 6 dB louder
-input gives exactly 6 dB more amplitude and noise, on audio unlike anything the model has heard, and the controls
-extracted through it (volume, fluctuation, peak position) follow the audio. DDSP instead feeds the absolute
-loudness and, at inference, shifts it towards the training data's ("adjust"); here the same normalisation
-is part of training.
+training and per file in inference), and the encoders hear the audio scaled to that level. The network decides
+the timbre (harmonic distribution, noise spectrum, their balance); the level is the input's: one gain per frame
+makes the dry synthesis read the measured loudness (``level_db``; :func:`mididdsp.dsp.processors.match_loudness`).
+So a 6 dB louder input gives exactly 6 dB more amplitude and noise, on audio unlike anything the model has
+heard, the resynthesis reads the input's loudness frame by frame, and the controls extracted through it
+(volume, fluctuation, peak position) follow the audio. DDSP instead feeds the absolute loudness and, at
+inference, shifts it towards the training data's ("adjust"); here the same normalisation is part of training.
 """
 from __future__ import annotations
 
@@ -222,7 +223,7 @@ class DDSPAutoencoder(nn.Module):
                     piece_audio = signal[start * HOP_SIZE:(stop - 1) * HOP_SIZE + 1][None]
                 outputs = self.network_outputs(f0_hz[None, start:stop], loudness_db[None, start:stop], piece_audio,
                                                ids, reference)
-                controls = self.synth.get_controls(outputs)
+                controls = self.synth.get_controls(outputs, ids)
                 pieces.append({key: value[:, first - start:last - start] for key, value in controls.items()})
         return {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in pieces[0]}
 
