@@ -202,7 +202,7 @@ def synthesize_from_features(model, f0_hz, loudness_db, audio=None, instrument: 
     from mididdsp.dsp import HOP_SIZE, StreamingRenderer
 
     n_samples = n_samples or (len(audio) if audio is not None else (f0_hz.shape[0] - 1) * HOP_SIZE)
-    controls = model.controls(f0_hz, loudness_db, audio, instrument, chunk_seconds)
+    controls = model.controls(f0_hz, loudness_db, audio, instrument, chunk_seconds, reverb)
     stream = StreamingRenderer(model.synth, torch.tensor([instrument]), reverb,
                                generator=torch.Generator().manual_seed(0))
     chunk = max(1, int(chunk_seconds * 250))

@@ -46,13 +46,14 @@ class DDSPSynth(nn.Module):
         else:
             raise ValueError(f"unknown reverb {reverb!r}; expected 'learned', 'exponential' or None")
 
-    def get_controls(self, outputs: dict[str, torch.Tensor], instrument: torch.Tensor | None = None
-                     ) -> dict[str, torch.Tensor]:
+    def get_controls(self, outputs: dict[str, torch.Tensor], instrument: torch.Tensor | None = None,
+                     reverb: bool = True) -> dict[str, torch.Tensor]:
         """Raw network outputs -> controls (see the class docstring for names and shapes).
 
-        With ``level_db`` [B, T] among the outputs, the amplitude and noise are scaled so that the synthesis,
-        through the reverb of ``instrument`` [B] (steady state), reads that loudness
-        (:func:`mididdsp.dsp.processors.match_loudness`). The dry signal alone is then quieter by the reverb's gain.
+        With ``level_db`` [B, T] among the outputs, the amplitude and noise are scaled so that the synthesis reads
+        that loudness (:func:`mididdsp.dsp.processors.match_loudness`): through the reverb of ``instrument`` [B]
+        (steady state) with ``reverb``, or dry without it (so that a dry rendering is not quieter by the reverb's
+        gain).
         """
         controls = self.harmonic.get_controls(outputs["amplitude"], outputs["harmonic_distribution"], outputs["f0_hz"])
         controls.update(self.noise.get_controls(outputs["noise_magnitudes"]))
@@ -60,7 +61,7 @@ class DDSPSynth(nn.Module):
         if level_db is None:
             return controls
         reverb_gain = None
-        if self.reverb is not None:
+        if reverb and self.reverb is not None:
             reverb_gain = reverb_power_gain(self.reverb.get_impulse_response(instrument), self.sample_rate)
         return match_loudness(controls, level_db, self.sample_rate, reverb_gain)
 
@@ -79,7 +80,7 @@ class DDSPSynth(nn.Module):
 
     def forward(self, outputs: dict[str, torch.Tensor], n_samples: int, instrument: torch.Tensor | None = None,
                 reverb: bool = True) -> dict[str, torch.Tensor]:
-        controls = self.get_controls(outputs, instrument)
+        controls = self.get_controls(outputs, instrument, reverb)
         return {**controls, **self.synthesize(controls, n_samples, instrument, reverb)}
 
     @torch.no_grad()

@@ -202,10 +202,11 @@ class DDSPAutoencoder(nn.Module):
         return self.synth(outputs, n_samples, instrument, reverb)
 
     def controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, audio: torch.Tensor | None = None,
-                 instrument: int = 0, chunk_seconds: float = 20.0) -> dict[str, torch.Tensor]:
+                 instrument: int = 0, chunk_seconds: float = 20.0, reverb: bool = True) -> dict[str, torch.Tensor]:
         """One recording's features f0_hz, loudness_db [T] (and audio [samples] for an encoder) -> its controls
         [1, T, ...], computed in pieces of ``chunk_seconds`` with 2 s of context on each side (the recurrent state
-        settles in that), so memory does not grow with the length. The level reference is the whole recording's."""
+        settles in that), so memory does not grow with the length. The level reference is the whole recording's.
+        ``reverb``: whether the level is matched through the reverb (see :meth:`DDSPSynth.get_controls`)."""
         from mididdsp.dsp import HOP_SIZE
 
         signal = None if audio is None else torch.as_tensor(audio, dtype=torch.float32)
@@ -223,7 +224,7 @@ class DDSPAutoencoder(nn.Module):
                     piece_audio = signal[start * HOP_SIZE:(stop - 1) * HOP_SIZE + 1][None]
                 outputs = self.network_outputs(f0_hz[None, start:stop], loudness_db[None, start:stop], piece_audio,
                                                ids, reference)
-                controls = self.synth.get_controls(outputs, ids)
+                controls = self.synth.get_controls(outputs, ids, reverb)
                 pieces.append({key: value[:, first - start:last - start] for key, value in controls.items()})
         return {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in pieces[0]}
 
