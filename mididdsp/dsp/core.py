@@ -88,6 +88,27 @@ def _interpolation_weights(hop_size: int, method: str, dtype: torch.dtype, devic
     raise ValueError(f"unknown upsampling method {method!r}; expected 'linear' or 'hann'")
 
 
+def grid_lookup(table: torch.Tensor, step: float, position: torch.Tensor) -> torch.Tensor:
+    """Values of ``table`` (a grid from 0 with spacing ``step``) at ``position``, linearly interpolated and held at
+    the ends.
+
+    Args:
+        table: [n] (one table for every row) or [batch, n] (one per row of ``position``).
+        position: [batch, ...] in the grid's unit.
+    Returns:
+        ``position``'s shape.
+    """
+    table = table.reshape(1, -1) if table.dim() == 1 else table
+    index = (position / step).clamp(0.0, table.shape[-1] - 1.0)
+    lower = index.floor().long().clamp_max(table.shape[-1] - 2)
+    fraction = index - lower
+    if table.shape[0] > 1:  # one table per batch row: index the flattened tables
+        offset = torch.arange(table.shape[0], device=table.device).reshape(-1, *[1] * (lower.dim() - 1))
+        lower = lower + offset * table.shape[-1]
+    flat = table.reshape(-1)
+    return flat[lower] * (1.0 - fraction) + flat[lower + 1] * fraction
+
+
 def upsample_frames(frames: torch.Tensor, n_samples: int, hop_size: int = HOP_SIZE, method: str = "linear") -> torch.Tensor:
     """Frame-rate signal -> sample-rate signal, with centred frames (frame ``i`` sits at sample ``i * hop_size``).
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mididdsp.dsp.core import DB_FLOOR, SAMPLE_RATE, exp_sigmoid, normalize_harmonic_distribution
+from mididdsp.dsp.core import DB_FLOOR, SAMPLE_RATE, exp_sigmoid, grid_lookup, normalize_harmonic_distribution
 from mididdsp.dsp.spectral import sinusoid_loudness_weight
 from mididdsp.dsp.synths import (NOISE_VARIANCE, default_hop_size, filtered_noise, filtered_noise_loudness_terms,
                                  harmonic_synthesis)
@@ -24,19 +24,6 @@ from mididdsp.dsp.synths import (NOISE_VARIANCE, default_hop_size, filtered_nois
 # The A-curve falls to -40 dB at 30 Hz. Counting every partial at least this much keeps a frame that is all
 # subsonic (an f0 read in silence) from being given an enormous amplitude to reach its loudness.
 MIN_LOUDNESS_WEIGHT = 1e-4
-
-
-def _sample_gain(gain: torch.Tensor, step_hz: float, frequency_hz: torch.Tensor) -> torch.Tensor:
-    """A [batch or 1, bins] gain on a grid of ``step_hz`` (from 0 Hz) at ``frequency_hz`` [batch, ...],
-    linearly interpolated."""
-    position = (frequency_hz / step_hz).clamp(0.0, gain.shape[-1] - 1.0)
-    lower = position.floor().long().clamp_max(gain.shape[-1] - 2)
-    fraction = position - lower
-    if gain.shape[0] > 1:  # one gain per batch row: index the flattened table
-        offset = torch.arange(gain.shape[0], device=gain.device).reshape(-1, *[1] * (lower.dim() - 1)) * gain.shape[-1]
-        lower = lower + offset
-    flat = gain.reshape(-1)
-    return flat[lower] * (1.0 - fraction) + flat[lower + 1] * fraction
 
 
 def synthesis_loudness_power(f0_hz: torch.Tensor, amplitude: torch.Tensor, harmonic_distribution: torch.Tensor,
@@ -65,10 +52,10 @@ def synthesis_loudness_power(f0_hz: torch.Tensor, amplitude: torch.Tensor, harmo
         form = terms.sum(0).expand(noise_magnitudes.shape[0], -1, -1)
     else:
         gain, step_hz = filter_gain
-        weight = weight * _sample_gain(gain, step_hz, frequency)
+        weight = weight * grid_lookup(gain, step_hz, frequency)
         bin_hz = sample_rate / (2.0 * (terms.shape[0] - 1))
         bin_frequency = torch.arange(terms.shape[0], device=gain.device, dtype=gain.dtype) * bin_hz
-        bin_gain = _sample_gain(gain, step_hz, bin_frequency.expand(gain.shape[0], -1))
+        bin_gain = grid_lookup(gain, step_hz, bin_frequency.expand(gain.shape[0], -1))
         form = torch.einsum("bk,kij->bij", bin_gain, terms).expand(noise_magnitudes.shape[0], -1, -1)
     harmonic = 0.5 * amplitude ** 2 * (harmonic_distribution ** 2 * weight).sum(-1)
     noise = NOISE_VARIANCE * (torch.bmm(noise_magnitudes, form) * noise_magnitudes).sum(-1)

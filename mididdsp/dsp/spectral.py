@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mididdsp.dsp.core import DB_FLOOR, FRAME_RATE, SAMPLE_RATE, power_to_db
+from mididdsp.dsp.core import DB_FLOOR, FRAME_RATE, SAMPLE_RATE, grid_lookup, power_to_db
 
 DEFAULT_FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 
@@ -72,10 +72,7 @@ def sinusoid_loudness_weight(frequency_hz: torch.Tensor, sample_rate: int = SAMP
         same shape and dtype, linear power gain.
     """
     table = _sinusoid_weight_table(sample_rate, n_fft).to(device=frequency_hz.device, dtype=frequency_hz.dtype)
-    position = (frequency_hz / SINUSOID_TABLE_STEP_HZ).clamp(0.0, table.shape[0] - 1.0)
-    lower = position.floor().long().clamp_max(table.shape[0] - 2)
-    fraction = position - lower
-    weight = table[lower] * (1.0 - fraction) + table[lower + 1] * fraction
+    weight = grid_lookup(table, SINUSOID_TABLE_STEP_HZ, frequency_hz)
     return torch.where(frequency_hz < sample_rate / 2.0, weight, torch.zeros_like(weight))
 
 
