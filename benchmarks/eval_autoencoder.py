@@ -27,7 +27,8 @@ from mididdsp.pitch import compute_f0, refine_f0
 from mididdsp.resynth import synthesize_from_features
 
 
-def evaluate(model, dataset: RecordingDataset, f0_refine: bool = False) -> dict[str, dict[str, float]]:
+def evaluate(model, dataset: RecordingDataset, f0_refine: bool = False, loudness_passes: int = 2
+             ) -> dict[str, dict[str, float]]:
     names = {index: name for name, index in dataset.instruments.items()}
     model_ids = model.metadata.get("instruments", {})
     sums: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -36,7 +37,8 @@ def evaluate(model, dataset: RecordingDataset, f0_refine: bool = False) -> dict[
         name = names[int(item["instrument"])]
         audio = item["audio"].numpy()
         f0_in = refine_f0(audio, item["f0_hz"]) if f0_refine else item["f0_hz"]
-        output = synthesize_from_features(model, f0_in, item["loudness_db"], audio, model_ids.get(name, 0))
+        output = synthesize_from_features(model, f0_in, item["loudness_db"], audio, model_ids.get(name, 0),
+                                          loudness_passes=loudness_passes)
         f0_out, _ = compute_f0(output)
         voiced = item["confidence"] >= 0.85
         error = (hz_to_midi(item["f0_hz"]) - hz_to_midi(f0_out)).abs()[voiced]
@@ -79,14 +81,18 @@ def main() -> None:
     parser.add_argument("--f0-refine", action="store_true",
                         help="drive the model with CREPE's f0 refined by mididdsp.pitch.refine_f0 (F0 L1 still "
                              "compares CREPE's reading of the input with CREPE's reading of the output)")
+    parser.add_argument("--loudness-passes", type=int, default=2,
+                        help="rounds of closed-loop loudness correction, as `mididdsp resynth --loudness-passes` "
+                             "(default 2, resynth's default)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     dataset = RecordingDataset(args.data, args.splits.split(","))
     for model_dir in args.models:
         model = load_model(model_dir)
         start = time.perf_counter()
-        results = evaluate(model, dataset, args.f0_refine)
-        print(f"\n{model_dir} on {args.data} [{args.splits}] ({time.perf_counter() - start:.0f} s)\n")
+        results = evaluate(model, dataset, args.f0_refine, args.loudness_passes)
+        print(f"\n{model_dir} on {args.data} [{args.splits}], {args.loudness_passes} loudness passes "
+              f"({time.perf_counter() - start:.0f} s)\n")
         print("| instrument | recordings | F0 L1 (semitones) | F0 outliers % | loudness L1 (dB) | spectral loss |")
         print("|---|---|---|---|---|---|")
         for key in sorted(results, key=lambda name: (name == "all", name)):

@@ -291,7 +291,11 @@ class MidiModel:
             controls["amplitude"] = controls["amplitude"] * gain
             controls["noise_magnitudes"] = controls["noise_magnitudes"] * gain.unsqueeze(-1)
             noise_rng = torch.Generator().manual_seed(0 if voice_seed is None else voice_seed)
-            audio = self.generator.synth.render(controls, n_samples, torch.tensor([self.instruments[name]]), reverb,
+            instrument_ids = torch.tensor([self.instruments[name]])
+            if not reverb:  # the dry render at the level of the wet one, not the 15-20 dB the reverb carries quieter
+                with torch.no_grad():
+                    controls = self.generator.synth.dry_at_wet_level(controls, instrument_ids)
+            audio = self.generator.synth.render(controls, n_samples, instrument_ids, reverb,
                                                 chunk_seconds=SYNTH_CHUNK_S, generator=noise_rng)[0].numpy()
             clock["synthesizer"] += time.perf_counter() - started
             started = time.perf_counter()

@@ -32,6 +32,7 @@ class ResynthOptions:
     f0_model: str = "tiny"
     chunk_seconds: float = 20.0
     f0_refine: bool = False         # drive the model with CREPE's f0 refined by mididdsp.pitch.refine_f0
+    loudness_passes: int = 2        # rounds of closed-loop loudness correction (0: the network's controls as is)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--f0-refine", action="store_true",
                         help="refine CREPE's f0 by the waveform's period (vibrato at its true size; held-out "
                              "spectral loss 5.60 -> 5.50 with the shipped autoencoder)")
+    parser.add_argument("--loudness-passes", type=int, default=2,
+                        help="rounds of closed-loop loudness correction: render, measure, correct each frame's "
+                             "gain (default 2; held-out loudness L1 1.19 -> 0.64 dB; 0 turns it off)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     for name, value, low, high in (("--autotune", args.autotune, 0, 1), ("--threshold", args.threshold, 0, 1),
                                    ("--quiet", args.quiet, 0, 120), ("--pitch-shift", args.pitch_shift, -4, 4),
                                    ("--loudness-shift", args.loudness_shift, -60, 60),
-                                   ("--sample-rate", args.sample_rate, 4000, 192000)):
+                                   ("--sample-rate", args.sample_rate, 4000, 192000),
+                                   ("--loudness-passes", args.loudness_passes, 0, 10)):
         if not low <= value <= high:
             raise MididdspError(f"{name} {value} is out of range; expected {low} .. {high}")
     suffix = Path(args.output).suffix.lower()
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     audio = load_audio(args.input)
     options = ResynthOptions(args.instrument, args.pitch_shift, args.loudness_shift, args.autotune, args.threshold,
                              args.quiet, not args.no_adjust, not args.no_reverb, args.f0_model,
-                             f0_refine=args.f0_refine)
+                             f0_refine=args.f0_refine, loudness_passes=args.loudness_passes)
     output = resynthesize(audio, model, options)
     if args.sample_rate != 16000:
         from mididdsp.audio import resample
@@ -186,15 +191,17 @@ def resynthesize(audio, model, options: ResynthOptions | None = None):
     f0_hz, loudness_db = adjust_features(f0_hz, confidence, loudness_db, options, statistics)
 
     return synthesize_from_features(model, f0_hz, loudness_db, audio, instrument, options.reverb,
-                                    options.chunk_seconds)
+                                    options.chunk_seconds, loudness_passes=options.loudness_passes)
 
 
 def synthesize_from_features(model, f0_hz, loudness_db, audio=None, instrument: int = 0, reverb: bool = True,
-                             chunk_seconds: float = 20.0, n_samples: int | None = None):
+                             chunk_seconds: float = 20.0, n_samples: int | None = None, loudness_passes: int = 2):
     """Model network + streamed synthesis from [frames] features -> numpy float32 audio [n_samples].
 
     ``audio`` (16 kHz [samples]) is needed only by models with an audio encoder. The network runs on pieces of
     ``chunk_seconds`` with 2 s of context on each side, so memory does not grow with the length.
+    ``loudness_passes``: rounds of closed-loop loudness correction (:meth:`mididdsp.dsp.DDSPSynth.correct_loudness`)
+    so that the output reads ``loudness_db`` at onsets and releases too; 0 for the network's controls as they are.
     """
     import numpy as np
     import torch
@@ -203,8 +210,15 @@ def synthesize_from_features(model, f0_hz, loudness_db, audio=None, instrument: 
 
     n_samples = n_samples or (len(audio) if audio is not None else (f0_hz.shape[0] - 1) * HOP_SIZE)
     controls = model.controls(f0_hz, loudness_db, audio, instrument, chunk_seconds, reverb)
-    stream = StreamingRenderer(model.synth, torch.tensor([instrument]), reverb,
-                               generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([instrument])
+    generator = torch.Generator().manual_seed(0)
+    noise = None
+    if loudness_passes > 0:
+        # One excitation for the measuring renders and the output, so that the output reads what was measured.
+        noise = torch.rand(1, n_samples + 4 * HOP_SIZE, generator=generator) * 2 - 1
+        controls = model.synth.correct_loudness(controls, loudness_db[None].to(controls["amplitude"]), n_samples, ids,
+                                                reverb, noise, loudness_passes)
+    stream = StreamingRenderer(model.synth, ids, reverb, noise=noise, generator=generator)
     chunk = max(1, int(chunk_seconds * 250))
     pieces = []
     with torch.inference_mode():

@@ -89,6 +89,7 @@ def test_cli_rejects_bad_inputs_with_one_line_and_writes_nothing(tmp_path, tiny_
         (good, ["--model", tmp_path / "missing_model"], "missing_model"),
         (good, ["--model", tiny_model, "--instrument", "tuba"], "tuba"),
         (good, ["--model", tiny_model, "--autotune", "3"], "--autotune"),
+        (good, ["--model", tiny_model, "--loudness-passes", "-1"], "--loudness-passes"),
     ]
     for source, extra, named in cases:
         result = run_cli(source, "-o", out, *extra)
@@ -213,6 +214,7 @@ def test_cli_threshold_moves_the_quieted_part(designed_model, tmp_path, monkeypa
 # --- 2. --no-reverb ------------------------------------------------------------------------------------------------
 
 def test_reverb_adds_exactly_the_learned_tail_and_no_reverb_is_the_dry_synthesis(designed_model):
+    """The network's controls as they are (no closed-loop loudness passes): the structure of the reverb path."""
     from scipy.signal import fftconvolve
 
     from mididdsp.dsp import compute_loudness
@@ -223,8 +225,8 @@ def test_reverb_adds_exactly_the_learned_tail_and_no_reverb_is_the_dry_synthesis
     frames, n = 376, 24000                                              # 1.5 s
     f0 = torch.linspace(300.0, 360.0, frames)
     loudness = torch.where(torch.arange(frames) < 250, -12.0, -80.0)     # 1 s of sound, then silence
-    wet = synthesize_from_features(model, f0, loudness, n_samples=n, reverb=True)
-    dry = synthesize_from_features(model, f0, loudness, n_samples=n, reverb=False)
+    wet = synthesize_from_features(model, f0, loudness, n_samples=n, reverb=True, loudness_passes=0)
+    dry = synthesize_from_features(model, f0, loudness, n_samples=n, reverb=False, loudness_passes=0)
     ids = torch.tensor([0])
     with torch.no_grad():
         one_pass = model(f0[None], loudness[None], instrument=ids, n_samples=n, reverb=False)["audio"][0].numpy()

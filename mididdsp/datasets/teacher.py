@@ -1,7 +1,10 @@
 """Teacher targets for the MIDI models, computed once per (prepared folder, synthesis coder) and cached.
 
 For every recording with notes, the synthesis coder (the model ``mididdsp extract`` uses) turns the audio into
-frame controls on the refined f0 (:func:`mididdsp.pitch.refine_f0`), and every note's expression is computed
+frame controls on the refined f0 (:func:`mididdsp.pitch.refine_f0`), their level corrected in closed loop
+(``LOUDNESS_PASSES`` of :meth:`mididdsp.dsp.DDSPSynth.correct_loudness`, as `mididdsp resynth` does) so that the
+controls render the recording's loudness at onsets and releases too and the generator learns attacks as sharp
+as the recording's rather than smoothed twice by the analysis window; and every note's expression is computed
 from them with :func:`mididdsp.expression.controls.note_expression` and the coder's calibrated ranges: exactly
 what ``mididdsp extract`` writes. So the synthesis generator learns to hit the controls the extractor reads, and
 the expression prior learns the tables the extractor makes.
@@ -39,11 +42,14 @@ PHYSICAL_RATE_COLUMN = 4  # vibrato_rate_hz in PHYSICAL_NAMES
 # was not read, not played silently: a prior that learned it would drop notes from renders.
 UNREAD_VOLUME_DB = -70.0
 INFO_FILE = "teacher.json"
+LOUDNESS_PASSES = 2
+RECIPE = b"teacher 2: loudness-corrected controls"  # part of the cache key: a changed recipe gets a new cache
 
 
 def teacher_key(model_dir: str | Path) -> str:
-    """10 hex digits identifying a model directory's weights and config (a retrained coder gets a new cache)."""
-    digest = hashlib.sha1()
+    """10 hex digits identifying the recipe and a model directory's weights and config (a retrained coder, or a
+    changed recipe, gets a new cache)."""
+    digest = hashlib.sha1(RECIPE)
     for name in ("config.yaml", "weights.pt"):
         path = Path(model_dir) / name
         if not path.is_file():
@@ -89,7 +95,10 @@ def build_teacher(data_dir: str | Path, model_dir: str | Path, progress: bool = 
             continue
         item = dataset[index]
         f0_hz = refine_f0(item["audio"], item["f0_hz"])
-        controls = model_controls(model, item["audio"], f0_hz, item["loudness_db"], int(known[recording["instrument"]]))
+        instrument = int(known[recording["instrument"]])
+        controls = model_controls(model, item["audio"], f0_hz, item["loudness_db"], instrument)
+        controls = model.synth.correct_loudness(controls, item["loudness_db"][None], item["audio"].shape[-1],
+                                                torch.tensor([instrument]), passes=LOUDNESS_PASSES)
         notes = item["notes"].numpy()
         with torch.no_grad():
             values = note_expression({k: v[0] for k, v in controls.items()}, item["note_index"],

@@ -9,7 +9,7 @@ from torch import nn
 
 from mididdsp.dsp.core import SAMPLE_RATE
 from mididdsp.dsp.effects import ExponentialDecayReverb, LearnedReverb, apply_reverb, reverb_power_gain
-from mididdsp.dsp.processors import FilteredNoiseSynth, HarmonicSynth, match_loudness
+from mididdsp.dsp.processors import FilteredNoiseSynth, HarmonicSynth, match_loudness, synthesis_loudness_power
 from mididdsp.dsp.synths import filtered_noise_causal
 
 CONTROL_NAMES = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")
@@ -65,6 +65,24 @@ class DDSPSynth(nn.Module):
             reverb_gain = reverb_power_gain(self.reverb.get_impulse_response(instrument), self.sample_rate)
         return match_loudness(controls, level_db, self.sample_rate, reverb_gain)
 
+    def dry_at_wet_level(self, controls: dict[str, torch.Tensor], instrument: torch.Tensor | None = None
+                         ) -> dict[str, torch.Tensor]:
+        """Controls whose dry synthesis reads the loudness their synthesis through the reverb of ``instrument``
+        reads (steady state, frame by frame; :func:`~mididdsp.dsp.processors.synthesis_loudness_power`).
+
+        A learned reverb also works as a body filter and can carry 15-20 dB of the level; controls made for the
+        wet synthesis (a generator's) would otherwise play that much quieter without it. Unchanged without a
+        reverb."""
+        if self.reverb is None:
+            return controls
+        terms = (controls["f0_hz"], controls["amplitude"], controls["harmonic_distribution"],
+                 controls["noise_magnitudes"], self.sample_rate)
+        wet = synthesis_loudness_power(*terms, reverb_power_gain(self.reverb.get_impulse_response(instrument),
+                                                                 self.sample_rate))
+        gain = torch.sqrt(wet / synthesis_loudness_power(*terms).clamp_min(1e-30))
+        return {**controls, "amplitude": controls["amplitude"] * gain,
+                "noise_magnitudes": controls["noise_magnitudes"] * gain.unsqueeze(-1)}
+
     def synthesize(self, controls: dict[str, torch.Tensor], n_samples: int, instrument: torch.Tensor | None = None,
                    reverb: bool = True, noise: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -82,6 +100,49 @@ class DDSPSynth(nn.Module):
                 reverb: bool = True) -> dict[str, torch.Tensor]:
         controls = self.get_controls(outputs, instrument, reverb)
         return {**controls, **self.synthesize(controls, n_samples, instrument, reverb)}
+
+    @torch.no_grad()
+    def correct_loudness(self, controls: dict[str, torch.Tensor], level_db: torch.Tensor, n_samples: int,
+                         instrument: torch.Tensor | None = None, reverb: bool = True, noise: torch.Tensor | None = None,
+                         passes: int = 2, max_step_db: float = 12.0) -> dict[str, torch.Tensor]:
+        """Closed-loop loudness: render ``controls``, measure the audio's loudness, and move each frame's gain
+        (amplitude and noise together) by the dB it misses ``level_db`` [B, T]; ``passes`` times.
+
+        :func:`~mididdsp.dsp.processors.match_loudness` is exact for controls held steady over the 32 ms analysis
+        window and for a reverb that has filled; at onsets and releases neither holds (the input's loudness curve
+        is itself window-smoothed, so a matched attack is smoothed twice, and a reverb tail runs on after a
+        release). Measuring the rendered audio takes both into account. Frames whose wanted level is at the
+        loudness floor are left as they are. Render with the same ``noise`` [B, >= n_samples] afterwards for the
+        output to read what was measured (without it, one excitation is drawn for all passes).
+
+        Args:
+            controls: from :meth:`get_controls`, [B, T, ...].
+            level_db: [B, T] wanted loudness, dB (:func:`mididdsp.dsp.compute_loudness` of the input).
+            max_step_db: bound on each pass's change of a frame's gain.
+        Returns:
+            controls with ``amplitude`` and ``noise_magnitudes`` rescaled.
+        """
+        from mididdsp.dsp.core import DB_FLOOR
+        from mididdsp.dsp.spectral import compute_loudness
+
+        frames = level_db.shape[1]
+        if noise is None:
+            noise = (torch.rand(level_db.shape[0], n_samples, generator=torch.Generator().manual_seed(0)) * 2 - 1
+                     ).to(level_db)
+        sounding = level_db > DB_FLOOR + 1.0
+        gain_db = torch.zeros_like(level_db)
+        corrected = controls
+        for _ in range(passes):
+            audio = self.render(corrected, n_samples, instrument, reverb, noise=noise)
+            measured = compute_loudness(audio)[:, :frames]
+            if measured.shape[1] < frames:  # a short render: hold the last frame
+                measured = F.pad(measured, (0, frames - measured.shape[1]), mode="replicate")
+            step = (level_db - measured).clamp(-max_step_db, max_step_db)
+            gain_db = gain_db + torch.where(sounding, step, torch.zeros_like(step))
+            gain = torch.pow(10.0, gain_db / 20.0)
+            corrected = {**controls, "amplitude": controls["amplitude"] * gain,
+                         "noise_magnitudes": controls["noise_magnitudes"] * gain.unsqueeze(-1)}
+        return corrected
 
     @torch.no_grad()
     def render(self, controls: dict[str, torch.Tensor], n_samples: int, instrument: torch.Tensor | None = None,
