@@ -55,7 +55,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "spectral loss 5.60 -> 5.50 with the shipped autoencoder)")
     parser.add_argument("--loudness-passes", type=int, default=2,
                         help="rounds of closed-loop loudness correction: render, measure, correct each frame's "
-                             "gain (default 2; held-out loudness L1 1.19 -> 0.64 dB; 0 turns it off)")
+                             "gain (default 2; 0 turns it off; docs/RESULTS.md)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -220,3 +220,29 @@ def test_closed_loop_correction_makes_onsets_and_releases_read_the_wanted_loudne
     assert after[steady].max() < 0.2
     silent = level <= -79
     assert torch.equal(corrected["amplitude"][silent], matched["amplitude"][silent])
+
+
+def test_dry_at_wet_level_makes_the_dry_synthesis_read_what_the_wet_one_reads():
+    """A body-like reverb that adds several dB and colours the partials: the rescaled dry synthesis of a held
+    tone reads the wet synthesis's loudness (steady state, within 0.5 dB), the unscaled one does not."""
+    from mididdsp.dsp import DDSPSynth
+    from mididdsp.dsp.core import normalize_harmonic_distribution
+
+    generator = torch.Generator().manual_seed(5)
+    frames, samples = 500, 499 * 64
+    synth = DDSPSynth(n_harmonics=40, reverb="learned", reverb_seconds=0.25)
+    synth.reverb.impulse_response.data = (torch.randn(1, 4000, generator=generator)
+                                          * torch.exp(-torch.arange(4000) / 200.0) * 0.3)
+    f0 = torch.full((1, frames), 196.0)
+    controls = {"f0_hz": f0, "amplitude": torch.full((1, frames), 0.1),
+                "harmonic_distribution": normalize_harmonic_distribution(
+                    torch.rand(1, 1, 40, generator=generator).pow(3).expand(1, frames, 40), f0),
+                "noise_magnitudes": torch.rand(1, 1, 65, generator=generator).expand(1, frames, 65) * 0.01}
+    noise = torch.rand(1, samples, generator=generator) * 2 - 1
+
+    def level(controls, reverb):
+        return compute_loudness(synth.render(controls, samples, reverb=reverb, noise=noise))[0, 300:-25].mean()
+
+    wet, dry = level(controls, True), level(controls, False)
+    assert wet - dry > 3.0
+    assert level(synth.dry_at_wet_level(controls), False).item() == pytest.approx(wet.item(), abs=0.5)

@@ -43,7 +43,7 @@ PHYSICAL_RATE_COLUMN = 4  # vibrato_rate_hz in PHYSICAL_NAMES
 UNREAD_VOLUME_DB = -70.0
 INFO_FILE = "teacher.json"
 LOUDNESS_PASSES = 2
-RECIPE = b"teacher 2: loudness-corrected controls"  # part of the cache key: a changed recipe gets a new cache
+RECIPE = b"teacher 3: loudness-corrected controls, +6 / -3 dB"  # part of the cache key: a changed recipe gets a new cache
 
 
 def teacher_key(model_dir: str | Path) -> str:
