@@ -5,11 +5,11 @@ frame controls on the refined f0 (:func:`mididdsp.pitch.refine_f0`), their level
 (``LOUDNESS_PASSES`` of :meth:`mididdsp.dsp.DDSPSynth.correct_loudness`, as `mididdsp resynth` does) so that the
 controls render the recording's loudness at onsets and releases too and the generator learns attacks as sharp
 as the recording's rather than smoothed twice by the analysis window; and every note's expression is computed
-from them with :func:`mididdsp.expression.controls.note_expression` and the coder's calibrated ranges: exactly
-what ``mididdsp extract`` writes. So the synthesis generator learns to hit the controls the extractor reads, and
-the expression prior learns the tables the extractor makes.
+from them with :func:`mididdsp.expression.controls.note_expression` and the coder's calibrated ranges (the
+extractor's formulas and scales on these controls). So the synthesis generator learns to hit the controls the
+extractor reads, and the expression prior learns tables like the ones the extractor makes.
 
-    PREPARED/teacher/<key>/<shard name>.npz     one per recording (key: a hash of the coder's files)
+    PREPARED/teacher/<key>/<shard name>.npz     one per recording (key: a hash of the recipe and the coder's files)
       f0_hz                   float32 [T]        refined f0, Hz
       amplitude               float32 [T]        linear
       harmonic_distribution   float16 [T, K]     sums to 1 per frame (float16: 40 % of the disk, 1e-3 relative)
