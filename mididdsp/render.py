@@ -250,6 +250,7 @@ class MidiModel:
 
         from mididdsp.audio import resample
         from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
+        from mididdsp.dsp.processors import scale_level
         from mididdsp.errors import MididdspError
         from mididdsp.synthesis.generator import generate_voice
 
@@ -287,9 +288,8 @@ class MidiModel:
             started = time.perf_counter()
             bend = torch.from_numpy(performance["pitch_bend"].astype(np.float32))[None]
             controls["f0_hz"] = controls["f0_hz"] * torch.pow(2.0, bend / 12.0)
-            gain = torch.from_numpy(midi_volume_gain(performance["cc7"], performance["cc11"]))[None]
-            controls["amplitude"] = controls["amplitude"] * gain
-            controls["noise_magnitudes"] = controls["noise_magnitudes"] * gain.unsqueeze(-1)
+            controls = scale_level(controls, torch.from_numpy(midi_volume_gain(performance["cc7"],
+                                                                                performance["cc11"]))[None])
             noise_rng = torch.Generator().manual_seed(0 if voice_seed is None else voice_seed)
             instrument_ids = torch.tensor([self.instruments[name]])
             if not reverb:  # the dry render at the level of the wet one, not the 15-20 dB the reverb carries quieter

@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mididdsp.dsp.core import SAMPLE_RATE
+from mididdsp.dsp.core import DB_FLOOR, SAMPLE_RATE
 from mididdsp.dsp.effects import ExponentialDecayReverb, LearnedReverb, apply_reverb, reverb_power_gain
-from mididdsp.dsp.processors import FilteredNoiseSynth, HarmonicSynth, match_loudness, synthesis_loudness_power
+from mididdsp.dsp.processors import (FilteredNoiseSynth, HarmonicSynth, match_loudness, scale_level,
+                                     synthesis_loudness_power)
+from mididdsp.dsp.spectral import compute_loudness
 from mididdsp.dsp.synths import filtered_noise_causal
 
 CONTROL_NAMES = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")
@@ -79,9 +81,7 @@ class DDSPSynth(nn.Module):
                  controls["noise_magnitudes"], self.sample_rate)
         wet = synthesis_loudness_power(*terms, reverb_power_gain(self.reverb.get_impulse_response(instrument),
                                                                  self.sample_rate))
-        gain = torch.sqrt(wet / synthesis_loudness_power(*terms).clamp_min(1e-30))
-        return {**controls, "amplitude": controls["amplitude"] * gain,
-                "noise_magnitudes": controls["noise_magnitudes"] * gain.unsqueeze(-1)}
+        return scale_level(controls, torch.sqrt(wet / synthesis_loudness_power(*terms).clamp_min(1e-30)))
 
     def synthesize(self, controls: dict[str, torch.Tensor], n_samples: int, instrument: torch.Tensor | None = None,
                    reverb: bool = True, noise: torch.Tensor | None = None,
@@ -126,9 +126,6 @@ class DDSPSynth(nn.Module):
         Returns:
             controls with ``amplitude`` and ``noise_magnitudes`` rescaled.
         """
-        from mididdsp.dsp.core import DB_FLOOR
-        from mididdsp.dsp.spectral import compute_loudness
-
         frames = level_db.shape[1]
         if noise is None:
             noise = (torch.rand(level_db.shape[0], n_samples, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -146,9 +143,7 @@ class DDSPSynth(nn.Module):
             step = F.conv1d(F.pad(step[:, None], (2, 2), mode="replicate"), smoothing[None, None])[:, 0]
             step = torch.where(sounding, step, torch.zeros_like(step))
             gain_db = (gain_db + step).clamp(-max_cut_db, max_boost_db)
-            gain = torch.pow(10.0, gain_db / 20.0)
-            corrected = {**controls, "amplitude": controls["amplitude"] * gain,
-                         "noise_magnitudes": controls["noise_magnitudes"] * gain.unsqueeze(-1)}
+            corrected = scale_level(controls, torch.pow(10.0, gain_db / 20.0))
         return corrected
 
     @torch.no_grad()

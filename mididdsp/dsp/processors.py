@@ -73,7 +73,12 @@ def match_loudness(controls: dict[str, torch.Tensor], level_db: torch.Tensor, sa
     # The loudness floor is where the analysis stopped measuring: it and anything below play as silence
     # (-120 dB rather than 0 keeps the square root's gradient finite).
     wanted = (torch.pow(10.0, level_db / 10.0) - 10.0 ** (DB_FLOOR / 10.0)).clamp_min(1e-12)
-    gain = torch.sqrt(wanted / power.clamp_min(1e-30))
+    return scale_level(controls, torch.sqrt(wanted / power.clamp_min(1e-30)))
+
+
+def scale_level(controls: dict[str, torch.Tensor], gain: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Controls with ``amplitude`` and ``noise_magnitudes`` scaled by ``gain`` [batch, frames] (linear), so the
+    harmonic and the noise part keep their balance. Other controls pass through."""
     return {**controls, "amplitude": controls["amplitude"] * gain,
             "noise_magnitudes": controls["noise_magnitudes"] * gain.unsqueeze(-1)}
 
