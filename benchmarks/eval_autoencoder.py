@@ -27,6 +27,14 @@ from mididdsp.pitch import compute_f0, refine_f0
 from mididdsp.resynth import synthesize_from_features
 
 
+def piecewise_spectral_loss(output: torch.Tensor, target: torch.Tensor, piece: int = 64000) -> list[float]:
+    """The multi-scale spectral loss of consecutive ``piece``-sample pieces (4 s at 16 kHz) of two [samples]
+    signals; a shorter last piece counts if it lasts at least 1 s."""
+    starts = [start for start in range(0, target.shape[-1], piece) if target.shape[-1] - start >= 16000]
+    return [multiscale_spectral_loss(output[None, start:start + piece], target[None, start:start + piece]).item()
+            for start in starts]
+
+
 def evaluate(model, dataset: RecordingDataset, f0_refine: bool = False, loudness_passes: int = 2
              ) -> dict[str, dict[str, float]]:
     names = {index: name for name, index in dataset.instruments.items()}
@@ -45,12 +53,9 @@ def evaluate(model, dataset: RecordingDataset, f0_refine: bool = False, loudness
         inlier = error <= 12
         loud_in, loud_out = item["loudness_db"], compute_loudness(torch.from_numpy(output))
         active = loud_in > -60
-        piece = 64000  # 4 s pieces; a shorter last piece counts if it lasts at least 1 s
-        for start in [start for start in range(0, len(audio), piece) if len(audio) - start >= 16000]:
-            loss = multiscale_spectral_loss(torch.from_numpy(output[start:start + piece])[None],
-                                            torch.from_numpy(audio[start:start + piece])[None])
+        for loss in piecewise_spectral_loss(torch.from_numpy(output), torch.from_numpy(audio)):
             for key in (name, "all"):
-                sums[key]["spectral_sum"] += loss.item()
+                sums[key]["spectral_sum"] += loss
                 sums[key]["spectral_count"] += 1
         for key in (name, "all"):
             counter = sums[key]

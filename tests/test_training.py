@@ -270,6 +270,33 @@ def test_export_then_load_model_gives_identical_outputs(full_run, data_dir, tmp_
         export(run_dir, tmp_path / "other", str(tmp_path / "missing.ckpt"))
 
 
+def test_init_from_copies_a_trained_model_and_matches_instruments_by_name(full_run, data_dir, tmp_path) -> None:
+    from mididdsp.models import load_model
+    from mididdsp.synthesis.autoencoder import DDSPAutoencoder
+    from mididdsp.training.train import initialise_from
+
+    source_dir = full_run["run_dir"] / "model"
+    source = load_model(source_dir)  # instruments {"violin": 0}
+    settings = {**source.config.to_dict(), "n_instruments": 2}
+    torch.manual_seed(0)
+    target = DDSPAutoencoder(settings)
+    fresh_embedding = target.instrument_embedding.weight[0].detach().clone()
+    assert initialise_from(target, source_dir, {"cello": 0, "violin": 1}) == ["cello"]
+    assert torch.equal(target.instrument_embedding.weight[1], source.instrument_embedding.weight[0])
+    assert torch.equal(target.synth.reverb.impulse_response[1], source.synth.reverb.impulse_response[0])
+    assert torch.equal(target.instrument_embedding.weight[0], fresh_embedding)  # unknown to the source: kept
+    assert torch.equal(target.gru.weight_hh_l0, source.gru.weight_hh_l0)
+    with pytest.raises(MididdspError, match="does not fit this config's model"):
+        initialise_from(DDSPAutoencoder({**settings, "hidden_size": 16}), source_dir, {"violin": 0})
+
+    # Through `train`: with a zero learning rate the run ends on the source's weights exactly.
+    config = load_config(write_config(tmp_path / "tiny.yaml", data_dir, 2),
+                         [f"train.init_from={source_dir}", "train.lr=0.0", "train.val_every_n_steps=2"])
+    result = train(config, tmp_path / "run")
+    trained = load_model(result.model_dir).state_dict()
+    assert all(torch.equal(trained[name], value) for name, value in source.state_dict().items())
+
+
 # --- failure guard -----------------------------------------------------------------------------------------------
 
 def test_non_finite_loss_stops_training_with_one_clear_error(data_dir, tmp_path, monkeypatch) -> None:

@@ -47,7 +47,8 @@ def synthesis_loudness_power(f0_hz: torch.Tensor, amplitude: torch.Tensor, harmo
     numbers = torch.arange(1, harmonic_distribution.shape[-1] + 1, dtype=f0_hz.dtype, device=f0_hz.device)
     frequency = f0_hz.detach().unsqueeze(-1) * numbers
     weight = sinusoid_loudness_weight(frequency, sample_rate).clamp_min(MIN_LOUDNESS_WEIGHT)
-    terms = filtered_noise_loudness_terms(noise_magnitudes.shape[-1], sample_rate).to(noise_magnitudes)
+    terms = filtered_noise_loudness_terms(noise_magnitudes.shape[-1], sample_rate, dtype=noise_magnitudes.dtype,
+                                          device=noise_magnitudes.device)
     if filter_gain is None:
         form = terms.sum(0).expand(noise_magnitudes.shape[0], -1, -1)
     else:

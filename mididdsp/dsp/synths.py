@@ -296,8 +296,11 @@ NOISE_VARIANCE = 1.0 / 3.0  # of the default excitation, uniform in [-1, 1]
 
 
 @functools.lru_cache(maxsize=8)
-def filtered_noise_loudness_terms(n_bands: int, sample_rate: int = SAMPLE_RATE, n_fft: int = 512) -> torch.Tensor:
-    """[n_fft // 2 + 1, n_bands, n_bands] float64: the loudness analysis's bins' shares of a quadratic form.
+def filtered_noise_loudness_terms(n_bands: int, sample_rate: int = SAMPLE_RATE, n_fft: int = 512,
+                                  dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+                                  ) -> torch.Tensor:
+    """[n_fft // 2 + 1, n_bands, n_bands] ``dtype`` on ``device``: the loudness analysis's bins' shares of a
+    quadratic form (computed in float64; cached per dtype and device, as the loudness match needs it every step).
 
     Summed over bins (each first scaled by a filter's power gain there, if the noise passes one), they give
     ``Q``: :func:`filtered_noise` with steady ``magnitudes`` [n_bands] reads ``NOISE_VARIANCE * magnitudes @ Q @
@@ -309,7 +312,8 @@ def filtered_noise_loudness_terms(n_bands: int, sample_rate: int = SAMPLE_RATE, 
     with torch.inference_mode(False), torch.no_grad():
         spectra = torch.fft.rfft(frequency_impulse_response(torch.eye(n_bands, dtype=torch.float64), taps), n_fft)
         weights = one_sided_a_weighting(n_fft, sample_rate) / n_fft             # [bins]
-        return (weights[:, None, None] * spectra.T[:, :, None] * spectra.T.conj()[:, None, :]).real
+        terms = (weights[:, None, None] * spectra.T[:, :, None] * spectra.T.conj()[:, None, :]).real
+        return terms.to(dtype=dtype, device=device)
 
 
 def overlap_add(blocks: torch.Tensor, hop_size: int) -> torch.Tensor:

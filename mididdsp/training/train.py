@@ -17,6 +17,11 @@ weights, optimizer, learning-rate schedule, step and data order), so a killed ru
 ``model.n_instruments`` is taken from the data's manifest; the instrument mapping and the per-instrument
 statistics are stored with the exported model (``instruments``, ``statistics``).
 
+``train.init_from=MODEL_DIR`` starts a new run from a trained model of the same task and sizes (train a shipped
+model on, or fine-tune it on your own recordings): every weight is copied, and the per-instrument rows
+(:data:`INSTRUMENT_ROWS`) by instrument name, so instruments the model does not know start from their fresh
+initialisation. A resumed run ignores it (the checkpoint holds the weights).
+
 This module is cheap to import; torch and Lightning are imported when a command runs.
 """
 from __future__ import annotations
@@ -54,8 +59,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "train": {"max_steps": 10000, "lr": 1e-3, "lr_decay_rate": 0.98, "lr_decay_steps": 10000, "grad_clip": 3.0,
               "seed": 0, "precision": "32-true", "val_every_n_steps": 500, "val_batches": 8, "log_every": 20,
               "checkpoint_every": 100, "run_dir": "runs/default", "accelerator": "auto", "devices": "auto",
-              "strategy": "auto", "examples": 2, "progress_bar": True, "export": True, "threads": None},
+              "strategy": "auto", "examples": 2, "progress_bar": True, "export": True, "threads": None,
+              "init_from": None},
 }
+# Parameters with one row per instrument (first dimension), matched by instrument name by ``train.init_from``.
+INSTRUMENT_ROWS = ("instrument_embedding.weight", "embedding.weight", "release", "synth.reverb.impulse_response")
 # Settings that may differ when a run is resumed (everything else must match the saved config).
 RESUMABLE_CHANGES = {"train.max_steps", "train.val_every_n_steps", "train.val_batches", "train.log_every",
                      "train.checkpoint_every", "train.examples", "train.progress_bar", "train.export",
@@ -232,6 +240,10 @@ def train(config: dict, run_dir: str | os.PathLike | None = None) -> TrainResult
 
     pl.seed_everything(int(train_cfg["seed"]), workers=True, verbose=False)
     module = task.build_module(config)
+    if train_cfg.get("init_from") and not resume:
+        fresh = initialise_from(module.model, train_cfg["init_from"], data.instruments)
+        print(f"starting from {train_cfg['init_from']}" + (f" (new instruments: {', '.join(fresh)})" if fresh else ""),
+              flush=True)
     validate = data.has_validation()
     loggers: list = [CSVLogger(run_dir, name="logs")]
     try:
@@ -292,6 +304,43 @@ def train(config: dict, run_dir: str | os.PathLike | None = None) -> TrainResult
     if trainer.is_global_zero and train_cfg["export"]:
         result.model_dir = export(run_dir, run_dir / "model", "best" if result.best_checkpoint else "last")
     return result
+
+
+def initialise_from(model, model_dir: str | os.PathLike, instruments: dict[str, int]) -> list[str]:
+    """Copy the weights of the trained model in ``model_dir`` into ``model`` (same class and sizes). Rows of
+    :data:`INSTRUMENT_ROWS` go by instrument name (``instruments``: name -> row in ``model``); instruments the
+    source does not know keep their rows. Returns those instruments' names. MididdspError on any mismatch."""
+    from mididdsp.models import load_model
+
+    source = load_model(model_dir)
+    if type(source) is not type(model):
+        raise MididdspError(f"train.init_from: {model_dir} is a {type(source).__name__}, this config trains a "
+                            f"{type(model).__name__}")
+    source_rows = source.metadata.get("instruments", {})
+    target = model.state_dict()
+    weights = {}
+    for name, value in source.state_dict().items():
+        current = target.get(name)
+        instrument_rows = name in INSTRUMENT_ROWS
+        fits = current is not None and (value.shape[1:] == current.shape[1:] if instrument_rows
+                                        else value.shape == current.shape)
+        if not fits:
+            raise MididdspError(f"train.init_from: {model_dir} does not fit this config's model ({name}: "
+                                f"{tuple(value.shape)} there, {None if current is None else tuple(current.shape)} "
+                                "here); use the config it was trained with")
+        if instrument_rows:
+            value_rows = current.clone()
+            for instrument, row in instruments.items():
+                if instrument in source_rows:
+                    value_rows[row] = value[source_rows[instrument]]
+            value = value_rows
+        weights[name] = value
+    missing = sorted(set(target) - set(weights))
+    if missing:
+        raise MididdspError(f"train.init_from: {model_dir} lacks {', '.join(missing[:3])}; use the config it was "
+                            "trained with")
+    model.load_state_dict(weights)
+    return sorted(set(instruments) - set(source_rows))
 
 
 def _quiet_lightning() -> None:
