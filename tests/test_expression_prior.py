@@ -308,3 +308,30 @@ def test_evaluation_report(prepared, trained, tmp_path) -> None:
     assert result["velocity"]["temperature_0"] > 0.8
     report = format_prior_report(result)
     assert "RMSE" in report and "NLL" in report and "velocity" in report
+
+
+def test_bound_counts_the_soundfont_as_a_draw_the_notes_cannot_show() -> None:
+    from mididdsp.expression.prior_eval import draw_bound
+
+    # Recordings played in turn by two SoundFonts; the first control is 0.3 or 0.7 by SoundFont alone, the rest
+    # follow a note feature. Resampling the SoundFont spreads the first control by its standard deviation, 0.2.
+    rng = np.random.default_rng(0)
+    recordings = []
+    for index in range(24):
+        features = rng.normal(size=(50, 3))
+        soundfont = index % 2
+        controls = np.empty((50, 6))
+        controls[:, 0] = 0.3 + 0.4 * soundfont
+        controls[:, 1:] = 0.5 + 0.1 * np.tanh(features[:, :1])
+        performer = rng.normal(size=(50, 14))  # draws that explain nothing here
+        played_by = np.eye(2)[np.full(50, soundfont)]
+        recordings.append({"split": "train" if index < 18 else "test", "instrument": 0, "features": features,
+                           "controls": controls, "short": np.zeros(50, bool), "performer": performer,
+                           "played_by": played_by})
+    with_soundfont = [{**r, "draws": np.concatenate([r["performer"], r["played_by"]], 1)} for r in recordings]
+    without = [{**r, "draws": r["performer"]} for r in recordings]
+    bound = draw_bound(with_soundfont, "test")["rmse"]
+    assert 0.17 < bound["volume"]["draw_rmse"] < 0.23 and bound["volume"]["oracle_rmse"] < 0.05
+    assert bound["brightness"]["draw_rmse"] < 0.03  # a function of the notes: no draw spreads it
+    # Without the SoundFont among the draws nothing explains that control: the oracle misses it on held-out notes.
+    assert draw_bound(without, "test")["rmse"]["volume"]["oracle_rmse"] > 0.15

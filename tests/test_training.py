@@ -112,6 +112,12 @@ def test_resuming_with_other_model_settings_is_refused(data_dir, tmp_path) -> No
                 tmp_path / "run" / "config.yaml")
     with pytest.raises(MididdspError, match=r"model.hidden_size: 64 -> 32"):
         train(config, tmp_path / "run")
+    # init_from only seeds a fresh run, so a resumed run may name another copy of the same weights.
+    from mididdsp.training.train import _check_resume
+
+    saved = tmp_path / "run" / "config.yaml"
+    save_config({**config, "train": {**config["train"], "init_from": "elsewhere/model"}}, saved)
+    _check_resume(saved, config)
 
 
 def test_step_sampler_streams_are_disjoint_across_ranks_and_restart_at_any_step() -> None:

@@ -16,13 +16,15 @@ On the notes of one split of a prepared folder, against their teacher controls (
 * Velocity: Pearson r of velocity with the predicted volume (temperature 0, and the temperature-1 samples)
   against the same r in the truth.
 * Bound (corpora made by ``mididdsp corpus`` only): the performer draws most of each note's expression at
-  random, independent of the notes (CC11 shape, level, depth and peak; vibrato depth, rate and delay). The part of
-  each control that those draws explain and the notes cannot is error no prior can remove; see
+  random, independent of the notes (CC11 shape, level, depth and peak; vibrato depth, rate and delay), and the
+  corpus picks the SoundFont of each recording regardless of its notes. The part of each control that those
+  draws explain and the notes cannot is error no prior can remove; see
   :func:`performer_bound`.
 """
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -260,11 +262,21 @@ def _draw_basis(rows: list[dict[str, str]]) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
+def _recording_soundfont(notes_path: Path) -> str:
+    """The SoundFont that played a corpus recording (``soundfont`` in its ``NAME.json`` beside
+    ``NAME.notes.csv``), or "" where that is not recorded."""
+    info = notes_path.with_name(notes_path.name.removesuffix(".notes.csv") + ".json")
+    try:
+        return str(json.loads(info.read_text()).get("soundfont") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def _paired_notes(data_dir: str | Path, folder: Path, instruments: dict[str, int]) -> list[dict]:
     """Recordings whose performer ground truth (``*.notes.csv``) pairs one for one with their teacher notes:
-    ``split``, ``features`` [n, F] (what a prior sees: note features and instrument one-hot), ``draws`` [n, 14],
-    ``controls`` [n, 6], ``short`` [n] (under 0.25 s: no vibrato by the performer's rule), ``instrument``; present
-    notes only."""
+    ``split``, ``features`` [n, F] (what a prior sees: note features and instrument one-hot), ``draws`` [n, D]
+    (the performer's 14 and the SoundFont as a one-hot), ``controls`` [n, 6], ``short`` [n] (under 0.25 s: no
+    vibrato by the performer's rule), ``instrument``; present notes only."""
     from mididdsp.datasets.shards import load_manifest
     from mididdsp.datasets.teacher import note_tables
     from mididdsp.expression.prior import note_features
@@ -287,7 +299,15 @@ def _paired_notes(data_dir: str | Path, folder: Path, instruments: dict[str, int
         paired.append({"split": recordings[table["id"]]["split"], "instrument": instruments[table["instrument"]],
                        "features": np.concatenate([features, onehot], axis=1)[keep],
                        "draws": _draw_basis([r for r, k in zip(rows, keep) if k]),
-                       "controls": table["controls"][keep].astype(np.float64), "short": (duration < 0.25)[keep]})
+                       "controls": table["controls"][keep].astype(np.float64), "short": (duration < 0.25)[keep],
+                       "soundfont": _recording_soundfont(Path(provenance["path"]))})
+    # Which SoundFont played a recording is a draw too (the corpus takes them in turn): the notes do not show it,
+    # and the SoundFonts' samples differ in brightness and attack noise by more than the performer varies them.
+    soundfonts = sorted({p["soundfont"] for p in paired})
+    for p in paired:
+        played_by = np.zeros((len(p["draws"]), len(soundfonts)))
+        played_by[:, soundfonts.index(p["soundfont"])] = 1.0
+        p["draws"] = np.concatenate([p["draws"].reshape(len(played_by), -1), played_by], axis=1)
     return paired
 
 
@@ -315,7 +335,8 @@ def performer_bound(data_dir: str | Path, folder: Path, instruments: dict[str, i
     ``mididdsp corpus`` only, where each recording's ``*.notes.csv`` is found; None otherwise).
 
     The performer draws most of a note's expression at random, independently of the notes: the CC11 shape, level,
-    depth and peak, and the vibrato (on/off, depth, rate, delay), except that notes under 0.25 s get no vibrato.
+    depth and peak, and the vibrato (on/off, depth, rate, delay), except that notes under 0.25 s get no vibrato;
+    and the SoundFont that plays a recording is chosen regardless of its notes.
     An oracle ``f(notes, draws)`` (a small MLP on the note features, the instrument and the draws) is fitted on
     the train split's teacher controls. On the notes of ``split``:
 
@@ -325,7 +346,12 @@ def performer_bound(data_dir: str | Path, folder: Path, instruments: dict[str, i
       have a lower RMSE (as far as ``f`` is the mean given notes and draws): this is the bound.
     * ``oracle_rmse``: the oracle's own held-out error (extraction noise, the neighbours it does not see, misfit),
       which shows how well ``f`` fits; part of it is unpredictable too, so the true floor lies above the bound."""
-    paired = _paired_notes(data_dir, folder, instruments)
+    return draw_bound(_paired_notes(data_dir, folder, instruments), split, draws_per_note, seed)
+
+
+def draw_bound(paired: list[dict], split: str = "test", draws_per_note: int = 32, seed: int = 0) -> dict | None:
+    """:func:`performer_bound` on recordings already paired with their draws (the items of ``_paired_notes``:
+    ``split``, ``instrument``, ``features`` [n, F], ``draws`` [n, D], ``controls`` [n, 6], ``short`` [n])."""
     train = [p for p in paired if p["split"] == "train"]
     held = [p for p in paired if p["split"] == split]
     if not train or not held:
@@ -349,7 +375,7 @@ def performer_bound(data_dir: str | Path, folder: Path, instruments: dict[str, i
         for key in set(zip(instrument_held.tolist(), short_held.tolist())):
             rows = (instrument_held == key[0]) & (short_held == key[1])
             pool = draws_all[(instrument_all == key[0]) & (short_all == key[1])]
-            picks = pool[rng.integers(0, len(pool), (int(rows.sum()), draws_per_note))]  # [r, K, 14]
+            picks = pool[rng.integers(0, len(pool), (int(rows.sum()), draws_per_note))]  # [r, K, D]
             inputs = np.concatenate([np.repeat(features[rows][:, None], draws_per_note, 1),
                                      (picks - centre) / scale], -1)
             outputs = oracle(torch.as_tensor(inputs, dtype=torch.float32)).numpy()

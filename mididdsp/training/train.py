@@ -64,11 +64,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # Parameters with one row per instrument (first dimension), matched by instrument name by ``train.init_from``.
 INSTRUMENT_ROWS = ("instrument_embedding.weight", "embedding.weight", "release", "synth.reverb.impulse_response")
-# Settings that may differ when a run is resumed (everything else must match the saved config).
+# Settings that may differ when a run is resumed (everything else must match the saved config); init_from
+# only seeds a fresh run, so a resumed one may name another copy of the same weights.
 RESUMABLE_CHANGES = {"train.max_steps", "train.val_every_n_steps", "train.val_batches", "train.log_every",
                      "train.checkpoint_every", "train.examples", "train.progress_bar", "train.export",
                      "train.threads", "train.devices", "train.strategy", "train.accelerator",
-                     "train.run_dir", "data.num_workers", "data.dir"}
+                     "train.run_dir", "train.init_from", "data.num_workers", "data.dir"}
 
 
 # --- configs -----------------------------------------------------------------------------------------------------
