@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 SWEEP_VALUES = tuple(round(0.1 * i, 1) for i in range(11))
 LONG_NOTE_S = 0.5
-SWEEP_RATES_HZ = (4.5, 5.5, 6.5)
-PHYSICAL_SWEPT = ("volume_db", "vibrato_extent_cents", "vibrato_rate_hz")  # physical honesty: asked vs measured  # vibrato rates given to notes without one in the vibrato sweep
+SWEEP_RATES_HZ = (4.5, 5.5, 6.5)  # vibrato rates given to notes without one in the vibrato sweep
+PHYSICAL_SWEPT = ("volume_db", "vibrato_extent_cents", "vibrato_rate_hz")  # physical honesty: asked vs measured
 
 
 def _generator_dir(model: str | Path) -> Path:
@@ -262,7 +262,8 @@ def format_controls_report(result: dict) -> str:
     r = result["reconstruction"]
     spectral = r["spectral_loss"]
     lines.append(f"reconstruction: spectral loss {spectral['generator']:.3f} (synthesis coder "
-                 f"{spectral['synthesis_coder']:.3f}, autoencoder {spectral['autoencoder']}), f0 error "
+                 f"{spectral['synthesis_coder']:.3f}, autoencoder "
+                 f"{'not shipped' if spectral['autoencoder'] is None else format(spectral['autoencoder'], '.3f')}), f0 error "
                  f"{r['f0_error_cents']:.1f} cents, loudness L1 {r['loudness_l1_db']:.2f} dB")
     lines.append("expression re-extraction RMSE: " + ", ".join(f"{k} {v:.3f}" for k, v in r["expression_rmse"].items()))
     return "\n".join(lines)
