@@ -64,13 +64,13 @@ data_first/prepared/manifest.json: | install
 	$(PY) -m mididdsp prepare data_first/corpus --out data_first/prepared --seed 0
 data-first: data_first/prepared/manifest.json
 
-# Two stages: the packaged recipe (6000 steps), then 4000 more from its weights at a lower rate (train.init_from).
+# Two stages: the packaged recipe (6000 steps), then 8000 more from its weights at a lower rate (train.init_from).
 # One 6000-step run left the 13 instruments x 2 SoundFonts at spectral 6.69 on the first corpus's FluidR3
-# recordings, where the same run on 4 instruments reached 5.71; the second stage brings it to 6.03 (docs/RESULTS.md).
+# recordings, where the same run on 4 instruments reached 5.71; the second stage brings it to 5.68 (docs/RESULTS.md).
 model-autoencoder: install data
 	$(PY) -m mididdsp train autoencoder_tiny data.dir=$(DATA)/prepared --run-dir runs/autoencoder_tiny
 	$(PY) -m mididdsp train autoencoder_tiny data.dir=$(DATA)/prepared --run-dir runs/autoencoder_tiny_more \
-	    train.init_from=runs/autoencoder_tiny/model train.lr=3e-4 train.max_steps=4000 train.lr_decay_steps=4000
+	    train.init_from=runs/autoencoder_tiny/model train.lr=3e-4 train.max_steps=8000 train.lr_decay_steps=4000
 	$(PY) -m mididdsp export runs/autoencoder_tiny_more -o mididdsp/pretrained/autoencoder
 	$(PY) -m mididdsp calibrate mididdsp/pretrained/autoencoder --data $(DATA)/prepared
 
