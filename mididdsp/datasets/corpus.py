@@ -198,6 +198,12 @@ def write_recording(out: Path, plan: RecordingPlan, sources: list[str], seed: in
     return entry
 
 
+def played_by(entry: dict) -> str:
+    """File name of the SoundFont that played a recording's manifest entry (or its ``NAME.json``); entries from
+    before SoundFont lists were all played by the default SoundFont."""
+    return entry.get("soundfont") or Path(DEFAULT_SOUNDFONT).name
+
+
 def _finished_entry(out: Path, plan: RecordingPlan, soundfont: str) -> dict | None:
     """The manifest entry of a recording already written completely by ``soundfont``, else None."""
     names = [f"{plan.name}{suffix}" for suffix in (".wav", ".mid", ".notes.csv", ".json")]
@@ -207,9 +213,7 @@ def _finished_entry(out: Path, plan: RecordingPlan, soundfont: str) -> dict | No
         entry = json.loads((out / f"{plan.name}.json").read_text())
     except (OSError, ValueError):
         return None
-    # Entries from before SoundFont lists were all played by the default SoundFont.
-    played_by = entry.get("soundfont", Path(DEFAULT_SOUNDFONT).name)
-    return entry if played_by == Path(soundfont).name else None
+    return entry if played_by(entry) == Path(soundfont).name else None
 
 
 def _write_one(job: tuple) -> dict:

@@ -263,11 +263,13 @@ def _draw_basis(rows: list[dict[str, str]]) -> np.ndarray:
 
 
 def _recording_soundfont(notes_path: Path) -> str:
-    """The SoundFont that played a corpus recording (``soundfont`` in its ``NAME.json`` beside
-    ``NAME.notes.csv``), or "" where that is not recorded."""
+    """The SoundFont that played a corpus recording, from its ``NAME.json`` beside ``NAME.notes.csv`` ("" where
+    that file cannot be read)."""
+    from mididdsp.datasets.corpus import played_by
+
     info = notes_path.with_name(notes_path.name.removesuffix(".notes.csv") + ".json")
     try:
-        return str(json.loads(info.read_text()).get("soundfont") or "")
+        return played_by(json.loads(info.read_text()))
     except (OSError, ValueError, AttributeError):
         return ""
 
@@ -302,7 +304,7 @@ def _paired_notes(data_dir: str | Path, folder: Path, instruments: dict[str, int
                        "controls": table["controls"][keep].astype(np.float64), "short": (duration < 0.25)[keep],
                        "soundfont": _recording_soundfont(Path(provenance["path"]))})
     # Which SoundFont played a recording is a draw too (the corpus takes them in turn): the notes do not show it,
-    # and the SoundFonts' samples differ in brightness and attack noise by more than the performer varies them.
+    # and the SoundFonts differ in each instrument's level and timbre.
     soundfonts = sorted({p["soundfont"] for p in paired})
     for p in paired:
         played_by = np.zeros((len(p["draws"]), len(soundfonts)))
