@@ -54,6 +54,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import table as markdown_table  # noqa: E402
 
+def absolute(table, row: int, column: str) -> float:
+    """A table value, levels (volume_db, attack_noise_db) made absolute again by adding the recording's
+    level_offset_db: the applied gains are compared across recordings."""
+    value = float(table[row, column])
+    return value + float(table[row, "level_offset_db"]) if column in ("volume_db", "attack_noise_db") else value
+
+
 MATCH_TOLERANCE_S = 0.006
 DETECTED_CENTS = 3.0  # a note "has vibrato" when its extent reaches this (the gate's ramps leave small values)
 
@@ -355,18 +362,18 @@ def main(argv: list[str] | None = None) -> int:
                 "duration": float(note["end"]) - float(note["start"]),
                 "extent": float(table[row, "vibrato_extent_cents"]), "rate": float(table[row, "vibrato_rate_hz"]),
                 "true_depth": float(note["vibrato_depth_cents"]), "true_rate": float(note["vibrato_rate_hz"]),
-                "volume_db": float(table[row, "volume_db"]),
+                "volume_db": absolute(table, row, "volume_db"),
                 "true_gain_db": float(cc11_to_db(int(note["velocity"]))) + float(note["mean_gain_db"]),
                 "peak": float(table[row, "peak_position"]), "true_peak": float(note["peak_position"]),
                 "shape": note["cc11_shape"], "fluct_db": float(table[row, "volume_fluctuation_db"]),
                 "true_depth_db": float(note["cc11_depth_db"]),
-                "brightness": float(table[row, "brightness_centroid"]), "attack_db": float(table[row, "attack_noise_db"]),
+                "brightness": float(table[row, "brightness_centroid"]), "attack_db": absolute(table, row, "attack_noise_db"),
             })
             if written is not None:
                 rows[-1]["expected_extent"] = float(written[row, "vibrato_extent_cents"])
                 rows[-1]["expected_rate"] = float(written[row, "vibrato_rate_hz"])
             if expected is not None:
-                rows[-1].update({f"expected_{key}": float(expected[row, column]) for key, column in (
+                rows[-1].update({f"expected_{key}": absolute(expected, row, column) for key, column in (
                     ("extent", "vibrato_extent_cents"), ("rate", "vibrato_rate_hz"), ("volume_db", "volume_db"),
                     ("peak", "peak_position"), ("fluct_db", "volume_fluctuation_db"),
                     ("brightness", "brightness_centroid"), ("attack_db", "attack_noise_db"))})

@@ -216,7 +216,7 @@ class MidiModel:
                 fixed_mask = torch.zeros(len(voices), longest, 7, dtype=torch.bool)
                 columns_mask = torch.tensor([c in chosen for c in EXPRESSION_INPUTS])
                 for row, (t, v, voice) in enumerate(voices):
-                    fixed_values[row, :len(voice)] = torch.from_numpy(rows[(t, v)])
+                    fixed_values[row, :len(voice)] = torch.from_numpy(rows[(t, v)][:, :7])
                     fixed_mask[row, :len(voice)] = columns_mask
             with torch.no_grad():
                 sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
@@ -225,13 +225,16 @@ class MidiModel:
                 for i, note in enumerate(voice):
                     for key, value in zip(columns, (t, v, i, note.start, note.end, note.pitch, note.velocity, names[t])):
                         columns[key].append(value)
-                controls.append(sampled[row, :len(voice)].numpy())
-        values = np.concatenate(controls) if controls else np.zeros((0, 7))
-        from mididdsp.expression.controls import CONTROL_NAMES
+                # a fixed table keeps its recording's level (not a control the prior samples)
+                offset = rows[(t, v)][:, 7:8] if fixed is not None else np.zeros((len(voice), 1), np.float32)
+                controls.append(np.concatenate([sampled[row, :len(voice)].numpy(), offset], axis=1))
+        values = np.concatenate(controls) if controls else np.zeros((0, 8))
+        from mididdsp.expression.controls import CONTROL_NAMES, LEVEL_OFFSET
 
         for j, name in enumerate(CONTROL_NAMES):
             columns[name] = values[:, j].clip(0.0, 1.0)
         columns["vibrato_rate_hz"] = values[:, 6].clip(0.0, 15.0)
+        columns[LEVEL_OFFSET] = values[:, 7]
         order = sorted(range(len(columns["start"])), key=lambda r: (columns["track"][r], columns["start"][r],
                                                                      columns["voice"][r]))
         return NoteExpression({k: [v[r] for r in order] for k, v in columns.items()}, self.ranges)
@@ -349,12 +352,13 @@ def apply_modulation(controls, notes, cc1):
 
 
 def match_expression(expression, voices, ranges) -> dict:
-    """{(track, voice): [N, 7] float32 controls (six scaled + vibrato_rate_hz)} from a NoteExpression that must
-    describe exactly these voices; MididdspError naming the first row (or missing note) that differs."""
+    """{(track, voice): [N, 8] float32 controls (six scaled, vibrato_rate_hz, level_offset_db: the generator's
+    input)} from a NoteExpression that must describe exactly these voices; MididdspError naming the first row (or
+    missing note) that differs."""
     import numpy as np
 
     from mididdsp.errors import MididdspError
-    from mididdsp.expression.controls import CONTROL_NAMES
+    from mididdsp.expression.controls import CONTROL_NAMES, LEVEL_OFFSET
 
     wanted = {(t, v, i): note for t, v, notes in voices for i, note in enumerate(notes)}
     found: dict[tuple[int, int, int], np.ndarray] = {}
@@ -369,7 +373,7 @@ def match_expression(expression, voices, ranges) -> dict:
             raise MididdspError(f"expression row {row} (track {key[0]}, voice {key[1]}, note {key[2]}): pitch "
                                 f"{int(r['pitch'])} at {float(r['start']):.3f} s, but the MIDI has pitch {note.pitch} "
                                 f"at {note.start:.3f} s")
-        found[key] = np.array([r[name] for name in CONTROL_NAMES] + [r["vibrato_rate_hz"]], np.float32)
+        found[key] = np.array([r[name] for name in CONTROL_NAMES] + [r["vibrato_rate_hz"], r[LEVEL_OFFSET]], np.float32)
     missing = [key for key in wanted if key not in found]
     if missing:
         t, v, i = missing[0]

@@ -219,3 +219,60 @@ def test_mixed_controls_use_the_gain_the_calibration_measured_for_the_instrument
     measured = chunked_analysis_controls(audio, f0)["amplitude"]
     mixed = mixed_controls(model, audio, f0, compute_loudness(audio), instrument=1)
     torch.testing.assert_close(mixed["amplitude"], measured * math.exp(-1.0))
+
+
+# ---------------------------------------------------------------------------------------------- recording level
+LEVEL_NOTES = [(0.1 + 0.45 * i, 0.5 + 0.45 * i, 60 + (2 * i) % 12, 80) for i in range(10)]
+LEVEL_DB = [-12.0, -20.0, -8.0, -26.0, -16.0, -30.0, -10.0, -22.0, -14.0, -18.0]  # 22 dB of dynamics
+
+
+def phrase(gain_db: float) -> np.ndarray:
+    """Ten harmonic notes at LEVEL_DB (+ gain_db), 10 ms fades."""
+    t = np.arange(int(4.8 * SR)) / SR
+    audio = np.zeros_like(t)
+    for (start, end, pitch, _), level in zip(LEVEL_NOTES, LEVEL_DB):
+        inside = (t >= start) & (t < end)
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        fade = np.clip(np.minimum(t[inside] - start, end - t[inside]) / 0.01, 0, 1)
+        audio[inside] = 10 ** ((level + gain_db) / 20) * fade * sum(
+            np.sin(2 * np.pi * k * f0 * t[inside]) / k for k in range(1, 8))
+    return audio.astype(np.float32)
+
+
+@pytest.mark.slow
+def test_a_quieter_copy_moves_only_the_level_offset():
+    """The issue's test: a phrase and a copy 20 dB quieter, through the default extractor (the shipped coder,
+    mixed): the volume columns agree (r >= 0.99, within 1 dB), no note sits at either end of the scale, and the
+    20 dB go into level_offset_db."""
+    from mididdsp.expression.extract import extract
+    from mididdsp.models import load_model
+    from mididdsp.resynth import SHIPPED_CODER
+
+    coder = load_model(SHIPPED_CODER)
+    score = score_from_notes(LEVEL_NOTES, program=73)
+    loud, quiet = (extract(phrase(gain), score, coder).table for gain in (-6.0, -26.0))
+    assert np.corrcoef(loud.volume, quiet.volume)[0, 1] >= 0.99
+    np.testing.assert_allclose(quiet.volume_db, loud.volume_db, atol=1.0)
+    for table in (loud, quiet):
+        assert ((table.volume > 0) & (table.volume < 1)).all(), table.volume
+        assert np.ptp(table.level_offset_db) == 0  # one recording, one offset
+        # the table's levels follow the phrase's dynamics (its 22 dB, as the measured amplitude reads them)
+        assert np.corrcoef(table.volume_db, LEVEL_DB)[0, 1] > 0.99
+    assert quiet.level_offset_db[0] - loud.level_offset_db[0] == pytest.approx(-20.0, abs=1.0)
+
+
+def test_with_level_offset_keeps_the_absolute_levels():
+    """Re-expressing a table at another offset moves volume_db / attack_noise_db by the difference; their sum with
+    the offset (what a render plays) is unchanged, and the scaled twins follow."""
+    table = NoteExpression({"track": [0, 0], "voice": [0, 0], "note_index": [0, 1], "start": [0.0, 1.0],
+                            "end": [0.5, 1.5], "pitch": [60, 62], "velocity": [80, 80], "instrument": "violin",
+                            "volume_db": [-30.0, -24.0], "volume_fluctuation": [0.2, 0.2],
+                            "volume_peak_position": [0.5, 0.5], "vibrato": [0.0, 0.0], "brightness": [0.3, 0.3],
+                            "attack_noise_db": [-60.0, -55.0], "level_offset_db": [-8.0, -8.0]})
+    moved = table.with_level_offset(-2.0)
+    np.testing.assert_allclose(moved.volume_db, [-36.0, -30.0])
+    np.testing.assert_allclose(moved.volume_db + moved.level_offset_db, table.volume_db + table.level_offset_db)
+    np.testing.assert_allclose(moved.attack_noise_db + moved.level_offset_db,
+                               table.attack_noise_db + table.level_offset_db)
+    np.testing.assert_allclose(moved.volume, (moved.volume_db + 60.0) / 60.0)  # fixed range -60 .. 0 dB
+    np.testing.assert_allclose(moved.volume_fluctuation, table.volume_fluctuation)

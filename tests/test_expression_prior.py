@@ -250,7 +250,8 @@ def prepared(tmp_path_factory) -> dict:
         physical = np.zeros((30, 7), np.float32)
         physical[:, 4] = targets[:, RATE]
         np.savez(folder / shard_name(recording_id), notes=voices["notes"][index].numpy().astype(np.float64),
-                 controls=targets[:, :6], physical=physical, present=np.ones(30, bool))
+                 controls=targets[:, :6], physical=physical, present=np.ones(30, bool),
+                 level_offset_db=np.zeros(30, np.float32))
     (data / "manifest.json").write_text(json.dumps({"instruments": {"flute": 0, "violin": 1},
                                                     "recordings": recordings, "statistics": {}}))
     return {"data": data, "coder": coder, "ranges": ranges}

@@ -107,6 +107,24 @@ def test_volume_moves_the_level_by_the_asked_decibels() -> None:
     torch.testing.assert_close(levels[1] - levels[0], torch.full((4,), 6.0), atol=1e-3, rtol=0)
 
 
+def test_level_offset_moves_volume_and_attack_noise_by_its_decibels() -> None:
+    """An eighth input column (a table's level_offset_db) is added to the note's level and attack noise: the
+    extractor then reads volume_db and attack_noise_db higher by exactly that many dB, the rest unchanged."""
+    model = random_generator(5)
+    offsets = torch.tensor([-6.0, -6.0, 3.5, 3.5])  # (the extractor floors noise at -80 dB: stay above it)
+    plain = torch.cat([EXPRESSION, torch.zeros(1, 4, 1)], dim=-1)
+    shifted = torch.cat([EXPRESSION, offsets.view(1, 4, 1)], dim=-1)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    with torch.no_grad():
+        base, moved = (measured(model(NOTES, mask, e, torch.tensor([0]), FRAMES)) for e in (plain, shifted))
+        seven = measured(model(NOTES, mask, EXPRESSION, torch.tensor([0]), FRAMES))
+    for name in ("volume_db", "attack_noise_db"):
+        torch.testing.assert_close(moved[name][0] - base[name][0], offsets, atol=2e-3, rtol=0)
+        torch.testing.assert_close(seven[name], base[name])  # no eighth column: offset 0
+    for name in ("volume_fluctuation_db", "peak_position", "brightness_centroid"):
+        torch.testing.assert_close(moved[name], base[name], atol=2e-3, rtol=0)
+
+
 def test_same_seed_same_controls_and_other_seeds_other_vibrato() -> None:
     model = random_generator(5)
 

@@ -17,6 +17,8 @@ extractor reads, and the expression prior learns tables like the ones the extrac
       notes                   float64 [N, 4]     start_s, end_s, pitch, velocity (the shard's monophonic notes)
       controls                float32 [N, 6]     scaled, :data:`~mididdsp.expression.controls.CONTROL_NAMES`
       physical                float32 [N, 7]     :data:`~mididdsp.expression.controls.PHYSICAL_NAMES`
+      level_offset_db         float32 [N]        the recording's level offset (``controls`` and ``physical`` hold
+                                                 volume and attack noise relative to it, as ``extract`` writes)
       present                 bool    [N]        the note has frames
     PREPARED/teacher/<key>/teacher.json          the coder, its ranges and instruments
 
@@ -43,7 +45,7 @@ PHYSICAL_RATE_COLUMN = 4  # vibrato_rate_hz in PHYSICAL_NAMES
 UNREAD_VOLUME_DB = -70.0
 INFO_FILE = "teacher.json"
 LOUDNESS_PASSES = 2
-RECIPE = b"teacher 3: loudness-corrected controls, +6 / -3 dB"  # part of the cache key: a changed recipe gets a new cache
+RECIPE = b"teacher 4: loudness-corrected controls, +6 / -3 dB; levels relative to the recording"  # part of the cache key: a changed recipe gets a new cache
 
 
 def teacher_key(model_dir: str | Path) -> str:
@@ -71,7 +73,8 @@ def build_teacher(data_dir: str | Path, model_dir: str | Path, progress: bool = 
 
     from mididdsp.datasets.shards import shard_name
     from mididdsp.datasets.torch_data import RecordingDataset
-    from mididdsp.expression.controls import CONTROL_NAMES, PHYSICAL_NAMES, note_expression
+    from mididdsp.expression.controls import (CONTROL_NAMES, LEVEL_OFFSET, PHYSICAL_NAMES, level_offset,
+                                              note_expression, reference_level, relative_levels)
     from mididdsp.expression.extract import model_controls, model_ranges
     from mididdsp.fileio import atomic_path, write_text_atomic
     from mididdsp.models import load_model, model_metadata
@@ -81,6 +84,7 @@ def build_teacher(data_dir: str | Path, model_dir: str | Path, progress: bool = 
     model = load_model(model_dir)
     known = model_metadata(model).get("instruments") or {}
     ranges = model_ranges(model)
+    references = model_metadata(model).get("reference_levels_db")
     dataset = RecordingDataset(data_dir, split=None)
     todo = [i for i, r in enumerate(dataset.recordings) if r["has_notes"] and r["instrument"] in known]
     if not todo:
@@ -103,6 +107,8 @@ def build_teacher(data_dir: str | Path, model_dir: str | Path, progress: bool = 
         with torch.no_grad():
             values = note_expression({k: v[0] for k, v in controls.items()}, item["note_index"],
                                      torch.from_numpy(notes[:, 2]).float(), len(notes), ranges=ranges)
+            reference = reference_level(ranges, references, recording["instrument"])
+            values = relative_levels(values, level_offset(values["volume_db"], values["present"], reference), ranges)
         arrays = {
             "f0_hz": controls["f0_hz"][0].numpy().astype(np.float32),
             "amplitude": controls["amplitude"][0].numpy().astype(np.float32),
@@ -111,6 +117,7 @@ def build_teacher(data_dir: str | Path, model_dir: str | Path, progress: bool = 
             "notes": notes.astype(np.float64),
             "controls": np.stack([values[n].numpy() for n in CONTROL_NAMES], -1).astype(np.float32),
             "physical": np.stack([values[n].numpy() for n in PHYSICAL_NAMES], -1).astype(np.float32),
+            LEVEL_OFFSET: values[LEVEL_OFFSET].numpy().astype(np.float32),
             "present": values["present"].numpy().astype(bool),
         }
         with atomic_path(path, suffix=".npz") as temp:
@@ -173,7 +180,8 @@ def note_tables(data_dir: str | Path, folder: str | Path, split: str | None) -> 
             continue
         arrays = load_teacher(folder, recording["id"])
         tables.append({"id": recording["id"], "instrument": recording["instrument"], "notes": arrays["notes"],
-                       "controls": arrays["controls"], "physical": arrays["physical"], "present": arrays["present"]})
+                       "controls": arrays["controls"], "physical": arrays["physical"], "present": arrays["present"],
+                       "level_offset_db": arrays["level_offset_db"]})
     return tables
 
 
@@ -193,16 +201,19 @@ def run(args) -> int:
     return 0
 
 
-def note_targets(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+def note_targets(arrays: dict, with_offset: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A recording's teacher notes -> (``targets`` [N, 7] float32: the six scaled controls and the vibrato rate
-    in Hz, the order of a generator's or a prior's expression input; ``present`` [N] bool: the note has frames,
-    finite values and a level the coder read, above ``UNREAD_VOLUME_DB``). Absent notes read 0."""
+    in Hz, the order of a prior's expression input, and with ``with_offset`` an eighth column, the recording's
+    ``level_offset_db``: a generator's input; ``present`` [N] bool: the note has frames, finite values and a level
+    the coder read, above ``UNREAD_VOLUME_DB``). Absent notes read 0."""
     import numpy as np
 
     rate = PHYSICAL_RATE_COLUMN
-    targets = np.concatenate([arrays["controls"], arrays["physical"][:, rate:rate + 1]], axis=1)
+    offset = arrays["level_offset_db"].astype(np.float32)[:, None]
+    targets = np.concatenate([arrays["controls"], arrays["physical"][:, rate:rate + 1]]
+                             + ([offset] if with_offset else []), axis=1)
     present = (arrays["present"].astype(bool) & np.isfinite(targets).all(axis=1)
-               & (arrays["physical"][:, 0] > UNREAD_VOLUME_DB))
+               & (arrays["physical"][:, 0] + offset[:, 0] > UNREAD_VOLUME_DB))
     return np.where(present[:, None], targets, 0.0).astype(np.float32), present
 
 

@@ -65,11 +65,17 @@ def ranges_from_values(physical: dict[str, np.ndarray]) -> dict[str, tuple[float
 
 
 def measure_notes(model, data_dir: str | Path, split: str = "train", progress: bool = True, f0_refine: bool = True,
-                  amplitude_gains: dict | None = None) -> tuple[dict[str, np.ndarray], int]:
-    """The physical controls of every note in ``split`` of a prepared folder, from ``model``'s synthesis controls.
+                  amplitude_gains: dict | None = None, references: dict | None = None
+                  ) -> tuple[dict[str, np.ndarray], int]:
+    """The physical controls of every note in ``split`` of a prepared folder, from ``model``'s synthesis controls,
+    with levels relative to each recording as ``mididdsp extract`` stores them.
 
-    Returns ``({physical name: [notes]}, recordings used)``. Recordings without notes, or of an instrument the
-    model does not know, are left out. ``f0_refine``: the shards' CREPE f0 is refined as ``mididdsp extract``
+    Returns ``({physical name: [notes], "level_offset_db": [notes]}, recordings used)``. Each instrument's
+    reference level is the median over its recordings of their median note level (``references``, when a dict,
+    receives them, dB); each recording's ``volume_db`` and ``attack_noise_db`` are returned minus its offset from
+    that reference (:func:`mididdsp.expression.controls.relative_levels`), so the ranges measure the notes' spread
+    within a recording, not the recordings' gains. Recordings without notes, or of an instrument the model does
+    not know, are left out. ``f0_refine``: the shards' CREPE f0 is refined as ``mididdsp extract``
     refines it (:func:`mididdsp.pitch.refine_f0`), so the ranges fit what extraction measures.
     ``amplitude_gains``: when a dict, filled with each instrument's median log ratio (natural log) of the model's
     amplitude to the amplitude measured from the audio, over frames above ``extract.SOUNDING_DB``: the gain that
@@ -78,7 +84,7 @@ def measure_notes(model, data_dir: str | Path, split: str = "train", progress: b
     import torch
 
     from mididdsp.datasets.torch_data import RecordingDataset
-    from mididdsp.expression.controls import PHYSICAL_NAMES, note_expression
+    from mididdsp.expression.controls import LEVEL_OFFSET, PHYSICAL_NAMES, level_offset, note_expression, relative_levels
     from mididdsp.expression.extract import SOUNDING_DB, chunked_analysis_controls, model_controls
     from mididdsp.models import model_metadata
     from mididdsp.pitch import refine_f0
@@ -90,7 +96,7 @@ def measure_notes(model, data_dir: str | Path, split: str = "train", progress: b
     if not recordings:
         raise MididdspError(f"{data_dir}: no {split} recordings with notes of the model's instruments "
                             f"({', '.join(known) or 'none'})")
-    collected: dict[str, list[np.ndarray]] = {name: [] for name in PHYSICAL_NAMES}
+    recordings_values: list[tuple[str, dict]] = []  # (instrument, absolute per-note values) per recording
     ratios_by_instrument: dict[str, list] = {}
     for index in tqdm(recordings, desc="calibrate", unit="recording", disable=not progress, file=sys.stderr):
         item = dataset[index]
@@ -105,12 +111,23 @@ def measure_notes(model, data_dir: str | Path, split: str = "train", progress: b
         with torch.no_grad():
             values = note_expression({k: v[0] for k, v in controls.items()}, item["note_index"],
                                      item["notes"][:, 2].float(), len(item["notes"]))
-        present = values["present"].numpy()
-        for name in PHYSICAL_NAMES:
-            collected[name].append(values[name].numpy()[present])
+        recordings_values.append((dataset.recordings[index]["instrument"], values))
     if amplitude_gains is not None:
         amplitude_gains.update({name: round(float(torch.cat(parts).median()), 4)
                                 for name, parts in ratios_by_instrument.items()})
+    medians: dict[str, list[float]] = {}
+    for name, values in recordings_values:
+        medians.setdefault(name, []).append(float(level_offset(values["volume_db"], values["present"], 0.0)))
+    reference_db = {name: round(float(np.median(levels)), 2) for name, levels in medians.items()}
+    if references is not None:
+        references.update(reference_db)
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in (*PHYSICAL_NAMES, LEVEL_OFFSET)}
+    for name, values in recordings_values:
+        offset = level_offset(values["volume_db"], values["present"], reference_db[name])
+        relative = relative_levels(values, offset)
+        present = values["present"].numpy()
+        for key in collected:
+            collected[key].append(relative[key].numpy()[present])
     return {name: np.concatenate(parts) for name, parts in collected.items()}, len(recordings)
 
 
@@ -123,12 +140,15 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, split: str = "train",
 
     model = load_model(model_dir)
     gains: dict = {}
-    physical, n_recordings = measure_notes(model, data_dir, split, progress, amplitude_gains=gains)
+    references: dict = {}
+    physical, n_recordings = measure_notes(model, data_dir, split, progress, amplitude_gains=gains,
+                                           references=references)
     ranges = {name: [low, high] for name, (low, high) in ranges_from_values(physical).items()}
     provenance = {"data": str(data_dir), "split": split, "recordings": n_recordings,
-                  "notes": int(len(physical["volume_db"])), "percentiles": list(RANGE_PERCENTILES), "f0_refine": True}
+                  "notes": int(len(physical["volume_db"])), "percentiles": list(RANGE_PERCENTILES), "f0_refine": True,
+                  "levels": "relative to each recording (level_offset_db)"}
     update_model_config(model_dir, {"expression_ranges": ranges, "expression_calibration": provenance,
-                                    "measured_amplitude_gains": gains})
+                                    "measured_amplitude_gains": gains, "reference_levels_db": references})
     return ranges
 
 

@@ -71,6 +71,12 @@ PHYSICAL_UNITS = {"volume_db": "dB", "volume_fluctuation_db": "dB", "peak_positi
                   "vibrato_extent_cents": "cents", "vibrato_rate_hz": "Hz", "brightness_centroid": "harmonic number",
                   "attack_noise_db": "dB"}
 
+# A recording's overall gain (microphone, mixing, the player's general dynamic) is not note expression: the dB
+# levels are stored relative to it. ``level_offset_db`` is how far the recording's median note level lies from the
+# instrument's reference level; the controls in LEVEL_CONTROLS are stored minus it (so a quiet recording's notes
+# keep their spread on the scale instead of sitting at 0), and a render adds it back.
+LEVEL_OFFSET = "level_offset_db"
+LEVEL_CONTROLS = ("volume", "attack_noise")
 ATTACK_FRAMES = 10
 PEAK_SMOOTHING_FRAMES = 1  # no smoothing: 11 and 25 frames scored worse on the corpus
 PEAK_TOLERANCE_DB = 1.0  # frames this close to a note's loudest frame count as its peak
@@ -110,6 +116,46 @@ def unscale_control(name: str, scaled: torch.Tensor, ranges: Mapping[str, Sequen
     """Scaled control in [0, 1] -> physical value, the inverse of :func:`scale_control` inside the range."""
     low, high = control_ranges(ranges)[name]
     return low + torch.as_tensor(scaled) * (high - low)
+
+
+def reference_level(ranges: Mapping[str, Sequence[float]] | None = None, references: Mapping[str, float] | None = None,
+                    instrument: str | None = None) -> float:
+    """The level (dB) a recording's median note is put at: the instrument's calibrated reference
+    (``reference_levels_db`` of a model, :mod:`mididdsp.expression.calibrate`), else the middle of the volume range."""
+    if references and instrument in references:
+        return float(references[instrument])
+    low, high = control_ranges(ranges)["volume"]
+    return 0.5 * (low + high)
+
+
+def level_offset(volume_db: torch.Tensor, present: torch.Tensor, reference_db: float) -> torch.Tensor:
+    """One recording's (or track's) level offset, dB: the median ``volume_db`` of its ``present`` notes (both
+    [notes]) minus ``reference_db``; 0 when no note is present. A scalar tensor."""
+    levels = torch.as_tensor(volume_db, dtype=torch.float32)[torch.as_tensor(present, dtype=torch.bool)]
+    if levels.numel() == 0:
+        return torch.zeros(())
+    return levels.median() - float(reference_db)
+
+
+def relative_levels(values: dict[str, torch.Tensor], offset_db: torch.Tensor,
+                    ranges: Mapping[str, Sequence[float]] | None = None) -> dict[str, torch.Tensor]:
+    """:func:`note_expression`'s output with its absolute levels made relative to the recording: the physical
+    twins of :data:`LEVEL_CONTROLS` minus ``offset_db`` (per note, broadcastable to [..., notes]), their scaled
+    controls recomputed, and ``level_offset_db`` added. Absent notes keep 0 controls and an offset of 0."""
+    out = dict(values)
+    present = values["present"]
+    offset = torch.where(present, torch.as_tensor(offset_db, dtype=torch.float32).expand(present.shape),
+                         torch.zeros(present.shape))
+    resolved = control_ranges(ranges)
+    for name in LEVEL_CONTROLS:
+        physical = PHYSICAL_OF[name]
+        if physical not in values:
+            continue
+        relative = torch.where(present, values[physical] - offset, values[physical])
+        out[physical] = relative
+        out[name] = torch.where(present, scale_control(name, relative, resolved), torch.zeros_like(relative))
+    out[LEVEL_OFFSET] = offset
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ per frame

@@ -165,25 +165,30 @@ def chunked_analysis_controls(audio, f0_hz, chunk_seconds: float = 20.0) -> dict
     return {key: torch.cat([piece[key] for piece in pieces], dim=0).unsqueeze(0) for key in pieces[0]}
 
 
-def expression_table(score, controls: dict, instrument: str | list[str], ranges: dict | None = None):
+def expression_table(score, controls: dict, instrument: str | list[str], ranges: dict | None = None,
+                     references: dict | None = None):
     """Frame controls [1, T, ...] + the score -> NoteExpression, one row per note of every track's voices.
 
     ``instrument``: one name for all tracks, or one per track; ``ranges``: the controls' scales (a model's
-    ``expression_ranges``; default the fixed ones). Notes that get no frame (beyond the end of the
-    controls, or hidden under the next onset) read 0 on every scaled control, with a warning.
+    ``expression_ranges``; default the fixed ones); ``references``: the instruments' reference levels in dB (a
+    model's ``reference_levels_db``; default the middle of the volume range). Each track's levels are stored
+    relative to it (``level_offset_db``: its median note level minus the reference), so the recording's overall
+    gain moves that column and nothing else. Notes that get no frame (beyond the end of the controls, or hidden
+    under the next onset) read 0 on every scaled control, with a warning.
     """
     import warnings
 
     import torch
 
-    from mididdsp.expression.controls import CONTROL_NAMES, PHYSICAL_NAMES, control_ranges, note_expression
+    from mididdsp.expression.controls import (CONTROL_NAMES, LEVEL_OFFSET, PHYSICAL_NAMES, control_ranges, level_offset,
+                                              note_expression, reference_level, relative_levels)
     from mididdsp.expression.table import INFO_COLUMNS, SCALED_OF, NoteExpression
     from mididdsp.score import note_frames, split_voices
 
     frames = controls["f0_hz"].shape[1]
     voices = [(t, v, notes) for t, track in enumerate(score.tracks) for v, notes in enumerate(split_voices(track.notes))]
     names = [instrument] * len(score.tracks) if isinstance(instrument, str) else list(instrument)
-    columns: dict[str, list] = {name: [] for name in (*INFO_COLUMNS, *CONTROL_NAMES, *PHYSICAL_NAMES)}
+    columns: dict[str, list] = {name: [] for name in (*INFO_COLUMNS, *CONTROL_NAMES, *PHYSICAL_NAMES, LEVEL_OFFSET)}
     ranges = control_ranges(ranges)
     if not voices:
         return NoteExpression(columns, ranges)
@@ -195,6 +200,13 @@ def expression_table(score, controls: dict, instrument: str | list[str], ranges:
     batch = {key: value.expand(len(voices), *value.shape[1:]) for key, value in controls.items()}
     with torch.no_grad():
         values = note_expression(batch, note_index, pitch, n_notes, ranges=ranges)
+        tracks = torch.tensor([t for t, _, _ in voices])
+        offsets = torch.zeros(len(voices), 1)
+        for t in tracks.unique().tolist():
+            rows = tracks == t
+            reference = reference_level(ranges, references, names[t])
+            offsets[rows] = level_offset(values["volume_db"][rows], values["present"][rows], reference)
+        values = relative_levels(values, offsets, ranges)
     missing = 0
     for row, (t, v, notes) in enumerate(voices):
         for i, note in enumerate(notes):
@@ -204,6 +216,7 @@ def expression_table(score, controls: dict, instrument: str | list[str], ranges:
             missing += not present
             for name in CONTROL_NAMES:
                 columns[name].append(float(values[name][row, i]) if name in values else 0.0)
+            columns[LEVEL_OFFSET].append(float(values[LEVEL_OFFSET][row, i]))
             for name in PHYSICAL_NAMES:
                 if name in values and present:
                     columns[name].append(float(values[name][row, i]))
@@ -229,6 +242,7 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
     :func:`mididdsp.pitch.refine_f0` (default; CREPE alone reads vibrato 0.64-0.93 of its extent).
     """
     from mididdsp.errors import MididdspError
+    from mididdsp.models import model_metadata
     from mididdsp.resynth import analyse, instrument_id
     from mididdsp.score import gm_program_name
 
@@ -244,11 +258,12 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
         frame_controls = source(model, audio, f0_hz, loudness_db, ids)
         names: str | list[str] = name
         ranges = model_ranges(model)
+        references = model_metadata(model).get("reference_levels_db")
     else:
         frame_controls = chunked_analysis_controls(audio, f0_hz)
         names = instrument or [gm_program_name(t.program).lower() for t in score.tracks]
-        ranges = None
-    return Extraction(expression_table(score, frame_controls, names, ranges), features, frame_controls)
+        ranges = references = None
+    return Extraction(expression_table(score, frame_controls, names, ranges, references), features, frame_controls)
 
 
 def score_instrument(model, score) -> str | None:

@@ -10,6 +10,9 @@ Columns (in this order; :data:`COLUMNS`):
                                float the scaled controls, each in [0, 1] (mapping: :mod:`mididdsp.expression.controls`)
     volume_db, volume_fluctuation_db, peak_position, vibrato_extent_cents, vibrato_rate_hz, brightness_centroid,
     attack_noise_db            float the physical quantities (dB, dB, fraction, cents, Hz, harmonic number, dB)
+    level_offset_db            float the recording's level relative to the instrument's reference (dB): volume_db
+                                     and attack_noise_db are stored relative to it, a render adds it back
+                                     (:data:`~mididdsp.expression.controls.LEVEL_OFFSET`; 0 when absent)
 
 Each scaled control and its physical twin are kept in step through the table's ``ranges`` (``{control: (low,
 high)}``; those of the model that measured it, see :mod:`mididdsp.expression.calibrate`, else the fixed
@@ -43,11 +46,12 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from mididdsp.errors import InputFileError, MididdspError
-from mididdsp.expression.controls import CONTROL_NAMES, PHYSICAL_NAMES, PHYSICAL_OF, control_ranges
+from mididdsp.expression.controls import (CONTROL_NAMES, LEVEL_CONTROLS, LEVEL_OFFSET, PHYSICAL_NAMES, PHYSICAL_OF,
+                                          control_ranges)
 from mididdsp.fileio import write_text_atomic
 
 INFO_COLUMNS = ("track", "voice", "note_index", "start", "end", "pitch", "velocity", "instrument")
-COLUMNS = INFO_COLUMNS + CONTROL_NAMES + PHYSICAL_NAMES
+COLUMNS = INFO_COLUMNS + CONTROL_NAMES + PHYSICAL_NAMES + (LEVEL_OFFSET,)
 INT_COLUMNS = ("track", "voice", "note_index", "pitch", "velocity")
 TEXT_COLUMNS = ("instrument",)
 JSON_FORMAT = "mididdsp-note-expression/2"
@@ -68,7 +72,8 @@ class NoteExpression:
     """Per-note expression table (see the module docstring for columns, validation and files).
 
     Build it from a mapping of columns (``NoteExpression({"pitch": [60, 62], ...})``; a missing physical column is
-    derived from its scaled twin and vice versa, ``vibrato_rate_hz`` defaults to 0), or with :meth:`load`.
+    derived from its scaled twin and vice versa, ``vibrato_rate_hz`` and ``level_offset_db`` default to 0), or
+    with :meth:`load`.
 
     Reading: ``table["volume"]`` (a numpy copy of a column), ``table.volume`` (the same), ``table[3]`` (row 3 as a
     dict), ``table[3, "volume"]`` (one value), ``table[table.pitch > 70]`` (a new table with those rows),
@@ -103,9 +108,9 @@ class NoteExpression:
                 self._data[name] = self._scaled_from_physical(name, self._data[physical])
             if physical not in columns:
                 self._data[physical] = self._physical_from_scaled(name, self._data[name])
-        rate = columns.get("vibrato_rate_hz")
-        self._data["vibrato_rate_hz"] = (self._convert("vibrato_rate_hz", rate, n) if rate is not None
-                                         else np.zeros(n, np.float64))
+        for column in ("vibrato_rate_hz", LEVEL_OFFSET):  # no scaled twin; tables written before them read 0
+            given = columns.get(column)
+            self._data[column] = self._convert(column, given, n) if given is not None else np.zeros(n, np.float64)
         self._data = {column: self._data[column] for column in COLUMNS}
         _check_times(self._data["start"], self._data["end"])
 
@@ -248,6 +253,18 @@ class NoteExpression:
 
     def copy(self) -> "NoteExpression":
         return NoteExpression({column: values.copy() for column, values in self._data.items()}, self.ranges)
+
+    def with_level_offset(self, offset_db: Any) -> "NoteExpression":
+        """A copy at the same absolute levels, expressed relative to ``offset_db`` (dB, a scalar or one per row):
+        ``volume_db`` and ``attack_noise_db`` move by the old offset minus the new one (their scaled twins follow),
+        ``level_offset_db`` becomes ``offset_db``. A render of either table plays the same levels."""
+        out = self.copy()
+        offset = self._convert(LEVEL_OFFSET, offset_db, len(self))
+        shift = self._data[LEVEL_OFFSET] - offset
+        for name in LEVEL_CONTROLS:
+            out.set(PHYSICAL_OF[name], self._data[PHYSICAL_OF[name]] + shift)
+        out.set(LEVEL_OFFSET, offset)
+        return out
 
     def controls_array(self) -> np.ndarray:
         """The six scaled controls as float32 [notes, 6], in :data:`CONTROL_NAMES` order."""

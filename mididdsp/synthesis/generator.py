@@ -5,7 +5,9 @@ Inputs are plain arrays (so ``synthesis/`` needs nothing from ``expression/``), 
     notes        [B, N, 4]  float  start_s, end_s, MIDI pitch, velocity (time order; padding rows anywhere after)
     note_mask    [B, N]     bool   real notes
     expression   [B, N, 7]  float  the six scaled controls of :data:`EXPRESSION_INPUTS` (each 0..1, as in a
-                                   ``NoteExpression`` table) and ``vibrato_rate_hz`` (Hz)
+                                   ``NoteExpression`` table) and ``vibrato_rate_hz`` (Hz); optionally an eighth
+                 or [B, N, 8]      column, ``level_offset_db`` (dB, added to volume and attack noise: a table's
+                                   levels are relative to its recording, :mod:`mididdsp.expression.controls`)
     instrument   [B]        long
 
 The output is the controls dict :class:`mididdsp.dsp.DDSPSynth` takes (``f0_hz`` [B, T], ``amplitude`` [B, T],
@@ -237,10 +239,16 @@ class SynthesisGenerator(nn.Module):
 
     # -------------------------------------------------------------------------------------------- helpers
     def physical(self, expression: torch.Tensor) -> torch.Tensor:
-        """[..., 7] scaled controls (+ rate) -> [..., 7] physical values (dB, dB, fraction, cents, harmonic, dB, Hz)."""
+        """[..., 7 or 8] scaled controls, rate (and level offset) -> [..., 7] physical values (dB, dB, fraction,
+        cents, harmonic, dB, Hz), the level offset added to volume and attack noise (both are relative to it)."""
         low, high = self.ranges[:, 0].to(expression), self.ranges[:, 1].to(expression)
         scaled = expression[..., :6].clamp(0.0, 1.0)
-        return torch.cat([low + scaled * (high - low), expression[..., 6:7]], dim=-1)
+        physical = low + scaled * (high - low)
+        if expression.shape[-1] > 7:
+            offset = expression[..., 7]
+            physical = torch.stack([physical[..., 0] + offset, *physical[..., 1:5].unbind(-1),
+                                    physical[..., 5] + offset], dim=-1)
+        return torch.cat([physical, expression[..., 6:7]], dim=-1)
 
     def features(self, notes: torch.Tensor, neighbours: dict[str, torch.Tensor], expression: torch.Tensor,
                  layout: FrameLayout) -> torch.Tensor:
@@ -469,13 +477,14 @@ def generate_voice(model: SynthesisGenerator, notes: torch.Tensor, expression: t
                    n_frames: int, seed: int | None = 0, chunk_frames: int = 15000) -> dict[str, torch.Tensor]:
     """One voice's controls ([1, T, ...]) in pieces of about ``chunk_frames`` frames, equal to one pass.
 
-    ``notes`` [N, 4] (start_s, end_s, pitch, velocity) in time order, ``expression`` [N, 7]. Pieces are cut at note
+    ``notes`` [N, 4] (start_s, end_s, pitch, velocity) in time order, ``expression`` [N, 7 or 8]. Pieces are cut at note
     onsets, so every note lies whole in one piece, and each piece is computed with the stack's receptive field of
     context either side; the vibrato phases come from a generator seeded with ``seed`` (None: phase 0), drawn the
     same way for every piece. Working memory is bounded by the piece length (and the longest note).
     """
     notes = torch.as_tensor(notes, dtype=torch.float32).reshape(-1, 4)[None]
-    expression = torch.as_tensor(expression, dtype=torch.float32).reshape(-1, 7)[None]
+    expression = torch.as_tensor(expression, dtype=torch.float32)
+    expression = expression.reshape(notes.shape[1], expression.shape[-1] if expression.numel() else 7)[None]
     mask = torch.ones(notes.shape[:2], dtype=torch.bool)
     ids = torch.tensor([int(instrument)])
     context = receptive_field(model.config) + 1

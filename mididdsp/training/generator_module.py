@@ -108,7 +108,7 @@ class TeacherWindows(Dataset):
         piece = np.asarray(shard["audio"][start * HOP_SIZE:start * HOP_SIZE + n_samples], np.float32)
         audio[:len(piece)] = piece * float(shard["audio_scale"])
         notes = teacher["notes"]
-        expression, _ = note_targets(teacher)
+        expression, _ = note_targets(teacher, with_offset=True)  # levels relative to the recording, and its offset
         mask = np.zeros(frames, np.float32)
         mask[:real] = 1.0
         return {"audio": torch.from_numpy(audio), "start_frame": torch.tensor(start),
