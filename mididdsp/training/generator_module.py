@@ -7,13 +7,15 @@ MIDI file: the notes and their expression table. No ground-truth f0 or loudness 
 
 Loss (each term logged by name, weights in ``train.loss_weights``): losses on the controls against the teacher:
 level (L1 in dB), noise bands (L1 in dB), harmonic distribution (KL divergence), f0 (L1 in cents after a 0.2 s
-moving average, so the random vibrato phase is not penalised); and the multi-scale spectral loss of the rendered
-audio (through DDSPSynth, with the coder's reverb) against the real audio on a crop of each window. Its weight was
-measured (docs/RESULTS.md): at 1.0 training diverged, at 0.1 every control loss came out worse and the validation
-spectral loss no better than without it, so the packaged config trains on the controls (weight 0) and watches the
-spectral loss in validation. f0 reaches the synthesizer detached: the spectral loss's gradient with respect to
-f0 points nowhere useful (a known DDSP pitfall). Frames of notes cut by the window edge are left
-out of the losses: the per-note statistics that the generator imposes need whole notes.
+moving average, so the random vibrato phase is not penalised); the multi-scale spectral loss of the rendered
+audio (through DDSPSynth, with the coder's reverb) against the real audio on a crop of each window, played with
+the teacher's f0 (``train.spectral_f0``, see :meth:`GeneratorModule.spectral_loss`); and MIDI-DDSP's conditional
+multi-scale least-squares adversarial loss with feature matching on the controls without f0
+(:mod:`mididdsp.synthesis.discriminator`; ``adversarial``, ``feature_matching``, after
+``train.adversarial_start`` steps; ``train.discriminator`` sizes it). f0 learns from its control loss alone: it
+reaches the synthesizer detached and the discriminator never sees it. Frames of notes cut by the window edge are
+left out of the losses: the per-note statistics that the generator imposes need whole notes. The weights are
+measured in docs/realism-notes.md (docs/RESULTS.md has the history).
 """
 from __future__ import annotations
 
