@@ -14,7 +14,10 @@ the held-out recordings of a prepared folder, against their teacher tables (:mod
   of a least-squares line, mean absolute error), vibrato rate error (Hz) where at least 20 cents were asked;
 * reconstruction of each recording from its own notes + extracted expression: multi-scale spectral loss against
   the audio (beside the synthesis coder's and the autoencoder's resynthesis of the same audio), f0 error in cents
-  inside notes (voiced frames), loudness L1 (dB), and expression re-extraction RMSE on the [0, 1] scale.
+  inside notes (voiced frames), loudness L1 (dB), and expression re-extraction RMSE on the [0, 1] scale;
+* over-smoothing: the frame-to-frame variation (:func:`frame_variation`) of level, harmonic distribution and noise
+  inside notes, of the generator's controls against the teacher's (the synthesis coder's reading of the
+  recording), as ratios generator / teacher (1 = as lively as the recording; the target is 0.8-1.25).
 
 ``eval prior`` is :func:`mididdsp.expression.prior_eval.evaluate_prior`.
 """
@@ -59,6 +62,41 @@ def _line(asked, measured) -> dict:
     slope, intercept = np.polyfit(asked, measured, 1)
     return {"slope": float(slope), "intercept": float(intercept),
             "mean_abs_error": float(np.mean(np.abs(measured - asked))), "notes": int(len(asked))}
+
+
+def frame_variation(level_db: "np.ndarray", harmonic_distribution: "np.ndarray", noise_db: "np.ndarray",
+                    note_index: "np.ndarray") -> dict:
+    """Frame-to-frame variation of a voice's controls inside notes: sums and the pair count, so that several
+    recordings add up (:func:`variation_means`).
+
+    Args:
+        level_db: [T] level (dB); harmonic_distribution: [T, K] (each frame is normalised to sum 1 here);
+        noise_db: [T, M] noise bands (dB); note_index: [T] the note of each frame, -1 outside notes.
+    Returns:
+        ``pairs`` (consecutive frames inside one note), and over those pairs the sums of ``level_db`` |a_t -
+        a_t-1| (dB), ``harmonics`` sum_k |h_t,k - h_t-1,k| (L1 between the two distributions, 0..2) and
+        ``noise_db`` mean over bands |n_t - n_t-1| (dB).
+    """
+    import numpy as np
+
+    note_index = np.asarray(note_index)
+    same = (note_index[1:] == note_index[:-1]) & (note_index[1:] >= 0)
+    h = np.asarray(harmonic_distribution, np.float64)
+    h = h / np.maximum(h.sum(-1, keepdims=True), 1e-12)
+    level, noise = np.asarray(level_db, np.float64), np.asarray(noise_db, np.float64)
+    return {"pairs": int(same.sum()),
+            "level_db": float(np.abs(np.diff(level))[same].sum()),
+            "harmonics": float(np.abs(np.diff(h, axis=0)).sum(-1)[same].sum()),
+            "noise_db": float(np.abs(np.diff(noise, axis=0)).mean(-1)[same].sum())}
+
+
+VARIATION_NAMES = ("level_db", "harmonics", "noise_db")
+
+
+def variation_means(parts: list[dict]) -> dict[str, float]:
+    """Mean frame-to-frame variation per pair over several :func:`frame_variation` results."""
+    pairs = max(1, sum(part["pairs"] for part in parts))
+    return {name: sum(part[name] for part in parts) / pairs for name in VARIATION_NAMES}
 
 
 def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "test", coder: str | Path | None = None,
@@ -106,6 +144,7 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
     physical = {"volume_db": ([], []), "vibrato_extent_cents": ([], []), "vibrato_rate_hz": ([], [])}
     recon = {"generator_spectral": [], "coder_spectral": [], "autoencoder_spectral": [], "f0_cents": [],
              "loudness_db": [], "expression_sq": {name: [] for name in CONTROL_NAMES}}
+    variation: dict[str, list[dict]] = {"generator": [], "teacher": []}
     steps = len(chosen) * (1 + len(CONTROL_NAMES) * len(values))
     bar = tqdm(total=steps, desc="eval controls", unit="render", disable=not progress, file=sys.stderr)
     n_notes = 0
@@ -159,6 +198,19 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
                 recon["autoencoder_spectral"].append(float(multiscale_spectral_loss(auto, target)))
             loud_out = compute_loudness(torch.from_numpy(rendered)[None])[0].numpy()
         note_index = np.asarray(shard["note_index"])
+        from mididdsp.dsp import DB_FLOOR, amplitude_to_db
+
+        def variation_of(amplitude, harmonics, noise) -> dict:
+            length = min(len(note_index), len(amplitude))
+            return frame_variation(amplitude_to_db(torch.as_tensor(amplitude[:length]), DB_FLOOR).numpy(),
+                                   np.asarray(harmonics[:length], np.float32),
+                                   amplitude_to_db(torch.as_tensor(noise[:length]), DB_FLOOR).numpy(),
+                                   note_index[:length])
+
+        variation["generator"].append(variation_of(controls["amplitude"][0], controls["harmonic_distribution"][0],
+                                                   controls["noise_magnitudes"][0]))
+        variation["teacher"].append(variation_of(teacher["amplitude"], teacher["harmonic_distribution"],
+                                                 teacher["noise_magnitudes"]))
         confident = (np.asarray(shard["confidence"]) >= 0.85) & (note_index >= 0)
         cents = 1200 * np.log2(np.maximum(features["f0_hz"].numpy(), 1.0) / np.maximum(teacher["f0_hz"], 1.0))
         recon["f0_cents"].append(np.abs(cents[confident]))
@@ -233,6 +285,10 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
     }
     result["reconstruction"]["expression_rmse"]["overall"] = float(
         np.sqrt(np.mean(np.concatenate(list(squared.values())))))
+    rendered_variation, teacher_variation = (variation_means(variation[k]) for k in ("generator", "teacher"))
+    result["frame_variation"] = {"generator": rendered_variation, "teacher": teacher_variation,
+                                 "ratio": {name: rendered_variation[name] / max(teacher_variation[name], 1e-12)
+                                           for name in VARIATION_NAMES}}
     return result
 
 
@@ -268,6 +324,12 @@ def format_controls_report(result: dict) -> str:
                  f"{'not shipped' if spectral['autoencoder'] is None else format(spectral['autoencoder'], '.3f')}), f0 error "
                  f"{r['f0_error_cents']:.1f} cents, loudness L1 {r['loudness_l1_db']:.2f} dB")
     lines.append("expression re-extraction RMSE: " + ", ".join(f"{k} {v:.3f}" for k, v in r["expression_rmse"].items()))
+    variation = result.get("frame_variation")
+    if variation:
+        units = {"level_db": "dB", "harmonics": "L1", "noise_db": "dB"}
+        lines.append("frame-to-frame variation inside notes, generator / teacher (ratio; target 0.8-1.25): " + ", ".join(
+            f"{name} {variation['generator'][name]:.3f} / {variation['teacher'][name]:.3f} {units[name]} "
+            f"({variation['ratio'][name]:.2f})" for name in VARIATION_NAMES))
     return "\n".join(lines)
 
 

@@ -127,3 +127,45 @@ def test_eval_controls_reports_every_figure(prepared, tmp_path):
     recon = figures["reconstruction"]
     assert recon["spectral_loss"]["generator"] > 0 and recon["spectral_loss"]["synthesis_coder"] > 0
     assert 0 <= recon["expression_rmse"]["overall"] < 0.5
+
+
+def test_adversarial_training_resumes_exactly_generator_and_discriminator(prepared, tmp_path):
+    # spectral + adversarial + feature matching, the discriminator starting at step 2: 8 steps in one go against
+    # 4 steps, a new process-like start from last.ckpt, then 4 more (checkpoint_every=3: resume also crosses it)
+    gan = ["train.loss_weights.spectral=1.0", "train.loss_weights.adversarial=0.1",
+           "train.loss_weights.feature_matching=1.0", "train.adversarial_start=2", "train.discriminator.channels=8",
+           "train.discriminator.layers=2", "train.val_every_n_steps=4", *OVERRIDES]
+    config = load_config("synthesis_generator", [f"data.dir={prepared}", "train.max_steps=8", *gan])
+    train(config, tmp_path / "straight")
+    train(load_config("synthesis_generator", [f"data.dir={prepared}", "train.max_steps=4", *gan]),
+          tmp_path / "resumed")
+    resumed = train(config, tmp_path / "resumed")
+    assert resumed.resumed_from_step == 4 and resumed.global_step == 8
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    names = set(a["state_dict"])
+    assert any(name.startswith("discriminator.") for name in names) and set(b["state_dict"]) == names
+    for name in names:
+        torch.testing.assert_close(a["state_dict"][name], b["state_dict"][name], atol=1e-6, rtol=1e-5, msg=name)
+    # the discriminator trained (it moved from its initialisation) and both optimizer groups carry state
+    fresh = build_fresh_discriminator(config)
+    assert any(not torch.allclose(fresh[name], a["state_dict"][f"discriminator.{name}"]) for name in fresh)
+    groups = a["optimizer_states"][0]["param_groups"]
+    assert len(groups) == 2
+    for x, y in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        torch.testing.assert_close(x["exp_avg_sq"], y["exp_avg_sq"], atol=1e-9, rtol=1e-5)
+    # the exported model is the generator alone
+    model = load_model(tmp_path / "straight" / "model", expected=("SynthesisGenerator",))
+    assert not any(name.startswith("discriminator") for name in model.state_dict())
+
+
+def build_fresh_discriminator(config: dict) -> dict:
+    """The discriminator's initial weights of a run of ``config`` (seeded as the trainer seeds it)."""
+    import pytorch_lightning as pl
+
+    from mididdsp.training.generator_module import build_data, build_module
+
+    config = {**config, "model": dict(config["model"])}
+    build_data(config)
+    pl.seed_everything(int(config["train"]["seed"]), workers=True, verbose=False)
+    return {name: value.clone() for name, value in build_module(config).discriminator.state_dict().items()}

@@ -7,13 +7,15 @@ MIDI file: the notes and their expression table. No ground-truth f0 or loudness 
 
 Loss (each term logged by name, weights in ``train.loss_weights``): losses on the controls against the teacher:
 level (L1 in dB), noise bands (L1 in dB), harmonic distribution (KL divergence), f0 (L1 in cents after a 0.2 s
-moving average, so the random vibrato phase is not penalised); and the multi-scale spectral loss of the rendered
-audio (through DDSPSynth, with the coder's reverb) against the real audio on a crop of each window. Its weight was
-measured (docs/RESULTS.md): at 1.0 training diverged, at 0.1 every control loss came out worse and the validation
-spectral loss no better than without it, so the packaged config trains on the controls (weight 0) and watches the
-spectral loss in validation. f0 reaches the synthesizer detached: the spectral loss's gradient with respect to
-f0 points nowhere useful (a known DDSP pitfall). Frames of notes cut by the window edge are left
-out of the losses: the per-note statistics that the generator imposes need whole notes.
+moving average, so the random vibrato phase is not penalised); the multi-scale spectral loss of the rendered
+audio (through DDSPSynth, with the coder's reverb) against the real audio on a crop of each window, played with
+the teacher's f0 (``train.spectral_f0``, see :meth:`GeneratorModule.spectral_loss`); and MIDI-DDSP's conditional
+multi-scale least-squares adversarial loss with feature matching on the controls without f0
+(:mod:`mididdsp.synthesis.discriminator`; ``adversarial``, ``feature_matching``, after
+``train.adversarial_start`` steps; ``train.discriminator`` sizes it). f0 learns from its control loss alone: it
+reaches the synthesizer detached and the discriminator never sees it. Frames of notes cut by the window edge are
+left out of the losses: the per-note statistics that the generator imposes need whole notes. The weights are
+measured in docs/realism-notes.md (docs/RESULTS.md has the history).
 """
 from __future__ import annotations
 
@@ -26,12 +28,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from mididdsp.dsp import DB_FLOOR, HOP_SIZE, amplitude_to_db, hz_to_midi, multiscale_spectral_loss
 from mididdsp.errors import MididdspError
-from mididdsp.synthesis.generator import GeneratorConfig, SynthesisGenerator, frame_layout
+from mididdsp.synthesis.discriminator import ControlDiscriminator, DiscriminatorConfig, control_features, pool_frames
+from mididdsp.synthesis.generator import (N_FEATURES, GeneratorConfig, SynthesisGenerator, frame_layout,
+                                          note_neighbours)
 from mididdsp.training.data import StepSampler, mix_seed
-from mididdsp.training.module import EXAMPLE_KEYS, adam_with_decay, seeded
+from mididdsp.training.module import EXAMPLE_KEYS, ExponentialDecay, adam_with_decay, seeded
 
 DATA_DEFAULTS = {"teacher": None, "window_seconds": 6.0, "spectral_seconds": 1.0}
-TRAIN_DEFAULTS = {"loss_weights": {"spectral": 0.0, "level": 0.1, "noise": 0.05, "harmonics": 1.0, "f0": 0.02}}
+TRAIN_DEFAULTS = {"loss_weights": {"spectral": 0.0, "level": 0.1, "noise": 0.05, "harmonics": 1.0, "f0": 0.02,
+                                   "adversarial": 0.0, "feature_matching": 0.0},
+                  "spectral_f0": "teacher", "adversarial_start": 0, "discriminator": {}}
+SPECTRAL_F0 = ("teacher", "generator")  # whose f0 plays the generator's other controls for the spectral loss
 F0_SMOOTHING = 51  # frames (0.2 s): longer than a vibrato cycle
 F0_ROBUST_CENTS = 100.0  # larger f0 errors count as this much, with no gradient
 
@@ -191,7 +198,15 @@ class GeneratorData(pl.LightningDataModule):
 
 # --- module ------------------------------------------------------------------------------------------------------
 class GeneratorModule(pl.LightningModule):
-    """Wraps :class:`SynthesisGenerator`; ``compute_losses`` holds the maths (usable without a trainer)."""
+    """Wraps :class:`SynthesisGenerator`; ``compute_losses`` holds the maths (usable without a trainer).
+
+    With ``train.loss_weights.adversarial`` or ``feature_matching`` above 0 the module also holds a
+    :class:`ControlDiscriminator` (``self.discriminator``, outside ``self.model``: it is saved in checkpoints, so a
+    resumed run continues exactly, and never exported). Generator and discriminator are updated together by one
+    optimizer step (two parameter groups, each clipped on its own): the discriminator's loss sees the generated
+    controls detached, and the generator's adversarial and feature-matching losses see the discriminator through
+    detached weights, so each network gets only its own gradient. One step per batch keeps the trainer's step
+    counter, learning-rate schedule, data order and checkpoints exactly as without the adversarial loss."""
 
     def __init__(self, model_config: dict, train_config: dict, data_config: dict) -> None:
         super().__init__()
@@ -200,25 +215,52 @@ class GeneratorModule(pl.LightningModule):
         self.train_config, self.data_config = dict(train_config), dict(data_config)
         self.weights = {**TRAIN_DEFAULTS["loss_weights"], **(self.train_config.get("loss_weights") or {})}
         self.spectral_frames = int(round(float(data_config.get("spectral_seconds", 1.0)) * 250))
+        self.spectral_f0 = str(self.train_config.get("spectral_f0", TRAIN_DEFAULTS["spectral_f0"]))
+        if self.spectral_f0 not in SPECTRAL_F0:
+            raise MididdspError(f"train.spectral_f0={self.spectral_f0!r}: expected one of {', '.join(SPECTRAL_F0)}")
+        self.adversarial_start = int(self.train_config.get("adversarial_start", 0))
+        self.discriminator: ControlDiscriminator | None = None
+        if self.weights["adversarial"] > 0 or self.weights["feature_matching"] > 0:
+            config = self.model.config
+            try:
+                settings = DiscriminatorConfig.from_dict(self.train_config.get("discriminator"))
+            except (TypeError, ValueError) as error:
+                raise MididdspError(f"train.discriminator: {error}") from None
+            self.discriminator = ControlDiscriminator(1 + config.n_harmonics + config.n_noise_bands,
+                                                      N_FEATURES, config.n_instruments, settings)
         self.seed = int(self.train_config.get("seed", 0))
         self.last_loss: torch.Tensor | None = None
         self.validation_example: dict | None = None
 
+    def adversarial_active(self) -> bool:
+        """Whether this step trains with the discriminator: in training, after ``train.adversarial_start`` steps
+        of control (and spectral) losses alone, so that it first judges a generator already near the teacher."""
+        return self.discriminator is not None and self.training and self.global_step >= self.adversarial_start
+
     def compute_losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The weighted losses of one batch (each term by name, their weighted sum as ``loss``; with the
+        discriminator active also ``discriminator``, its own least-squares loss, added to ``loss`` unweighted,
+        and the mean scores ``score_real`` / ``score_fake`` for the logs)."""
         frames = batch["f0_hz"].shape[1]
         start = batch["start_frame"]
+        adversarial = self.adversarial_active()
         # one window start per batch row: run rows separately when they differ (start_frame is a plain int)
         outputs = [self.model(batch["notes"][i:i + 1], batch["note_mask"][i:i + 1], batch["expression"][i:i + 1],
                               batch["instrument"][i:i + 1], frames, int(start[i]), generator)
                    for i in range(len(start))]
         out = {key: torch.cat([o[key] for o in outputs]) for key in outputs[0]}
         valid = batch["mask"] > 0
+        conditions = []
         for i in range(len(start)):  # frames of notes cut by the window edges carry inexact note statistics
-            layout = frame_layout(batch["notes"][i:i + 1], batch["note_mask"][i:i + 1], frames, int(start[i]))
+            notes, note_mask = batch["notes"][i:i + 1].float(), batch["note_mask"][i:i + 1]
+            layout = frame_layout(notes, note_mask, frames, int(start[i]))
             index = layout.note.clamp_min(0)
             whole = (layout.first.gather(1, index) >= int(start[i])) & (
                 layout.stop.gather(1, index) <= int(start[i]) + frames)
             valid[i] &= (whole | (layout.note < 0))[0]
+            if adversarial:  # the discriminator's condition: the generator's own per-frame note features
+                conditions.append(self.model.features(notes, note_neighbours(notes, note_mask),
+                                                      batch["expression"][i:i + 1], layout))
         weight = valid.float()
         active = (out["active"] & valid).float()
         losses: dict[str, torch.Tensor] = {}
@@ -237,26 +279,87 @@ class GeneratorModule(pl.LightningModule):
         # robust: beyond a semitone the teacher is a tracking error or a glide the notes do not describe, and
         # letting those frames pull the drift made the f0 error grow during training (16 -> 24 cents in 400 steps)
         losses["f0"] = _masked_mean(smooth.abs().clamp_max(F0_ROBUST_CENTS), active)
+        if adversarial:
+            losses.update(self.adversarial_losses(out, batch, torch.cat(conditions), weight))
         # spectral loss on a crop of each window: the synthesizer (with the coder's reverb) against the audio
         # (computed in training only when it is weighted; always in validation, where it is the figure to watch)
-        if self.training and not self.weights["spectral"]:
-            losses["loss"] = sum(self.weights[name] * value for name, value in losses.items())
-            return losses
+        if not self.training or self.weights["spectral"]:
+            losses["spectral"] = self.spectral_loss(out, batch, generator)
+        losses["loss"] = sum(self.weights[name] * value for name, value in losses.items() if name in self.weights)
+        if "discriminator" in losses:
+            losses["loss"] = losses["loss"] + losses["discriminator"]
+        return losses
+
+    def spectral_loss(self, out: dict[str, torch.Tensor], batch: dict,
+                      generator: torch.Generator | None) -> torch.Tensor:
+        """Multi-scale spectral loss of the generator's controls rendered on a ``spectral_seconds`` crop of each
+        window against the recording (scalar); keeps the crop in ``self._crop`` for the validation examples.
+
+        Which f0 plays the crop (``train.spectral_f0``): ``teacher`` (default) the recording's refined f0 where it
+        has one (the generator's elsewhere), so that the partials of render and recording line up and the loss
+        compares level, harmonic distribution and noise, the controls it is meant to teach. With the generator's
+        f0 (``generator``), its random vibrato phase, drift and glides put the render's partials beside the
+        recording's at high harmonics, and the loss is dominated by that mismatch: measured in docs/realism-notes.md.
+        Either way f0 reaches the synthesizer detached: its spectral gradient points nowhere useful (a known DDSP
+        pitfall; measured here: with it the f0 error grew from 10 to 60-90 cents in 40 steps), so f0 learns from
+        its control loss alone."""
+        frames = batch["f0_hz"].shape[1]
+        rows = batch["f0_hz"].shape[0]
         crop = min(self.spectral_frames, frames - 1)
         offsets = [int(torch.randint(0, frames - crop, (1,), generator=generator).item()) if frames > crop + 1 else 0
-                   for _ in range(len(start))]
-        controls = {name: torch.stack([out[name][i, o:o + crop + 1] for i, o in enumerate(offsets)])
+                   for _ in range(rows)]
+        played = dict(out)
+        if self.spectral_f0 == "teacher":
+            played["f0_hz"] = torch.where(batch["f0_hz"] > 0, batch["f0_hz"], out["f0_hz"])
+        controls = {name: torch.stack([played[name][i, o:o + crop + 1] for i, o in enumerate(offsets)])
                     for name in EXAMPLE_KEYS}
-        # f0 learns from the teacher alone: the spectral loss's gradient with respect to f0 points nowhere useful
-        # (a known DDSP pitfall; measured here: with it the f0 error grew from 10 to 60-90 cents in 40 steps)
         controls["f0_hz"] = controls["f0_hz"].detach()
         n_samples = crop * HOP_SIZE
         target = torch.stack([batch["audio"][i, o * HOP_SIZE:o * HOP_SIZE + n_samples] for i, o in enumerate(offsets)])
         audio = self.model.synth.synthesize(controls, n_samples, batch["instrument"], generator=generator)["audio"]
-        losses["spectral"] = multiscale_spectral_loss(audio, target)
-        losses["loss"] = sum(self.weights[name] * value for name, value in losses.items())
         self._crop = {"controls": controls, "audio": audio, "target": target}
-        return losses
+        return multiscale_spectral_loss(audio, target)
+
+    def adversarial_losses(self, out: dict[str, torch.Tensor], batch: dict, condition: torch.Tensor,
+                           weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """MIDI-DDSP's conditional least-squares GAN with feature matching, on the controls without f0.
+
+        Args:
+            out: the generator's controls (``amplitude`` [B, T], ``harmonic_distribution`` [B, T, K],
+                ``noise_magnitudes`` [B, T, M]); batch: the teacher's controls under the same names (the real
+                examples: the synthesis coder's reading of the recording); condition: [B, T, N_FEATURES] note
+                features; weight: [B, T] 1 on frames that count (inside the recording, notes whole).
+        Returns:
+            ``adversarial`` (generator: mean (D(fake) - 1)^2), ``feature_matching`` (L1 between the
+            discriminator's activations on generated and real controls, per layer and scale), ``discriminator``
+            (mean (D(real) - 1)^2 + D(fake)^2 on the generated controls detached) and the mean scores
+            ``score_real``, ``score_fake`` (detached). Scores of pooled frames count where all their frames count.
+        """
+        assert self.discriminator is not None
+        instrument = batch["instrument"]
+        condition = condition.detach()
+        real = control_features(batch["amplitude"], batch["harmonic_distribution"], batch["noise_magnitudes"])
+        fake = control_features(out["amplitude"], out["harmonic_distribution"], out["noise_magnitudes"])
+        masks = [(pool_frames(weight.unsqueeze(1), s).squeeze(1) > 0.999).float()
+                 for s in self.discriminator.config.scales]
+        # the discriminator's own loss: its weights get gradient, the generator none (fake detached)
+        on_real = self.discriminator(real, condition, instrument)
+        on_fake = self.discriminator(fake.detach(), condition, instrument)
+        # the generator's losses: through the discriminator with detached weights (no gradient to them)
+        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        judged = torch.func.functional_call(self.discriminator, frozen, (fake, condition, instrument))
+        scales = len(masks)
+        d_loss = adv = matching = real_score = fake_score = 0.0
+        for mask, (score_real, hidden_real), (score_fake, _), (score_judged, hidden_judged) in zip(
+                masks, on_real, on_fake, judged):
+            d_loss = d_loss + _masked_mean((score_real - 1) ** 2, mask) + _masked_mean(score_fake ** 2, mask)
+            adv = adv + _masked_mean((score_judged - 1) ** 2, mask)
+            for a_real, a_fake in zip(hidden_real, hidden_judged):
+                matching = matching + _masked_mean((a_fake - a_real.detach()).abs().mean(1), mask) / len(hidden_real)
+            real_score = real_score + _masked_mean(score_real.detach(), mask)
+            fake_score = fake_score + _masked_mean(score_fake.detach(), mask)
+        return {"adversarial": adv / scales, "feature_matching": matching / scales, "discriminator": d_loss / scales,
+                "score_real": real_score / scales, "score_fake": fake_score / scales}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step_seed = mix_seed(self.seed, self.global_step * max(1, self.trainer.world_size) + self.global_rank)
@@ -291,7 +394,37 @@ class GeneratorModule(pl.LightningModule):
         return losses["loss"]
 
     def configure_optimizers(self) -> dict:
-        return adam_with_decay(self.model, self.train_config)  # the reverb, frozen, is left out
+        if self.discriminator is None:
+            return adam_with_decay(self.model, self.train_config)  # the reverb, frozen, is left out
+        # one Adam, two groups: the generator's (train.lr) and the discriminator's (train.discriminator.lr), both
+        # decayed by the same schedule; a parameter without gradient (the discriminator before
+        # adversarial_start) is skipped by Adam, its moments untouched
+        generator_parameters = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam([{"params": generator_parameters},
+                                      {"params": list(self.discriminator.parameters()),
+                                       "lr": float(self.discriminator.config.lr)}], lr=float(self.train_config["lr"]))
+        decay = ExponentialDecay(self.train_config.get("lr_decay_rate", 0.98),
+                                 self.train_config.get("lr_decay_steps", 10000))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip the generator's and the discriminator's gradients each to ``train.grad_clip`` (norm), so that a
+        large discriminator gradient never shrinks the generator's step (and the other way round)."""
+        if self.discriminator is None or not gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        for group in optimizer.param_groups:
+            with_grad = [p for p in group["params"] if p.grad is not None]
+            if with_grad:
+                torch.nn.utils.clip_grad_norm_(with_grad, float(gradient_clip_val))
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.discriminator is not None:  # the generator's own gradient norm (grad_norm covers both networks)
+            norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
+            if norms:
+                self.log("grad_norm_generator", torch.stack(norms).norm(), batch_size=1)
 
 
 def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
