@@ -464,6 +464,14 @@ def receptive_field(config: GeneratorConfig) -> int:
     return sum(2 ** i * (config.kernel_size // 2) for i in range(config.layers)) + 2 * (DEVIATION_SMOOTHING // 2)
 
 
+def release_frames(model: SynthesisGenerator, instrument: int, from_db: float) -> int:
+    """Frames after a note stops until its release, starting at ``from_db`` (the level of its last frame, dB),
+    has fallen to :data:`SILENCE_DB`: the learned release rate of ``instrument``, as :meth:`SynthesisGenerator._release`
+    applies it (the k-th rest frame is ``from_db - k * rate``). The noise level falls at the same rate."""
+    per_frame = 100.0 * float(F.softplus(model.release.detach()[int(instrument)])) / FRAME_RATE
+    return max(0, math.ceil((from_db - SILENCE_DB) / per_frame))
+
+
 @torch.no_grad()
 def generate_voice(model: SynthesisGenerator, notes: torch.Tensor, expression: torch.Tensor, instrument: int,
                    n_frames: int, seed: int | None = 0, chunk_frames: int = 15000) -> dict[str, torch.Tensor]:
@@ -474,22 +482,47 @@ def generate_voice(model: SynthesisGenerator, notes: torch.Tensor, expression: t
     context either side; the vibrato phases come from a generator seeded with ``seed`` (None: phase 0), drawn the
     same way for every piece. Working memory is bounded by the piece length (and the longest note).
     """
+    return generate_spans(model, notes, expression, instrument, n_frames, [(0, n_frames)], seed, chunk_frames)[0]
+
+
+@torch.no_grad()
+def generate_spans(model: SynthesisGenerator, notes: torch.Tensor, expression: torch.Tensor, instrument: int,
+                   n_frames: int, spans: list[tuple[int, int]], seed: int | None = 0, chunk_frames: int = 15000,
+                   counter: dict | None = None) -> list[dict[str, torch.Tensor]]:
+    """The controls of a voice of ``n_frames`` frames over the frame ranges ``spans`` only: one dict per span
+    ``(first, stop)`` with ``f0_hz`` [1, stop - first] Hz, ``amplitude`` [1, stop - first] linear,
+    ``harmonic_distribution`` [1, stop - first, K] and ``noise_magnitudes`` [1, stop - first, M] linear, equal (to
+    float rounding) to the same frames of one pass over all ``n_frames`` frames.
+
+    Each piece is computed over its frames plus :func:`receptive_field` frames of context either side (cut at 0
+    and ``n_frames``, as one pass is), with every note of the voice given to the model (so the vibrato phases,
+    drawn from ``seed`` over the whole note list, do not depend on the spans). A span must not cut a note whose
+    frames it keeps (per-note statistics need the whole note in the window): cut spans where the voice is silent.
+    Spans longer than ``chunk_frames`` are computed in pieces cut at note onsets (bounded working memory).
+    ``counter``: if given, ``counter["generator_frames"]`` is increased by the frames computed (context included).
+    """
     notes = torch.as_tensor(notes, dtype=torch.float32).reshape(-1, 4)[None]
     expression = torch.as_tensor(expression, dtype=torch.float32).reshape(-1, 7)[None]
     mask = torch.ones(notes.shape[:2], dtype=torch.bool)
     ids = torch.tensor([int(instrument)])
     context = receptive_field(model.config) + 1
     onsets = torch.floor(notes[0, :, 0] * FRAME_RATE + 0.5).long().tolist()
-    cuts = [0]
-    for onset in onsets:
-        if onset - cuts[-1] >= chunk_frames and onset < n_frames:
-            cuts.append(onset)
-    cuts.append(n_frames)
-    pieces = []
-    for first, last in zip(cuts[:-1], cuts[1:]):
-        start, stop = max(0, first - context), min(n_frames, last + context)
-        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
-        out = model(notes, mask, expression, ids, stop - start, start, generator)
-        pieces.append({key: out[key][:, first - start:last - start] for key in
-                       ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")})
-    return {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in pieces[0]}
+    keys = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")
+    results = []
+    for span_first, span_stop in spans:
+        cuts = [span_first]
+        for onset in onsets:
+            if onset - cuts[-1] >= chunk_frames and onset < span_stop:
+                cuts.append(onset)
+        cuts.append(span_stop)
+        pieces = []
+        for first, last in zip(cuts[:-1], cuts[1:]):
+            start, stop = max(0, first - context), min(n_frames, last + context)
+            generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+            out = model(notes, mask, expression, ids, stop - start, start, generator)
+            pieces.append({key: out[key][:, first - start:last - start] for key in keys})
+            if counter is not None:
+                counter["generator_frames"] = counter.get("generator_frames", 0) + stop - start
+        results.append(pieces[0] if len(pieces) == 1 else
+                       {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in keys})
+    return results
