@@ -411,20 +411,8 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
     """
     k = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
     with torch.no_grad():
-        beta = torch.zeros_like(centroid)
-        low, high = torch.full_like(centroid, -30.0), torch.full_like(centroid, 30.0)
-        for iteration in range(iterations):
-            h = torch.softmax(logits + beta.unsqueeze(-1) * k, dim=-1)
-            mean = (h * k).sum(-1)
-            if iteration % 4 == 3 and float((mean - centroid).abs().max()) < TILT_TOLERANCE:
-                break  # converged everywhere (typically after 4-8 iterations; the rest are for outliers)
-            variance = (h * (k - mean.unsqueeze(-1)) ** 2).sum(-1)
-            above = mean > centroid
-            high = torch.where(above, beta, high)
-            low = torch.where(above, low, beta)
-            step = beta - ((mean - centroid) / variance.clamp_min(1e-6)).clamp(-3.0, 3.0)  # trust region
-            inside = (step > low) & (step < high)
-            beta = torch.where(inside, step, 0.5 * (low + high))
+        beta = _solve_tilt(logits.detach().reshape(-1, logits.shape[-1]), centroid.detach().reshape(-1), k,
+                           iterations).reshape(centroid.shape)
     # One more Newton step, with gradient: its value is beta (to the solver's precision) and its derivatives are
     # those of the implicit solution (d beta = -(d centroid at fixed beta) / variance), so the centroid target
     # gets gradients and the logits get none along the direction the tilt undoes.
@@ -433,6 +421,39 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
     variance = (h * (k - mean.unsqueeze(-1)) ** 2).sum(-1)
     beta = beta + (centroid - mean) / variance.clamp_min(1e-6)
     return torch.softmax(logits + beta.unsqueeze(-1) * k, dim=-1)
+
+
+def _solve_tilt(logits: torch.Tensor, centroid: torch.Tensor, k: torch.Tensor, iterations: int) -> torch.Tensor:
+    """beta [F] for [F, K] ``logits`` and [F] ``centroid`` (see :func:`tilt_to_centroid`), no gradient.
+
+    Every 4 iterations the frames within :data:`TILT_TOLERANCE` keep their beta and leave the set still solved,
+    so the outliers' extra iterations cost only their own frames (most frames converge in 4-8), and a frame's
+    beta does not depend on which other frames share the call."""
+    beta = torch.zeros_like(centroid)
+    index = torch.arange(centroid.shape[0], device=centroid.device)  # frames still being solved
+    solved_logits, target, current = logits, centroid, beta
+    low, high = torch.full_like(centroid, -30.0), torch.full_like(centroid, 30.0)
+    for iteration in range(iterations):
+        h = torch.softmax(solved_logits + current.unsqueeze(-1) * k, dim=-1)
+        mean = h @ k
+        if iteration % 4 == 3:
+            open_ = (mean - target).abs() >= TILT_TOLERANCE
+            beta[index] = current
+            if not bool(open_.any()):
+                return beta
+            keep = open_.nonzero().squeeze(-1)
+            if keep.shape[0] < index.shape[0]:
+                index, solved_logits, target, current = index[keep], solved_logits[keep], target[keep], current[keep]
+                low, high, h, mean = low[keep], high[keep], h[keep], mean[keep]
+        variance = h @ (k * k) - mean * mean
+        above = mean > target
+        high = torch.where(above, current, high)
+        low = torch.where(above, low, current)
+        step = current - ((mean - target) / variance.clamp_min(1e-6)).clamp(-3.0, 3.0)  # trust region
+        inside = (step > low) & (step < high)
+        current = torch.where(inside, step, 0.5 * (low + high))
+    beta[index] = current
+    return beta
 
 
 def _without_tilt(logits: torch.Tensor) -> torch.Tensor:
