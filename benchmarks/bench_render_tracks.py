@@ -118,8 +118,9 @@ def write(path: Path, tracks) -> Path:
 
 def wall(command: list[str], env: dict, timeout: float | None = None) -> float:
     start = time.perf_counter()
+    # run from the package's own root: `python -m` and `-c` put the working directory first on sys.path
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=timeout)
+                   timeout=timeout, cwd=env["PYTHONPATH"])
     return time.perf_counter() - start
 
 
@@ -145,9 +146,12 @@ print(json.dumps(out))
 def render_work(package_root: Path, paths: list[Path], repeats: int) -> dict:
     """In-process render seconds per file (median of ``repeats``), after model load and a warm-up render."""
     code = WORK_CODE.replace("REPEATS", str(repeats))
+    code += "print(json.dumps({'package': mididdsp.__file__}))\n"
     result = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True,
-                            env=env_for(package_root), check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+                            env=env_for(package_root), check=True, cwd=package_root)
+    lines = result.stdout.strip().splitlines()
+    assert json.loads(lines[-1])["package"].startswith(str(package_root)), lines[-1]  # timed the code asked for
+    return json.loads(lines[-2])
 
 
 def peak_memory_mb(package_root: Path, midi: Path, out: Path) -> float:
@@ -155,7 +159,7 @@ def peak_memory_mb(package_root: Path, midi: Path, out: Path) -> float:
             f"assert main(['render', {str(midi)!r}, '-o', {str(out)!r}, '--quiet']) == 0\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env_for(package_root), check=True)
+                            env=env_for(package_root), check=True, cwd=package_root)
     return int(result.stdout.strip().splitlines()[-1]) / 1024
 
 
