@@ -130,28 +130,22 @@ import mididdsp
 from mididdsp.score import read_midi
 torch.set_num_threads(2)
 model = mididdsp.load_model()
-out = {}
-for path in sys.argv[1:]:
-    score = read_midi(path)
-    seconds = []
-    for _ in range(int(REPEATS)):
-        start = time.perf_counter()
-        model.render(score, seed=0)
-        seconds.append(time.perf_counter() - start)
-    out[path] = sorted(seconds)[len(seconds) // 2]
-print(json.dumps(out))
+model.render(read_midi(sys.argv[1]), seed=0)  # warm-up: first-call costs (numba, caches)
+score = read_midi(sys.argv[2])
+start = time.perf_counter()
+model.render(score, seed=0)
+print(json.dumps({"seconds": time.perf_counter() - start, "package": mididdsp.__file__}))
 """
 
 
-def render_work(package_root: Path, paths: list[Path], repeats: int) -> dict:
-    """In-process render seconds per file (median of ``repeats``), after model load and a warm-up render."""
-    code = WORK_CODE.replace("REPEATS", str(repeats))
-    code += "print(json.dumps({'package': mididdsp.__file__}))\n"
-    result = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True,
-                            env=env_for(package_root), check=True, cwd=package_root)
-    lines = result.stdout.strip().splitlines()
-    assert json.loads(lines[-1])["package"].startswith(str(package_root)), lines[-1]  # timed the code asked for
-    return json.loads(lines[-2])
+def render_work(package_root: Path, warm_up: Path, path: Path) -> float:
+    """In-process seconds of ``model.render`` of ``path`` (prior, generator, synthesizer, reverb, mix), in a fresh
+    process of the code at ``package_root``, after model load and a warm-up render of ``warm_up``."""
+    result = subprocess.run([sys.executable, "-c", WORK_CODE, str(warm_up), str(path)], capture_output=True,
+                            text=True, env=env_for(package_root), check=True, cwd=package_root)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["package"].startswith(str(package_root)), out  # timed the code asked for
+    return out["seconds"]
 
 
 def peak_memory_mb(package_root: Path, midi: Path, out: Path) -> float:
@@ -188,14 +182,17 @@ def main() -> None:
         durations = {p: read_midi(p).duration for p in (at_once, spread)}
         voices = {p: sum(len(t.notes) > 0 for t in read_midi(p).tracks) for p in (at_once, spread)}
 
-        # (a) work ratio, in process
+        # (a) work ratio, in process; codes and files interleaved (one process per measurement)
+        measured: dict = {(label, name): [] for label in codes for name in ("one", "at", "spread")}
+        for _ in range(args.repeats):
+            for label, root in codes.items():
+                for name, midi in (("one", one_note), ("at", at_once), ("spread", spread)):
+                    measured[(label, name)].append(render_work(root, one_note, midi))
         work_rows = []
-        for label, root in codes.items():
-            seconds = render_work(root, [one_note, one_note, at_once, spread], args.repeats)
-            base = seconds[str(one_note)]
-            at, sp = seconds[str(at_once)] - base, seconds[str(spread)] - base
-            work_rows.append({"code": label, "one note s": f"{base:.2f}", "at once s": f"{at:.2f}",
-                              "one after another s": f"{sp:.2f}", "work ratio": f"{sp / at:.2f}"})
+        for label in codes:
+            base, at, sp = (statistics.median(measured[(label, name)]) for name in ("one", "at", "spread"))
+            work_rows.append({"code": label, "one note s": f"{base:.2f}", "at once s": f"{at - base:.2f}",
+                              "one after another s": f"{sp - base:.2f}", "work ratio": f"{(sp - base) / (at - base):.2f}"})
         print(f"(a) seventeen tracks at once ({durations[at_once]:.0f} s) and one after another "
               f"({durations[spread]:.0f} s, x{durations[spread] / durations[at_once]:.2f}); in-process render "
               f"seconds minus a one-note file's, medians of {args.repeats}; target <= 1.5")
