@@ -264,6 +264,7 @@ class MidiModel:
 
         from mididdsp.audio import resample
         from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
+        from mididdsp.dsp.processors import scale_level
         from mididdsp.errors import MididdspError
         from mididdsp.synthesis import spans as spanning
         from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
@@ -333,9 +334,7 @@ class MidiModel:
                                                                                        silences):
                 controls = spanning.gate_silence(controls, harmonic_silent, noise_silent)
                 controls["f0_hz"] = controls["f0_hz"] * torch.from_numpy(performance["bend"][span_first:span_stop])
-                gain = torch.from_numpy(performance["gain"][span_first:span_stop])[None]
-                controls = {**controls, "amplitude": controls["amplitude"] * gain,
-                            "noise_magnitudes": controls["noise_magnitudes"] * gain[..., None]}
+                controls = scale_level(controls, torch.from_numpy(performance["gain"][span_first:span_stop])[None])
                 if not reverb:  # the dry render at the level of the wet one, not the 15-20 dB the reverb carries
                     with torch.no_grad():
                         controls = synth.dry_at_wet_level(controls, instrument_ids)
