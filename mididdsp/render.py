@@ -38,6 +38,8 @@ PRETRAINED_MIDI = Path(__file__).resolve().parent / "pretrained" / "midi"
 SYNTH_CHUNK_S = 4.0         # synthesizer pieces: less per-piece overhead than 1 s pieces (a 5-minute render 4.52
                             # -> 3.45 s as a whole process), 64 000 samples x 60 harmonics of working memory
 TAIL_S = 1.0                # audio after the last note: release and reverb
+RELEASE_BOUND_DB = 0.0      # a voice's span lasts until the release from a note ending at this level (full scale)
+                            # is silent; a note ending louder makes that voice compute every frame (still exact)
 HEADROOM_PEAK = 0.99        # a mix peaking above this is scaled down to it
 MAX_VOICES_PER_TRACK = 16   # more simultaneous notes than this in one track are dropped, with a warning
 MAX_RENDER_S = 3600.0       # a longer file is refused: an absurd tempo, not music (and gigabytes of audio)
@@ -59,13 +61,15 @@ FAMILY_FALLBACK = {
 @dataclasses.dataclass
 class Rendered:
     """A render: ``audio`` float32 [samples] (mono), its ``sample_rate``, ``stems`` {track index: audio},
-    ``gain_db`` applied to avoid clipping (0 when none), and ``messages`` (instrument choices, warnings)."""
+    ``gain_db`` applied to avoid clipping (0 when none), ``messages`` (instrument choices, warnings) and ``work``
+    (what was computed, see :meth:`MidiModel.render`)."""
 
     audio: Any
     sample_rate: int
     stems: dict
     gain_db: float
     messages: list
+    work: dict = dataclasses.field(default_factory=dict)
 
 
 def instrument_program(name: str) -> int | None:
@@ -242,10 +246,20 @@ class MidiModel:
     # ---------------------------------------------------------------------------------------- render
     def render(self, score, expression=None, seed: int | None = 0, temperature: float = 1.0,
                instrument: str | None = None, track_instruments: dict[int, str] | None = None, reverb: bool = True,
-               sample_rate: int = 16000, progress: bool = False, timings: dict | None = None) -> Rendered:
+               sample_rate: int = 16000, progress: bool = False, timings: dict | None = None,
+               stems: bool = True, sparse: bool = True) -> Rendered:
         """Render every melodic track of ``score`` with ``expression`` (default: sampled from the prior with
         ``seed`` and ``temperature``); see the module docstring. ``timings``: a dict that receives the seconds
-        spent per stage (``prior``, ``generator``, ``synthesizer``, ``mix``), for benchmarks."""
+        spent per stage (``prior``, ``generator``, ``synthesizer``, ``reverb``, ``mix``), for benchmarks.
+
+        The cost follows the notes that sound (:mod:`mididdsp.synthesis.spans`): each voice's generator runs over
+        the frames that may sound (its notes and their release, with the generator's receptive field of context),
+        the synthesizer over the runs of frames above the silence level, and the reverb once per bus (per track
+        with ``stems``, else per instrument) on the sum of its dry voices. ``sparse=False`` runs the generator over
+        every frame of every voice instead: the reference the sparse render equals (tests; same audio to float
+        rounding). ``stems=False`` leaves ``Rendered.stems`` empty (fewer reverb buses). ``Rendered.work`` counts
+        ``generator_frames`` (frames the generator computed, context included), ``synthesizer_frames`` (frames the
+        synthesizer ran over) and ``reverb_blocks`` (blocks convolved)."""
         import time
         import numpy as np
         import torch
@@ -255,13 +269,15 @@ class MidiModel:
         from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
         from mididdsp.dsp.processors import scale_level
         from mididdsp.errors import MididdspError
-        from mididdsp.synthesis.generator import generate_voice
+        from mididdsp.synthesis import spans as spanning
+        from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
 
         names, messages = self.track_instruments(score, instrument, track_instruments)
         voices = self.voices(score)
         if not voices:
             raise MididdspError("the MIDI file has no melodic notes (only drums or empty tracks)")
-        clock = {"prior": 0.0, "generator": 0.0, "synthesizer": 0.0, "mix": 0.0}
+        clock = {"prior": 0.0, "generator": 0.0, "synthesizer": 0.0, "reverb": 0.0, "mix": 0.0}
+        work = {"generator_frames": 0, "synthesizer_frames": 0, "reverb_blocks": 0}
         started = time.perf_counter()
         if expression is None:
             expression = self.expression(score, seed, temperature, instrument, track_instruments)
@@ -271,58 +287,103 @@ class MidiModel:
         if end > MAX_RENDER_S:
             raise MididdspError(f"the MIDI file's notes run to {end / 60:.1f} minutes; expected at most "
                                 f"{MAX_RENDER_S / 60:.0f} (an absurd tempo or a corrupt file?)")
+        synth = self.generator.synth
+        hop = synth.hop_size
         n_samples = int(math.ceil((end + TAIL_S) * SAMPLE_RATE))
         frames = count_frames(n_samples)
-        mix = np.zeros(n_samples, np.float32)
-        stems: dict[int, np.ndarray] = {}
-        for number, (t, v, notes) in enumerate(tqdm(voices, desc="render", unit="voice", disable=not progress,
-                                                   file=sys.stderr)):
-            track = score.tracks[t]
+        chunk_frames = max(1, int(SYNTH_CHUNK_S * SAMPLE_RATE) // hop)
+        # spans closer than two receptive fields are computed as one: apart, their context would be computed twice
+        context = receptive_field(self.generator.config) + 1
+        buses: dict = {}        # bus key (track with stems, else instrument) -> [n_samples] float32 dry sum
+        bus_instrument: dict = {}
+        performances: dict[int, dict] = {}
+        for t, v, notes in tqdm(voices, desc="render", unit="voice", disable=not progress, file=sys.stderr):
             name = names[t]
-            controls_in = rows[(t, v)]
+            instrument_id = self.instruments[name]
+            if t not in performances:
+                performance = score.tracks[t].control_frames(frames)
+                performances[t] = {"bend": np.power(2.0, performance["pitch_bend"] / 12.0).astype(np.float32),
+                                   "gain": midi_volume_gain(performance["cc7"], performance["cc11"]),
+                                   "cc1": performance["cc1"]}
+            performance = performances[t]
             note_array = np.array([[n.start, n.end, n.pitch, n.velocity] for n in notes], np.float32)
-            performance = track.control_frames(frames)
-            controls_in = apply_modulation(controls_in, note_array, performance["cc1"])
+            controls_in = apply_modulation(rows[(t, v)], note_array, performance["cc1"])
             voice_seed = None if seed is None else (int(seed) * 1_000_003 + t * 1009 + v) % (1 << 62)
             started = time.perf_counter()
-            controls = generate_voice(self.generator, note_array, controls_in, self.instruments[name], frames,
-                                      voice_seed)
+            if sparse:
+                tail = release_frames(self.generator, instrument_id, RELEASE_BOUND_DB)
+                voice_spans = spanning.note_spans(note_array, frames, tail, 2 * context)
+            else:
+                voice_spans = [(0, frames)]
+            generated = generate_spans(self.generator, note_array, controls_in, instrument_id, frames, voice_spans,
+                                       voice_seed, counter=work)
+            silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
+            if sparse and any(stop < frames and not (harmonic[-1] and noise[-1])
+                              for (_, stop), (harmonic, noise) in zip(voice_spans, silences)):
+                # a note ended above RELEASE_BOUND_DB, so its release outlasts its span: compute every frame
+                voice_spans = [(0, frames)]
+                generated = generate_spans(self.generator, note_array, controls_in, instrument_id, frames,
+                                           voice_spans, voice_seed, counter=work)
+                silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
             clock["generator"] += time.perf_counter() - started
             started = time.perf_counter()
-            bend = torch.from_numpy(performance["pitch_bend"].astype(np.float32))[None]
-            controls["f0_hz"] = controls["f0_hz"] * torch.pow(2.0, bend / 12.0)
-            controls = scale_level(controls, torch.from_numpy(midi_volume_gain(performance["cc7"],
-                                                                                performance["cc11"]))[None])
-            noise_rng = torch.Generator().manual_seed(0 if voice_seed is None else voice_seed)
-            instrument_ids = torch.tensor([self.instruments[name]])
-            if not reverb:  # the dry render at the level of the wet one, not the 15-20 dB the reverb carries quieter
-                with torch.no_grad():
-                    controls = self.generator.synth.dry_at_wet_level(controls, instrument_ids)
-            audio = self.generator.synth.render(controls, n_samples, instrument_ids, reverb,
-                                                chunk_seconds=SYNTH_CHUNK_S, generator=noise_rng)[0].numpy()
+            key = t if stems else name
+            if key not in buses:
+                buses[key] = np.zeros(n_samples, np.float32)
+                bus_instrument[key] = instrument_id
+            bus = buses[key]
+            instrument_ids = torch.tensor([instrument_id])
+            for (span_first, span_stop), controls, (harmonic_silent, noise_silent) in zip(voice_spans, generated,
+                                                                                       silences):
+                controls = spanning.gate_silence(controls, harmonic_silent, noise_silent)
+                controls["f0_hz"] = controls["f0_hz"] * torch.from_numpy(performance["bend"][span_first:span_stop])
+                controls = scale_level(controls, torch.from_numpy(performance["gain"][span_first:span_stop])[None])
+                if not reverb:  # the dry render at the level of the wet one, not the 15-20 dB the reverb carries
+                    with torch.no_grad():
+                        controls = synth.dry_at_wet_level(controls, instrument_ids)
+                silent = harmonic_silent & noise_silent
+                for run_first, run_stop in spanning.sounding_runs(silent):
+                    first_sample = (span_first + run_first) * hop
+                    audio = spanning.synthesize_run(
+                        synth, spanning.run_controls(controls, run_first, run_stop, silent), first_sample,
+                        0 if voice_seed is None else voice_seed, chunk_frames)
+                    work["synthesizer_frames"] += run_stop - run_first
+                    count = min(len(audio), n_samples - first_sample)
+                    bus[first_sample:first_sample + count] += audio[:count].numpy()
             clock["synthesizer"] += time.perf_counter() - started
-            started = time.perf_counter()
-            mix += audio
-            stems[t] = stems.get(t, 0) + audio
-            clock["mix"] += time.perf_counter() - started
+        started = time.perf_counter()
+        use_reverb = reverb and synth.reverb is not None
+        block = 8 * int(round(self.generator.config.reverb_seconds * SAMPLE_RATE))
+        for key, bus in buses.items():
+            if use_reverb:
+                impulse_response = synth.reverb.get_impulse_response(torch.tensor([bus_instrument[key]])).detach()
+                buses[key] = spanning.reverberate_bus(bus, impulse_response, block, work)
+        clock["reverb"] += time.perf_counter() - started
+        started = time.perf_counter()
+        mix = np.zeros(n_samples, np.float32)
+        for bus in buses.values():
+            mix += bus
+        out_stems = dict(sorted(buses.items())) if stems else {}
+        clock["mix"] += time.perf_counter() - started
         peak = float(np.abs(mix).max()) if mix.size else 0.0
         gain_db = 0.0
         if peak > HEADROOM_PEAK:
             factor = HEADROOM_PEAK / peak
             gain_db = 20 * math.log10(factor)
             mix *= factor
-            stems = {k: s * factor for k, s in stems.items()}
+            for stem in out_stems.values():
+                stem *= factor
             messages.append(f"the mix peaked at {20 * math.log10(peak):+.1f} dBFS: scaled by {gain_db:.1f} dB to "
                             f"avoid clipping")
         if not np.isfinite(mix).all():
             raise MididdspError("the render produced non-finite samples (a bug; please report the MIDI file)")
-        out_audio, out_stems = mix.astype(np.float32), {k: s.astype(np.float32) for k, s in stems.items()}
+        out_audio = mix
         if sample_rate != SAMPLE_RATE:
             out_audio = resample(out_audio, SAMPLE_RATE, sample_rate)
             out_stems = {k: resample(s, SAMPLE_RATE, sample_rate) for k, s in out_stems.items()}
         if timings is not None:
             timings.update(clock)
-        return Rendered(out_audio, int(sample_rate), out_stems, gain_db, messages)
+        return Rendered(out_audio, int(sample_rate), out_stems, gain_db, messages, work)
 
 
 def midi_volume_gain(cc7, cc11):
@@ -480,7 +541,8 @@ def run(args: argparse.Namespace) -> int:
         expression = model.expression(score, args.seed, args.temperature, args.instrument, per_track)
     try:
         result = model.render(score, expression, args.seed, args.temperature, args.instrument, per_track,
-                              args.reverb, args.sample_rate, progress=not args.quiet and sys.stderr.isatty())
+                              args.reverb, args.sample_rate, progress=not args.quiet and sys.stderr.isatty(),
+                              stems=bool(args.stems))
     except MididdspError as error:
         if args.expression_in:
             raise MididdspError(f"{args.expression_in}: {error}") from None

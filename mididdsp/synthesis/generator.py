@@ -419,20 +419,8 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
     """
     k = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
     with torch.no_grad():
-        beta = torch.zeros_like(centroid)
-        low, high = torch.full_like(centroid, -30.0), torch.full_like(centroid, 30.0)
-        for iteration in range(iterations):
-            h = torch.softmax(logits + beta.unsqueeze(-1) * k, dim=-1)
-            mean = (h * k).sum(-1)
-            if iteration % 4 == 3 and float((mean - centroid).abs().max()) < TILT_TOLERANCE:
-                break  # converged everywhere (typically after 4-8 iterations; the rest are for outliers)
-            variance = (h * (k - mean.unsqueeze(-1)) ** 2).sum(-1)
-            above = mean > centroid
-            high = torch.where(above, beta, high)
-            low = torch.where(above, low, beta)
-            step = beta - ((mean - centroid) / variance.clamp_min(1e-6)).clamp(-3.0, 3.0)  # trust region
-            inside = (step > low) & (step < high)
-            beta = torch.where(inside, step, 0.5 * (low + high))
+        beta = _solve_tilt(logits.detach().reshape(-1, logits.shape[-1]), centroid.detach().reshape(-1), k,
+                           iterations).reshape(centroid.shape)
     # One more Newton step, with gradient: its value is beta (to the solver's precision) and its derivatives are
     # those of the implicit solution (d beta = -(d centroid at fixed beta) / variance), so the centroid target
     # gets gradients and the logits get none along the direction the tilt undoes.
@@ -441,6 +429,39 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
     variance = (h * (k - mean.unsqueeze(-1)) ** 2).sum(-1)
     beta = beta + (centroid - mean) / variance.clamp_min(1e-6)
     return torch.softmax(logits + beta.unsqueeze(-1) * k, dim=-1)
+
+
+def _solve_tilt(logits: torch.Tensor, centroid: torch.Tensor, k: torch.Tensor, iterations: int) -> torch.Tensor:
+    """beta [F] for [F, K] ``logits`` and [F] ``centroid`` (see :func:`tilt_to_centroid`), no gradient.
+
+    Every 4 iterations the frames within :data:`TILT_TOLERANCE` keep their beta and leave the set still solved,
+    so the outliers' extra iterations cost only their own frames (most frames converge in 4-8), and a frame's
+    beta does not depend on which other frames share the call."""
+    beta = torch.zeros_like(centroid)
+    index = torch.arange(centroid.shape[0], device=centroid.device)  # frames still being solved
+    solved_logits, target, current = logits, centroid, beta
+    low, high = torch.full_like(centroid, -30.0), torch.full_like(centroid, 30.0)
+    for iteration in range(iterations):
+        h = torch.softmax(solved_logits + current.unsqueeze(-1) * k, dim=-1)
+        mean = h @ k
+        if iteration % 4 == 3:
+            open_ = (mean - target).abs() >= TILT_TOLERANCE
+            beta[index] = current
+            if not bool(open_.any()):
+                return beta
+            keep = open_.nonzero().squeeze(-1)
+            if keep.shape[0] < index.shape[0]:
+                index, solved_logits, target, current = index[keep], solved_logits[keep], target[keep], current[keep]
+                low, high, h, mean = low[keep], high[keep], h[keep], mean[keep]
+        variance = h @ (k * k) - mean * mean
+        above = mean > target
+        high = torch.where(above, current, high)
+        low = torch.where(above, low, current)
+        step = current - ((mean - target) / variance.clamp_min(1e-6)).clamp(-3.0, 3.0)  # trust region
+        inside = (step > low) & (step < high)
+        current = torch.where(inside, step, 0.5 * (low + high))
+    beta[index] = current
+    return beta
 
 
 def _without_tilt(logits: torch.Tensor) -> torch.Tensor:
@@ -472,6 +493,14 @@ def receptive_field(config: GeneratorConfig) -> int:
     return sum(2 ** i * (config.kernel_size // 2) for i in range(config.layers)) + 2 * (DEVIATION_SMOOTHING // 2)
 
 
+def release_frames(model: SynthesisGenerator, instrument: int, from_db: float) -> int:
+    """Frames after a note stops until its release, starting at ``from_db`` (the level of its last frame, dB),
+    has fallen to :data:`SILENCE_DB`: the learned release rate of ``instrument``, as :meth:`SynthesisGenerator._release`
+    applies it (the k-th rest frame is ``from_db - k * rate``). The noise level falls at the same rate."""
+    per_frame = 100.0 * float(F.softplus(model.release.detach()[int(instrument)])) / FRAME_RATE
+    return max(0, math.ceil((from_db - SILENCE_DB) / per_frame))
+
+
 @torch.no_grad()
 def generate_voice(model: SynthesisGenerator, notes: torch.Tensor, expression: torch.Tensor, instrument: int,
                    n_frames: int, seed: int | None = 0, chunk_frames: int = 15000) -> dict[str, torch.Tensor]:
@@ -482,6 +511,25 @@ def generate_voice(model: SynthesisGenerator, notes: torch.Tensor, expression: t
     context either side; the vibrato phases come from a generator seeded with ``seed`` (None: phase 0), drawn the
     same way for every piece. Working memory is bounded by the piece length (and the longest note).
     """
+    return generate_spans(model, notes, expression, instrument, n_frames, [(0, n_frames)], seed, chunk_frames)[0]
+
+
+@torch.no_grad()
+def generate_spans(model: SynthesisGenerator, notes: torch.Tensor, expression: torch.Tensor, instrument: int,
+                   n_frames: int, spans: list[tuple[int, int]], seed: int | None = 0, chunk_frames: int = 15000,
+                   counter: dict | None = None) -> list[dict[str, torch.Tensor]]:
+    """The controls of a voice of ``n_frames`` frames over the frame ranges ``spans`` only: one dict per span
+    ``(first, stop)`` with ``f0_hz`` [1, stop - first] Hz, ``amplitude`` [1, stop - first] linear,
+    ``harmonic_distribution`` [1, stop - first, K] and ``noise_magnitudes`` [1, stop - first, M] linear, equal (to
+    float rounding) to the same frames of one pass over all ``n_frames`` frames.
+
+    Each piece is computed over its frames plus :func:`receptive_field` frames of context either side (cut at 0
+    and ``n_frames``, as one pass is), with every note of the voice given to the model (so the vibrato phases,
+    drawn from ``seed`` over the whole note list, do not depend on the spans). A span must not cut a note whose
+    frames it keeps (per-note statistics need the whole note in the window): cut spans where the voice is silent.
+    Spans longer than ``chunk_frames`` are computed in pieces cut at note onsets (bounded working memory).
+    ``counter``: if given, ``counter["generator_frames"]`` is increased by the frames computed (context included).
+    """
     notes = torch.as_tensor(notes, dtype=torch.float32).reshape(-1, 4)[None]
     expression = torch.as_tensor(expression, dtype=torch.float32)
     expression = expression.reshape(notes.shape[1], expression.shape[-1] if expression.numel() else 7)[None]
@@ -489,16 +537,22 @@ def generate_voice(model: SynthesisGenerator, notes: torch.Tensor, expression: t
     ids = torch.tensor([int(instrument)])
     context = receptive_field(model.config) + 1
     onsets = torch.floor(notes[0, :, 0] * FRAME_RATE + 0.5).long().tolist()
-    cuts = [0]
-    for onset in onsets:
-        if onset - cuts[-1] >= chunk_frames and onset < n_frames:
-            cuts.append(onset)
-    cuts.append(n_frames)
-    pieces = []
-    for first, last in zip(cuts[:-1], cuts[1:]):
-        start, stop = max(0, first - context), min(n_frames, last + context)
-        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
-        out = model(notes, mask, expression, ids, stop - start, start, generator)
-        pieces.append({key: out[key][:, first - start:last - start] for key in
-                       ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")})
-    return {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in pieces[0]}
+    keys = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")
+    results = []
+    for span_first, span_stop in spans:
+        cuts = [span_first]
+        for onset in onsets:
+            if onset - cuts[-1] >= chunk_frames and onset < span_stop:
+                cuts.append(onset)
+        cuts.append(span_stop)
+        pieces = []
+        for first, last in zip(cuts[:-1], cuts[1:]):
+            start, stop = max(0, first - context), min(n_frames, last + context)
+            generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+            out = model(notes, mask, expression, ids, stop - start, start, generator)
+            pieces.append({key: out[key][:, first - start:last - start] for key in keys})
+            if counter is not None:
+                counter["generator_frames"] = counter.get("generator_frames", 0) + stop - start
+        results.append(pieces[0] if len(pieces) == 1 else
+                       {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in keys})
+    return results

@@ -1,0 +1,204 @@
+"""Where a voice sounds, and synthesis over those stretches only: the render's cost follows the notes that sound.
+
+A voice of the synthesis generator is silent (level and noise at :data:`SILENCE_DB`) before its first note and
+once a note's release has fallen to that level. :func:`note_spans` finds, from the notes alone, the frames that
+may sound (each note, plus the release the generator's learned rate needs from a bounded level); the generator
+computes those frames with its receptive field of context (:func:`mididdsp.synthesis.generator.generate_spans`).
+In the controls, :func:`silent_frames` marks the frames at the silence level, which :func:`gate_silence` makes
+exactly silent (0, not 1e-5), and :func:`sounding_runs` cuts the frames into runs separated by silence; each run is
+synthesised on its own (:func:`synthesize_run`), its oscillator starting at phase 0 (a silent oscillator has no
+audible phase) and its noise read from an excitation that is a fixed function of the absolute sample
+(:func:`noise_excitation`), so what a run sounds like does not depend on which other frames were computed. The dry
+runs of the voices that share a reverb are summed on a bus and reverberated once (:func:`reverberate_bus`).
+
+Units: frames at :data:`~mididdsp.dsp.FRAME_RATE` (250 Hz, frame ``i`` centred on sample ``i * hop``), samples at
+the synthesizer's rate; spans and runs are half-open ``(first, stop)`` frame ranges.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mididdsp.dsp import FRAME_RATE
+from mididdsp.dsp.effects import apply_reverb
+from mididdsp.dsp.graph import CONTROL_NAMES, StreamingRenderer
+
+RUN_EDGE_FRAMES = 2     # silent frames kept either side of a run: the first and last segments ramp from / to 0, and
+                        # the noise filters' output reaches half their length (64 samples) before the first segment
+MIN_SILENT_GAP = 2 * RUN_EDGE_FRAMES  # a shorter silence stays inside its run (runs never overlap)
+NOISE_BLOCK = 16384     # samples per independently seeded block of the noise excitation
+
+
+def note_frames(notes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each note's first frame and the frame where it stops sounding (its end, or the next note's first frame),
+    as the generator lays notes on frames (:func:`mididdsp.synthesis.generator.frame_layout`).
+
+    Args:
+        notes: [N, 4] start_s, end_s, pitch, velocity, in time order.
+    Returns:
+        (first [N], stop [N]) int64 frame numbers.
+    """
+    notes = np.asarray(notes, np.float64).reshape(-1, 4)
+    first = np.floor(notes[:, 0] * FRAME_RATE + 0.5).astype(np.int64)
+    end = np.maximum(np.floor(notes[:, 1] * FRAME_RATE + 0.5).astype(np.int64), first + 1)
+    stop = np.minimum(end, np.append(first[1:], np.iinfo(np.int64).max))
+    return first, stop
+
+
+def note_spans(notes: np.ndarray, n_frames: int, release_frames: int, merge_gap: int) -> list[tuple[int, int]]:
+    """The frame ranges of a voice that may sound: each note's frames, the ``release_frames`` after it stops, and
+    :data:`RUN_EDGE_FRAMES` either side; ranges less than ``merge_gap`` frames apart are merged (computing them
+    apart would cost their context twice). Frames outside are silent whenever every note ends below the level the
+    release was sized for.
+
+    Args:
+        notes: [N, 4] start_s, end_s, pitch, velocity, in time order.
+        n_frames: frames of the whole render (spans are cut to 0 .. n_frames).
+        release_frames: frames the generator's release needs to fall to silence from the bounding level.
+        merge_gap: frames; typically twice the generator's receptive field.
+    Returns:
+        sorted, disjoint ``(first, stop)`` frame ranges.
+    """
+    first, stop = note_frames(notes)
+    spans: list[list[int]] = []
+    for a, b in zip((first - RUN_EDGE_FRAMES).tolist(), (stop + release_frames + RUN_EDGE_FRAMES).tolist()):
+        a, b = max(0, a), min(n_frames, b)
+        if a >= b:
+            continue
+        if spans and a - spans[-1][1] < merge_gap:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    return [(a, b) for a, b in spans]
+
+
+def silence_threshold(silence_db: float) -> float:
+    """Linear level at or below which a control is at the generator's silence level (float32 rounding allowed)."""
+    return float(10.0 ** (silence_db / 20.0)) * (1.0 + 1e-4)
+
+
+def silent_frames(controls: dict[str, torch.Tensor], silence_db: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which frames of one voice's controls ([1, T, ...]) are at the silence level: (harmonic [T], noise [T]) bool,
+    the noise silent where every band is."""
+    threshold = silence_threshold(silence_db)
+    harmonic = (controls["amplitude"][0] <= threshold).numpy()
+    noise = (controls["noise_magnitudes"][0] <= threshold).all(-1).numpy()
+    return harmonic, noise
+
+
+def gate_silence(controls: dict[str, torch.Tensor], harmonic_silent: np.ndarray, noise_silent: np.ndarray
+                 ) -> dict[str, torch.Tensor]:
+    """Controls with ``amplitude`` 0 on ``harmonic_silent`` frames and ``noise_magnitudes`` 0 on ``noise_silent``
+    frames ([T] bool each): the silence level made exact, so that silent stretches need no synthesis."""
+    amplitude = controls["amplitude"].masked_fill(torch.from_numpy(harmonic_silent)[None], 0.0)
+    noise = controls["noise_magnitudes"].masked_fill(torch.from_numpy(noise_silent)[None, :, None], 0.0)
+    return {**controls, "amplitude": amplitude, "noise_magnitudes": noise}
+
+
+def sounding_runs(silent: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of frames to synthesise from a [T] bool mask of silent frames: each stretch of sounding frames with
+    :data:`RUN_EDGE_FRAMES` silent frames either side (cut to 0 .. T); silences shorter than
+    :data:`MIN_SILENT_GAP` frames stay inside a run. Outside the runs the synthesis is exactly 0."""
+    sounding = np.flatnonzero(~np.asarray(silent, bool))
+    if sounding.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(sounding) > MIN_SILENT_GAP)
+    starts = np.concatenate([sounding[:1], sounding[breaks + 1]])
+    ends = np.concatenate([sounding[breaks], sounding[-1:]]) + 1
+    total = len(silent)
+    return [(max(0, int(a) - RUN_EDGE_FRAMES), min(total, int(b) + RUN_EDGE_FRAMES)) for a, b in zip(starts, ends)]
+
+
+def run_controls(controls: dict[str, torch.Tensor], first: int, stop: int, silent: np.ndarray
+                 ) -> dict[str, torch.Tensor]:
+    """The frames ``first .. stop - 1`` of gated controls ([1, T, ...]) for :func:`synthesize_run`, with ``f0_hz``
+    held over the silent frames at the run's edges (``silent`` [T] bool): the oscillator's phase runs through them
+    into the first sounding frame, and the generator's f0 there belongs to the rest after an earlier note, which a
+    span need not have computed exactly (its per-note centring needs that note's frames). Held, the run depends
+    only on its sounding frames."""
+    run = {name: controls[name][:, first:stop] for name in CONTROL_NAMES}
+    sounding = np.flatnonzero(~silent[first:stop])
+    if sounding.size:
+        f0 = run["f0_hz"].clone()
+        head, tail = int(sounding[0]), int(sounding[-1])
+        f0[:, :head] = f0[:, head:head + 1]
+        f0[:, tail + 1:] = f0[:, tail:tail + 1]
+        run["f0_hz"] = f0
+    return run
+
+
+def noise_excitation(seed: int, first_sample: int, n_samples: int) -> torch.Tensor:
+    """Uniform noise in [-1, 1), [1, n_samples] float32, for samples ``first_sample ..`` of a voice: a fixed
+    function of ``seed`` and the absolute sample (blocks of :data:`NOISE_BLOCK` samples, each from its own seeded
+    generator), so a run reads the same excitation whichever other runs are synthesised."""
+    out = torch.empty(n_samples)
+    block = first_sample // NOISE_BLOCK
+    position = 0
+    while position < n_samples:
+        start = block * NOISE_BLOCK
+        values = torch.rand(NOISE_BLOCK, generator=torch.Generator().manual_seed(_block_seed(seed, block))) * 2 - 1
+        offset = first_sample + position - start
+        count = min(NOISE_BLOCK - offset, n_samples - position)
+        out[position:position + count] = values[offset:offset + count]
+        position += count
+        block += 1
+    return out[None]
+
+
+def _block_seed(seed: int, block: int) -> int:
+    """A 63-bit seed per (voice seed, block): a multiplicative hash, so neighbouring blocks and voices differ."""
+    return (int(seed) * 0x9E3779B97F4A7C15 + int(block) * 0xBF58476D1CE4E5B9 + 1) % (1 << 63)
+
+
+def synthesize_run(synth, controls: dict[str, torch.Tensor], first_sample: int, seed: int,
+                   chunk_frames: int) -> torch.Tensor:
+    """The dry audio of one run of frames: harmonic (phase 0 at the run's first frame) + filtered noise.
+
+    Args:
+        synth: the :class:`~mididdsp.dsp.DDSPSynth` of the generator (its reverb is not used here).
+        controls: [1, F, ...] controls of the run's F frames (gated; silent at both ends, see :func:`sounding_runs`).
+        first_sample: absolute sample of the run's first frame (its noise excitation, :func:`noise_excitation`).
+        seed: the voice's noise seed.
+        chunk_frames: frames per synthesis piece (bounded working memory).
+    Returns:
+        [(F - 1) * hop] float32 audio from ``first_sample`` on (frame ``F - 1`` is where it ends).
+    """
+    frames = controls["f0_hz"].shape[1]
+    n_samples = (frames - 1) * synth.hop_size
+    stream = StreamingRenderer(synth, reverb=False, noise=noise_excitation(seed, first_sample, n_samples))
+    pieces = [stream.push({name: controls[name][:, first:first + chunk_frames] for name in CONTROL_NAMES})
+              for first in range(0, frames, chunk_frames)]
+    pieces.append(stream.finish(n_samples))
+    return torch.cat(pieces, dim=1)[0]
+
+
+def reverberate_bus(dry: np.ndarray, impulse_response: torch.Tensor, block: int,
+                    counter: dict | None = None) -> np.ndarray:
+    """Dry + reverb of a whole bus (the sum of the dry voices sharing ``impulse_response``; the reverb is linear),
+    by blocks of ``block`` samples with the tail carried; blocks that are silent with no tail pending are left 0,
+    and a silent block under a tail only takes the tail (no convolution).
+
+    Args:
+        dry: [S] float32 bus.
+        impulse_response: [1, taps] wet impulse response (tap 0 is 0: the dry path is added).
+        counter: if given, ``counter["reverb_blocks"]`` counts the blocks convolved.
+    Returns:
+        [S] float32, equal (to float rounding) to :func:`~mididdsp.dsp.effects.apply_reverb` of the whole bus.
+    """
+    out = np.zeros_like(dry)
+    tail = None  # [1, taps - 1] wet audio owed to the samples after the last block
+    spectra: dict = {}
+    for first in range(0, len(dry), block):
+        piece = dry[first:first + block]
+        if not piece.any():
+            if tail is not None:
+                count = min(len(piece), tail.shape[-1])
+                out[first:first + count] = tail[0, :count].numpy()
+                tail = tail[:, count:] if count < tail.shape[-1] else None
+            continue
+        wet, tail = apply_reverb(torch.from_numpy(piece)[None], impulse_response, tail, return_tail=True,
+                                 spectra=spectra)
+        out[first:first + len(piece)] = wet[0].numpy()
+        if counter is not None:
+            counter["reverb_blocks"] = counter.get("reverb_blocks", 0) + 1
+    return out

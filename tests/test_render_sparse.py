@@ -1,0 +1,140 @@
+"""The render's cost follows the notes that sound (issue 26): the sparse render equals the full computation, silence
+costs no generator or synthesizer work, and the reverb once per bus equals the reverb once per voice.
+
+Which equality: the reference is the same render with ``sparse=False``, i.e. the generator run over every frame of
+every voice (the computation the render did before). Both then synthesise the same runs of sounding frames (the
+silence level made exact, the oscillator starting each run at phase 0, the noise a fixed function of the seed and
+the absolute sample), so the test measures what the spans could get wrong: the generator's context and the release.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pretty_midi
+import pytest
+import torch
+
+import mididdsp
+from mididdsp.dsp.effects import apply_reverb
+from mididdsp.render import PRETRAINED_MIDI
+from mididdsp.score import read_midi
+from mididdsp.synthesis import spans
+
+pytestmark = pytest.mark.skipif(not (PRETRAINED_MIDI / "generator").is_dir(),
+                                reason=f"no shipped MIDI model at {PRETRAINED_MIDI} (make model-midi)")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mididdsp.load_model()
+
+
+def error_db(audio: np.ndarray, reference: np.ndarray) -> float:
+    """Energy of the difference relative to the reference's, dB."""
+    reference = reference.astype(np.float64)
+    return 10 * np.log10(np.sum((audio - reference) ** 2) / np.sum(reference ** 2) + 1e-30)
+
+
+def many_track_midi(path, phrases: dict[int, list[tuple[float, list[int]]]]) -> str:
+    """A pretty_midi file: one track per program, each a list of (start second, pitches) phrases of 0.3 s notes."""
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120)
+    for program, track_phrases in phrases.items():
+        instrument = pretty_midi.Instrument(program=program, name=f"program {program}")
+        for start, pitches in track_phrases:
+            for i, pitch in enumerate(pitches):
+                instrument.notes.append(pretty_midi.Note(velocity=70 + 5 * i, pitch=pitch, start=start + 0.3 * i,
+                                                         end=start + 0.3 * i + 0.28))
+        midi.instruments.append(instrument)
+    midi.write(str(path))
+    return str(path)
+
+
+def test_sparse_render_equals_the_full_computation(model, tmp_path):
+    # four tracks that rest most of the time, two of them with a chord (two voices), one with a pitch bend
+    phrases = {40: [(0.2, [67, 69, 71]), (6.0, [72, 71])], 73: [(2.0, [76, 74, 72, 71]), (9.5, [79])],
+               42: [(0.5, [48, 50]), (0.5, [55, 57]), (8.0, [43])], 57: [(4.0, [60, 62, 64])]}
+    path = many_track_midi(tmp_path / "many.mid", phrases)
+    score = read_midi(path)
+    expression = model.expression(score, seed=1)
+    sparse = model.render(score, expression, seed=1)
+    full = model.render(score, expression, seed=1, sparse=False)
+    assert sparse.work["generator_frames"] < 0.6 * full.work["generator_frames"]  # it did skip work
+    assert error_db(sparse.audio, full.audio) < -90
+    assert sorted(sparse.stems) == sorted(full.stems) == [0, 1, 2, 3]
+    for track in sparse.stems:
+        assert error_db(sparse.stems[track], full.stems[track]) < -90
+    dry_sparse = model.render(score, expression, seed=1, reverb=False, stems=False)
+    dry_full = model.render(score, expression, seed=1, reverb=False, stems=False, sparse=False)
+    assert dry_sparse.stems == {} and error_db(dry_sparse.audio, dry_full.audio) < -90
+    # outside the voices' runs the render is exactly silent (no -100 dB floor), and a seed gives the same bits
+    assert np.all(dry_sparse.audio[:3000] == 0) and np.any(dry_sparse.audio[3000:3400] != 0)
+    assert np.array_equal(sparse.audio, model.render(score, expression, seed=1).audio)
+
+
+def test_a_stretch_of_silence_costs_no_generator_or_synthesizer_work(model, tmp_path):
+    def work(gap_s: float) -> dict:
+        path = many_track_midi(tmp_path / f"gap{gap_s}.mid", {40: [(0.5, [67, 69]), (0.5 + gap_s, [71, 72])],
+                                                              73: [(1.0, [76]), (1.0 + gap_s, [74])]})
+        return model.render(read_midi(path), seed=0, stems=False).work
+
+    short, long = work(6.0), work(66.0)  # both gaps are longer than context + release; one is a minute longer
+    assert long["generator_frames"] == short["generator_frames"]
+    assert long["synthesizer_frames"] == short["synthesizer_frames"]
+    # a minute of the reverb bus is silent: only the blocks with sound (and no more than one block per note group)
+    assert long["reverb_blocks"] <= short["reverb_blocks"] + 2
+
+
+def test_reverb_per_bus_equals_reverb_per_voice(model):
+    generator = torch.Generator().manual_seed(0)
+    n_samples = 16000 * 12
+    voices = []
+    for v in range(5):  # sparse dry voices: a few bursts each, silence between
+        dry = np.zeros(n_samples, np.float32)
+        for _ in range(3):
+            start = int(torch.randint(0, n_samples - 8000, (1,), generator=generator))
+            dry[start:start + 6000] += (torch.rand(6000, generator=generator).numpy() - 0.5) * 0.2
+        voices.append(dry)
+    impulse_response = model.generator.synth.reverb.get_impulse_response(torch.tensor([3])).detach()
+    per_voice = sum(apply_reverb(torch.from_numpy(dry)[None], impulse_response)[0].numpy() for dry in voices)
+    counter: dict = {}
+    bus = spans.reverberate_bus(np.sum(voices, axis=0).astype(np.float32), impulse_response, 4 * 16000 // 2,
+                                counter)
+    assert error_db(bus, per_voice) < -90
+    assert 0 < counter["reverb_blocks"] <= 6  # 6 blocks of 2 s; silent blocks under no tail are skipped
+
+
+def test_a_run_is_synthesised_as_the_synthesizer_would(model):
+    # one run with no silence inside: the per-run synthesis (in pieces, phase 0, absolute-sample noise) equals the
+    # synthesizer's one-piece render of the same controls and excitation
+    notes = np.array([[0.1, 0.6, 67, 90], [0.6, 1.2, 72, 90]], np.float32)
+    expression = np.tile(np.array([0.6, 0.4, 0.3, 0.5, 0.5, 0.5, 5.5], np.float32), (2, 1))
+    from mididdsp.synthesis.generator import generate_voice
+
+    controls = generate_voice(model.generator, notes, expression, model.instruments["violin"], 500, seed=0)
+    harmonic, noise = spans.silent_frames(controls, -100.0)
+    controls = spans.gate_silence(controls, harmonic, noise)
+    runs = spans.sounding_runs(harmonic & noise)
+    assert len(runs) == 1
+    first, stop = runs[0]
+    run = spans.run_controls(controls, first, stop, harmonic & noise)
+    hop = model.generator.synth.hop_size
+    audio = spans.synthesize_run(model.generator.synth, run, first * hop, seed=5, chunk_frames=37)
+    length = (stop - first - 1) * hop
+    excitation = spans.noise_excitation(5, first * hop, length)
+    reference = model.generator.synth.render(run, length, None, reverb=False, noise=excitation)[0]
+    assert audio.shape == reference.shape
+    assert error_db(audio.numpy(), reference.numpy()) < -90
+    # the excitation is a function of the absolute sample: any window reads the same values
+    whole = spans.noise_excitation(5, 0, 3 * spans.NOISE_BLOCK)
+    assert torch.equal(spans.noise_excitation(5, 1000, 40000), whole[:, 1000:41000])
+
+
+def test_spans_and_runs():
+    notes = np.array([[0.0, 0.2, 60, 80], [0.2, 0.4, 62, 80], [3.0, 3.2, 64, 80], [3.3, 3.4, 65, 80]])
+    # notes 0-1 and 2-3 are 2.6 s apart: two spans unless the merge gap is larger
+    assert spans.note_spans(notes, 2000, release_frames=50, merge_gap=100) == [(0, 152), (748, 902)]
+    assert spans.note_spans(notes, 2000, release_frames=50, merge_gap=700) == [(0, 902)]
+    assert spans.note_spans(notes, 800, release_frames=50, merge_gap=100) == [(0, 152), (748, 800)]
+    silent = np.ones(40, bool)
+    silent[[10, 11, 12, 15, 30]] = False  # a 2-frame silence stays inside a run, a longer one splits it
+    assert spans.sounding_runs(silent) == [(8, 18), (28, 33)]
+    assert spans.sounding_runs(np.ones(5, bool)) == []
