@@ -1,6 +1,6 @@
 """Does extraction keep a recording's dynamics on the scale, whatever the recording's gain? (issue 25, part 1)
 
-    python benchmarks/eval_levels.py CORPUS_DIR [CORPUS_DIR ...] [--model DIR] [--gain-db -20] [--json OUT]
+    python benchmarks/eval_levels.py CORPUS_DIR [CORPUS_DIR ...] [--model DIR] [--gain-db -20] [--every N] [--json OUT]
 
 For every recording of each corpus (``mididdsp corpus`` folders: NAME.wav + NAME.mid), the default extractor
 (``mididdsp extract``: the shipped synthesis coder, mixed controls) writes a table of the recording as it is and
@@ -35,14 +35,14 @@ def column(table, name: str) -> np.ndarray:
     return np.asarray(table[name], float) if name in table.columns else np.zeros(len(table))
 
 
-def measure(corpus: Path, model, gain_db: float) -> dict:
+def measure(corpus: Path, model, gain_db: float, every: int = 1) -> dict:
     from mididdsp.audio import load_audio
     from mididdsp.expression.extract import extract
     from mididdsp.score import read_midi
 
     manifest = json.loads((corpus / "manifest.json").read_text())
     rows = []
-    for recording in manifest["recordings"]:
+    for recording in manifest["recordings"][::every]:
         audio = load_audio(corpus / recording["audio"])
         score = read_midi(corpus / recording["midi"])
         with warnings.catch_warnings():
@@ -83,13 +83,14 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="synthesis coder (default: the shipped one)")
     parser.add_argument("--gain-db", type=float, default=-20.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--every", type=int, default=1, help="measure every N-th recording (default: all)")
     args = parser.parse_args()
 
     from mididdsp.models import load_model
     from mididdsp.resynth import SHIPPED_CODER
 
     model = load_model(args.model or SHIPPED_CODER)
-    results = [measure(corpus, model, args.gain_db) for corpus in args.corpora]
+    results = [measure(corpus, model, args.gain_db, args.every) for corpus in args.corpora]
     headers = ["corpus", "notes", "volume at 0 or 1: all / worst recording", f"copy {args.gain_db:+g} dB: all / worst",
                "attack noise at 0 or 1", "copy: volume r min / median", "copy: max volume_db change", "offset shift"]
     lines = [[Path(r["corpus"]).name, r["notes"], f"{r['volume_ends']:.1%} / {r['volume_ends_worst']:.1%}",
