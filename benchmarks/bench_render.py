@@ -26,7 +26,7 @@ from common import table  # noqa: E402
 ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
 
 
-def melody_track(seconds: float, seed: int, program: int, low: int, name: str):
+def melody_track(seconds: float, seed: int, program: int, low: int, name: str, rest_s: float = 0.5):
     from mididdsp.datasets.melodies import generate_melody
     from mididdsp.score import Note, Track
 
@@ -38,7 +38,7 @@ def melody_track(seconds: float, seed: int, program: int, low: int, name: str):
         for start, end, pitch in melody.notes:
             if offset + end <= seconds:
                 notes.append(Note(offset + start, offset + end, pitch + shift, int(rng.integers(60, 110))))
-        offset += melody.notes[-1][1] + 0.5
+        offset += melody.notes[-1][1] + rest_s
     return Track(name, program, False, notes)
 
 

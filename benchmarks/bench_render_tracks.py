@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from common import table  # noqa: E402
+from bench_render import melody_track  # noqa: E402  (the same generated melodies)
 
 FLUID_TIMEOUT_S = 120
 # (program, lowest pitch) of the eight generated melodies beside the chorale parts
@@ -66,22 +67,6 @@ def chorale_tracks(count: int):
             if len(tracks) == count:
                 return tracks
     return tracks
-
-
-def melody_track(seconds: float, seed: int, program: int, low: int, name: str, rest_s: float = 0.5):
-    from mididdsp.datasets.melodies import generate_melody
-    from mididdsp.score import Note, Track
-
-    rng = np.random.default_rng(seed)
-    notes, offset = [], 0.0
-    while offset < seconds:
-        melody = generate_melody(rng)
-        shift = low - min(p for _, _, p in melody.notes)
-        for start, end, pitch in melody.notes:
-            if offset + end <= seconds:
-                notes.append(Note(offset + start, offset + end, pitch + shift, int(rng.integers(60, 110))))
-        offset += melody.notes[-1][1] + rest_s
-    return Track(name, program, False, notes)
 
 
 def seventeen_tracks() -> list[list]:
