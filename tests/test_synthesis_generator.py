@@ -6,6 +6,7 @@ learned; the shipped MIDI model where a property depends on training (vibrato 0 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mididdsp.expression.controls import CONTROL_NAMES, CONTROL_RANGES, note_expression
@@ -72,11 +73,13 @@ def test_tilt_reaches_the_asked_centroid() -> None:
     assert distribution[100:, 20:].max() < 1e-12
 
 
-def test_controls_come_out_as_asked_by_construction() -> None:
+@pytest.mark.parametrize("noise", [{}, {"noise_reference": "level", "noise_shape_db": 30.0}])
+def test_controls_come_out_as_asked_by_construction(noise: dict) -> None:
     """Volume, fluctuation, brightness and attack noise are exact; the peak lies where asked (within the small
-    learned ripple); vibrato extent and rate within 3 cents and 0.3 Hz, whatever the weights."""
+    learned ripple); vibrato extent and rate within 3 cents and 0.3 Hz, whatever the weights; with the noise
+    level learned under the harmonic level and wide band shapes too."""
     for seed in range(3):
-        model = random_generator(seed)
+        model = random_generator(seed, **noise)
         with torch.no_grad():
             out = model(NOTES, torch.ones(1, 4, dtype=torch.bool), EXPRESSION, torch.tensor([1]), FRAMES,
                         generator=torch.Generator().manual_seed(seed))
@@ -123,6 +126,32 @@ def test_level_offset_moves_volume_and_attack_noise_by_its_decibels() -> None:
         torch.testing.assert_close(seven[name], base[name])  # no eighth column: offset 0
     for name in ("volume_fluctuation_db", "peak_position", "brightness_centroid"):
         torch.testing.assert_close(moved[name], base[name], atol=2e-3, rtol=0)
+
+
+def test_level_relative_noise_follows_the_level_and_keeps_its_colour() -> None:
+    """With ``noise_reference: level`` a level offset moves every frame's noise by exactly its decibels (the noise
+    is learned under the harmonic level; with the absolute reference the sustained noise stays put), and away from
+    the attack window the bands keep their full learned spread however quiet the noise."""
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    plain = torch.cat([EXPRESSION, torch.zeros(1, 4, 1)], dim=-1)
+    quieter = torch.cat([EXPRESSION, torch.full((1, 4, 1), -30.0)], dim=-1)
+    moved = {}
+    for reference in ("level", "absolute"):
+        model = random_generator(2, noise_reference=reference, noise_shape_db=30.0)
+        with torch.no_grad():
+            base, low = (model(NOTES, mask, e, torch.tensor([0]), FRAMES) for e in (plain, quieter))
+        sustained = base["active"][0] & (base["amplitude_db"][0] > -90)
+        for start in NOTES[0, :, 0].tolist():  # past each attack window (its spread shrinks near the -80 dB floor)
+            first = int(round(start * 250))
+            sustained[first:first + 10] = False
+        shift = (20 * torch.log10(low["noise_magnitudes"][0]) - 20 * torch.log10(base["noise_magnitudes"][0]))
+        moved[reference] = shift[sustained]
+        if reference == "level":
+            bands = 20 * torch.log10(low["noise_magnitudes"][0][sustained])
+            spread = (bands.max(-1).values - bands.min(-1).values)
+            assert float(spread.median()) > 20.0  # a flat colour would be 0 dB wide
+    torch.testing.assert_close(moved["level"], torch.full_like(moved["level"], -30.0), atol=1e-3, rtol=0)
+    assert float(moved["absolute"].abs().median()) < 1.0
 
 
 def test_same_seed_same_controls_and_other_seeds_other_vibrato() -> None:

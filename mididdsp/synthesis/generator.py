@@ -25,8 +25,9 @@ what the controls leave free (the shape of attacks and releases, timbre, noise c
     brightness             each frame's harmonic distribution is the network's, tilted by exp(beta k) with beta
                            solved (Newton) so that the centroid equals the note's brightness plus a learned
                            zero-mean contour: the note's mean centroid is exact.
-    attack noise           the noise level (mean dB over bands) is learned, and a per-note offset over the first
-                           10 frames (decaying after them) sets the mean of those frames exactly.
+    attack noise           the noise level (mean dB over bands) is learned (in dB under the harmonic level with
+                           ``noise_reference: level``), and a per-note offset over the first 10 frames (decaying
+                           after them) sets the mean of those frames exactly.
     vibrato                extent (cents, sinusoid amplitude as the extractor measures it) and rate (Hz) are
                            added to f0 as a sinusoid with a 0.15 s fade-in and a random (seeded) phase.
 f0 is the written pitch, a raised-cosine glide of 32 ms centred on each legato onset (its midpoint is the written
@@ -68,6 +69,7 @@ VIBRATO_FADE_S = 0.15
 DEVIATION_SMOOTHING = 75      # frames (0.3 s) of each of two moving averages on the learned f0 drift
 RIPPLE = 0.03                 # learned level ripple, relative to the tent's depth: at 0.1 it moved the measured
                               # peak by up to 0.2 on gently peaked notes (the extractor's top is 1 dB wide)
+NOISE_RELATIVE_DB = 80.0      # noise_reference "level": the sustained noise lies 0 .. this many dB under the level
 EDGE_FRAMES = 8.0             # time constant of the learned attack / release dips of the level (32 ms)
 TILT_TOLERANCE = 1e-4         # harmonic numbers: the centroid solve stops when every frame is this close
 LOGIT_RANGE = 12.0            # harmonic logits are squashed into +-this (e^24 between strongest and weakest)
@@ -88,6 +90,7 @@ class GeneratorConfig:
     n_noise_bands: int = 65
     max_deviation_cents: float = 50.0
     noise_shape_db: float = 10.0        # the noise bands lie within +-this of the frame's level
+    noise_reference: str = "absolute"   # "level": the noise level is learned in dB under the harmonic level
     reverb: str | None = "learned"
     reverb_seconds: float = 1.0
     sample_rate: int = SAMPLE_RATE
@@ -99,6 +102,8 @@ class GeneratorConfig:
         missing = [name for name in SCALED_INPUTS if name not in (config.ranges or {})]
         if missing:
             raise ValueError(f"model.ranges lacks {missing}: the generator needs the physical range of each control")
+        if config.noise_reference not in ("absolute", "level"):
+            raise ValueError(f"model.noise_reference {config.noise_reference!r}: expected 'absolute' or 'level'")
         for name, pair in config.ranges.items():
             low, high = (float(v) for v in pair)
             if not (math.isfinite(low) and math.isfinite(high) and low < high):
@@ -316,16 +321,28 @@ class SynthesisGenerator(nn.Module):
         level_db = self._release(level_db, layout, release_db_per_frame)
 
         # noise: learned level, attack offset so that its first 10 frames average the asked-for dB
-        sustain = -45.0 + 25.0 * torch.tanh(raw[..., 3] / 2.0)
+        if config.noise_reference == "level":
+            # dB under the frame's harmonic level (0 .. -80): bow and breath noise follow the playing level, and
+            # recordings hold it 40-60 dB under (an absolute -70 dB floor left renders 10-25 dB too hissy)
+            sustain = level_db - NOISE_RELATIVE_DB * torch.sigmoid(raw[..., 3])
+        else:  # "absolute", the first models: -70 .. -20 dB
+            sustain = -45.0 + 25.0 * torch.tanh(raw[..., 3] / 2.0)
         attack = (active > 0) & (layout.since_onset < ATTACK_FRAMES)
-        offset = physical[..., 5] - layout.note_mean(sustain, attack.float())
         decay = torch.exp(-(layout.since_onset - ATTACK_FRAMES).clamp_min(0).float() / ATTACK_FRAMES)
-        noise_level = sustain + offset * decay
+        if config.noise_reference == "level":
+            # flat at the asked dB over the attack window, then easing into the learned level: a sustained level
+            # that follows the attack's ramp would sink some of those frames under the extractor's floor
+            noise_level = physical[..., 5] * decay + sustain * (1.0 - decay)
+        else:
+            noise_level = sustain + (physical[..., 5] - layout.note_mean(sustain, attack.float())) * decay
         noise_level = self._release(noise_level, layout, release_db_per_frame)
-        # the bands' spread shrinks near the extractor's -80 dB floor, so that no band is floored and the level
-        # (their mean in dB) stays exact
-        spread = ((noise_level - DB_FLOOR) / config.noise_shape_db).clamp(0.0, 1.0).unsqueeze(-1)
-        band_shape = config.noise_shape_db * spread * torch.tanh(raw[..., HEADS + config.n_harmonics:] / 3.0)
+        # in the attack window the bands' spread shrinks near the extractor's -80 dB floor, so that no band is
+        # floored there and the attack noise (their mean in dB over those frames) stays exact
+        spread = ((noise_level - DB_FLOOR) / config.noise_shape_db).clamp(0.0, 1.0)
+        if config.noise_reference == "level":  # elsewhere the full spread: quiet noise keeps its colour
+            spread = torch.where(attack, spread, torch.ones_like(spread))
+        band_shape = config.noise_shape_db * spread.unsqueeze(-1) * torch.tanh(
+            raw[..., HEADS + config.n_harmonics:] / 3.0)
         noise_db = noise_level.unsqueeze(-1) + band_shape - band_shape.mean(-1, keepdim=True)
 
         # f0: written pitch + legato glide + slow learned deviation + vibrato

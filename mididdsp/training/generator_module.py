@@ -41,6 +41,9 @@ TRAIN_DEFAULTS = {"loss_weights": {"spectral": 0.0, "level": 0.1, "noise": 0.05,
 SPECTRAL_F0 = ("teacher", "generator")  # whose f0 plays the generator's other controls for the spectral loss
 F0_SMOOTHING = 51  # frames (0.2 s): longer than a vibrato cycle
 F0_ROBUST_CENTS = 100.0  # larger f0 errors count as this much, with no gradient
+# the noise bands' loss sees down to this (the extractor's -80 dB floor hid the 10-25 dB of excess hiss that a
+# log-mel comparison of renders with their recordings showed: benchmarks/eval_realism.py)
+NOISE_FLOOR_DB = -100.0
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -266,8 +269,8 @@ class GeneratorModule(pl.LightningModule):
         losses: dict[str, torch.Tensor] = {}
         level = amplitude_to_db(out["amplitude"], DB_FLOOR)
         losses["level"] = _masked_mean((level - amplitude_to_db(batch["amplitude"], DB_FLOOR)).abs(), weight)
-        noise = amplitude_to_db(out["noise_magnitudes"], DB_FLOOR)
-        target_noise = amplitude_to_db(batch["noise_magnitudes"], DB_FLOOR)
+        noise = amplitude_to_db(out["noise_magnitudes"], NOISE_FLOOR_DB)
+        target_noise = amplitude_to_db(batch["noise_magnitudes"], NOISE_FLOOR_DB)
         losses["noise"] = _masked_mean((noise - target_noise).abs().mean(-1), weight)
         target_h = batch["harmonic_distribution"].clamp_min(0)
         target_h = target_h / target_h.sum(-1, keepdim=True).clamp_min(1e-7)
