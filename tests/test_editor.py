@@ -363,3 +363,28 @@ def test_edit_command_serves_prints_its_address_and_stops_on_ctrl_c(midi_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_render_is_the_mix_of_its_voices_and_a_cached_bus_is_reused(model, midi_path):
+    """The public hook the editor relies on: mix_voices(render_voices(...)) is render(), bit for bit, with stems or
+    without, with reverb or without; after one voice changes, only its bus is reverberated again."""
+    score = read_midi(midi_path)
+    expression = model.expression(score, seed=2)
+    for reverb, stems in ((True, True), (False, False)):
+        full = model.render(score, expression, seed=2, reverb=reverb, stems=stems)
+        mixed = model.mix_voices(score, model.render_voices(score, expression, seed=2, reverb=reverb), reverb=reverb,
+                                 stems=stems)
+        assert np.array_equal(full.audio, mixed.audio)
+        assert full.stems.keys() == mixed.stems.keys()
+        assert all(np.array_equal(full.stems[k], mixed.stems[k]) for k in full.stems)
+    voices = model.render_voices(score, expression, seed=2)
+    cache: dict = {}
+    model.mix_voices(score, voices, stems=False, wet_cache=cache)
+    expression.set("volume", 0.9, where=(expression.track == 1) & (expression.note_index == 0))
+    changed = model.render_voices(score, expression, seed=2, only={(1, 0)})
+    assert list(changed) == [(1, 0)]
+    work: dict = {}
+    remixed = model.mix_voices(score, {**voices, **changed}, stems=False, wet_cache=cache, work=work)
+    reference = model.render(score, expression, seed=2, stems=False)
+    assert np.array_equal(remixed.audio, reference.audio)
+    assert 0 < work["reverb_blocks"] < reference.work["reverb_blocks"]  # the violin's bus came from the cache
