@@ -11,6 +11,9 @@ Python (the CLI is a thin layer over exactly this)::
     expression = model.expression(score, seed=0, temperature=1.0)   # NoteExpression, one row per note
     expression[expression.pitch > 72, "vibrato"] = 0.9
     out = model.render(score, expression, seed=0)     # out.audio (float32 mono), out.sample_rate, out.stems
+    # the same in two steps, for a caller that changes a few voices and re-renders only those (the editor):
+    voices = model.render_voices(score, expression, seed=0)   # {(track, voice): VoiceAudio}, dry
+    out = model.mix_voices(score, voices)             # bit-identical to model.render(...)
 
 A MIDI model is a directory holding two model directories: ``generator/`` (:class:`SynthesisGenerator` with its
 synthesizer and reverb) and ``prior/`` (:class:`ExpressionPrior`). Each track's notes are split into monophonic
