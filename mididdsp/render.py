@@ -11,6 +11,9 @@ Python (the CLI is a thin layer over exactly this)::
     expression = model.expression(score, seed=0, temperature=1.0)   # NoteExpression, one row per note
     expression[expression.pitch > 72, "vibrato"] = 0.9
     out = model.render(score, expression, seed=0)     # out.audio (float32 mono), out.sample_rate, out.stems
+    # the same in two steps, for a caller that changes a few voices and re-renders only those (the editor):
+    voices = model.render_voices(score, expression, seed=0)   # {(track, voice): VoiceAudio}, dry
+    out = model.mix_voices(score, voices)             # bit-identical to model.render(...)
 
 A MIDI model is a directory holding two model directories: ``generator/`` (:class:`SynthesisGenerator` with its
 synthesizer and reverb) and ``prior/`` (:class:`ExpressionPrior`). Each track's notes are split into monophonic
@@ -56,6 +59,22 @@ FAMILY_FALLBACK = {
     "Ensemble": ("Strings", "Brass"), "Brass": ("Brass", "Reed"), "Reed": ("Reed", "Pipe"), "Pipe": ("Pipe", "Reed"),
     "Synth Lead": ("Brass", "Strings"), "Synth Pad": ("Strings", "Pipe"), "Synth Effects": ("Strings",),
     "Ethnic": ("Strings", "Reed"), "Percussive": ("Pipe",), "Sound Effects": ("Strings",)}
+
+
+@dataclasses.dataclass
+class VoiceAudio:
+    """One voice's dry synthesis, before the reverb and the mix (:meth:`MidiModel.render_voices`).
+
+    ``segments``: ``(first sample, float32 audio)`` of each run of sounding frames, at 16 kHz and at the level the
+    mix sums (outside them the voice is exactly 0); ``curves``: ``(first frame, f0_hz [n], amplitude_db [n])`` of
+    each stretch of frames the generator computed, as played (pitch bend and CC7/CC11 applied; silence at -100 dB).
+    """
+
+    track: int
+    voice: int
+    instrument: str
+    segments: list
+    curves: list
 
 
 @dataclasses.dataclass
@@ -261,20 +280,11 @@ class MidiModel:
         ``generator_frames`` (frames the generator computed, context included), ``synthesizer_frames`` (frames the
         synthesizer ran over) and ``reverb_blocks`` (blocks convolved)."""
         import time
-        import numpy as np
-        import torch
-        from tqdm import tqdm
 
-        from mididdsp.audio import resample
-        from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
-        from mididdsp.dsp.processors import scale_level
         from mididdsp.errors import MididdspError
-        from mididdsp.synthesis import spans as spanning
-        from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
 
-        names, messages = self.track_instruments(score, instrument, track_instruments)
-        voices = self.voices(score)
-        if not voices:
+        _, messages = self.track_instruments(score, instrument, track_instruments)
+        if not any(track.notes and not track.is_drum for track in score.tracks):
             raise MididdspError("the MIDI file has no melodic notes (only drums or empty tracks)")
         clock = {"prior": 0.0, "generator": 0.0, "synthesizer": 0.0, "reverb": 0.0, "mix": 0.0}
         work = {"generator_frames": 0, "synthesizer_frames": 0, "reverb_blocks": 0}
@@ -282,22 +292,56 @@ class MidiModel:
         if expression is None:
             expression = self.expression(score, seed, temperature, instrument, track_instruments)
         clock["prior"] += time.perf_counter() - started
+        voice_audio = self.render_voices(score, expression, seed, instrument, track_instruments, reverb=reverb,
+                                         sparse=sparse, progress=progress, work=work, clock=clock)
+        result = self.mix_voices(score, voice_audio, reverb=reverb, sample_rate=sample_rate, stems=stems, work=work,
+                                 clock=clock)
+        result.messages[:0] = messages
+        if timings is not None:
+            timings.update(clock)
+        return result
+
+    def render_voices(self, score, expression, seed: int | None = 0, instrument: str | None = None,
+                      track_instruments: dict[int, str] | None = None, reverb: bool = True, sparse: bool = True,
+                      only=None, progress: bool = False, work: dict | None = None,
+                      clock: dict | None = None) -> dict[tuple[int, int], VoiceAudio]:
+        """The dry synthesis of each voice, ``{(track, voice): VoiceAudio}`` (of the voices in ``only``, a set of
+        ``(track, voice)``, when given): the part of :meth:`render` that one voice's notes, expression and instrument
+        decide. :meth:`mix_voices` of every voice's result is :meth:`render`, bit for bit; so a caller that changes
+        a few notes (the editor) renders only their voices again and mixes them with the others it kept.
+        ``work`` and ``clock``: dicts that receive the counts and seconds :meth:`render` reports."""
+        import time
+        import numpy as np
+        import torch
+        from tqdm import tqdm
+
+        from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
+        from mididdsp.dsp.processors import scale_level
+        from mididdsp.synthesis import spans as spanning
+        from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
+
+        work = {} if work is None else work
+        for key in ("generator_frames", "synthesizer_frames"):
+            work.setdefault(key, 0)
+        clock = {} if clock is None else clock
+        for key in ("generator", "synthesizer"):
+            clock.setdefault(key, 0.0)
+        names, _ = self.track_instruments(score, instrument, track_instruments)
+        voices = self.voices(score)
+        if only is not None:
+            only = {(int(t), int(v)) for t, v in only}
         rows = match_expression(expression, voices, self.ranges)
-        end = max(n.end for _, _, notes in voices for n in notes)
-        if end > MAX_RENDER_S:
-            raise MididdspError(f"the MIDI file's notes run to {end / 60:.1f} minutes; expected at most "
-                                f"{MAX_RENDER_S / 60:.0f} (an absurd tempo or a corrupt file?)")
+        n_samples = self._render_samples(voices)
         synth = self.generator.synth
         hop = synth.hop_size
-        n_samples = int(math.ceil((end + TAIL_S) * SAMPLE_RATE))
         frames = count_frames(n_samples)
         chunk_frames = max(1, int(SYNTH_CHUNK_S * SAMPLE_RATE) // hop)
         # spans closer than two receptive fields are computed as one: apart, their context would be computed twice
         context = receptive_field(self.generator.config) + 1
-        buses: dict = {}        # bus key (track with stems, else instrument) -> [n_samples] float32 dry sum
-        bus_instrument: dict = {}
         performances: dict[int, dict] = {}
-        for t, v, notes in tqdm(voices, desc="render", unit="voice", disable=not progress, file=sys.stderr):
+        out: dict[tuple[int, int], VoiceAudio] = {}
+        wanted = [(t, v, notes) for t, v, notes in voices if only is None or (t, v) in only]
+        for t, v, notes in tqdm(wanted, desc="render", unit="voice", disable=not progress, file=sys.stderr):
             name = names[t]
             instrument_id = self.instruments[name]
             if t not in performances:
@@ -327,17 +371,16 @@ class MidiModel:
                 silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
             clock["generator"] += time.perf_counter() - started
             started = time.perf_counter()
-            key = t if stems else name
-            if key not in buses:
-                buses[key] = np.zeros(n_samples, np.float32)
-                bus_instrument[key] = instrument_id
-            bus = buses[key]
             instrument_ids = torch.tensor([instrument_id])
+            segments: list[tuple[int, np.ndarray]] = []
+            curves: list[tuple[int, np.ndarray, np.ndarray]] = []
             for (span_first, span_stop), controls, (harmonic_silent, noise_silent) in zip(voice_spans, generated,
                                                                                        silences):
                 controls = spanning.gate_silence(controls, harmonic_silent, noise_silent)
                 controls["f0_hz"] = controls["f0_hz"] * torch.from_numpy(performance["bend"][span_first:span_stop])
                 controls = scale_level(controls, torch.from_numpy(performance["gain"][span_first:span_stop])[None])
+                curves.append((span_first, controls["f0_hz"][0].numpy().copy(),
+                               (20 * torch.log10(controls["amplitude"][0].clamp_min(1e-5))).numpy()))
                 if not reverb:  # the dry render at the level of the wet one, not the 15-20 dB the reverb carries
                     with torch.no_grad():
                         controls = synth.dry_at_wet_level(controls, instrument_ids)
@@ -349,22 +392,91 @@ class MidiModel:
                         0 if voice_seed is None else voice_seed, chunk_frames)
                     work["synthesizer_frames"] += run_stop - run_first
                     count = min(len(audio), n_samples - first_sample)
-                    bus[first_sample:first_sample + count] += audio[:count].numpy()
+                    segments.append((first_sample, audio[:count].numpy()))
+            out[(t, v)] = VoiceAudio(t, v, name, segments, curves)
             clock["synthesizer"] += time.perf_counter() - started
+        return out
+
+    def _render_samples(self, voices) -> int:
+        """Samples of a render of these voices (their last note's end + :data:`TAIL_S`); refuses absurd lengths."""
+        from mididdsp.dsp import SAMPLE_RATE
+        from mididdsp.errors import MididdspError
+
+        if not voices:
+            raise MididdspError("the MIDI file has no melodic notes (only drums or empty tracks)")
+        end = max(n.end for _, _, notes in voices for n in notes)
+        if end > MAX_RENDER_S:
+            raise MididdspError(f"the MIDI file's notes run to {end / 60:.1f} minutes; expected at most "
+                                f"{MAX_RENDER_S / 60:.0f} (an absurd tempo or a corrupt file?)")
+        return int(math.ceil((end + TAIL_S) * SAMPLE_RATE))
+
+    def mix_voices(self, score, voice_audio: dict, reverb: bool = True, sample_rate: int = 16000,
+                   stems: bool = True, wet_cache: dict | None = None, work: dict | None = None,
+                   clock: dict | None = None) -> Rendered:
+        """The render of ``score`` from every voice's dry synthesis (:meth:`render_voices`): the dry voices are
+        summed on buses (per track with ``stems``, else per instrument) in the score's voice order, each bus is
+        reverberated once, the buses are mixed, and a mix that would clip is scaled down.
+
+        ``wet_cache``: a dict the caller keeps between calls; a bus whose voices are the same objects as last time
+        takes its reverberated audio from it instead of computing it again (the editor's re-mix after an edit)."""
+        import time
+        import warnings as warning_filter
+        import numpy as np
+        import torch
+
+        from mididdsp.audio import resample
+        from mididdsp.dsp import SAMPLE_RATE
+        from mididdsp.errors import MididdspError
+        from mididdsp.synthesis.spans import reverberate_bus
+
+        work = {} if work is None else work
+        work.setdefault("reverb_blocks", 0)
+        clock = {} if clock is None else clock
+        for key in ("reverb", "mix"):
+            clock.setdefault(key, 0.0)
+        with warning_filter.catch_warnings():
+            warning_filter.simplefilter("ignore")  # render_voices has warned about dropped voices already
+            voices = self.voices(score)
+        n_samples = self._render_samples(voices)
+        synth = self.generator.synth
         started = time.perf_counter()
+        members: dict = {}      # bus key -> the VoiceAudio summed on it, in voice order
+        for t, v, _ in voices:
+            if (t, v) not in voice_audio:
+                raise MididdspError(f"mix_voices: no audio for track {t}, voice {v}; render every voice first")
+            voice = voice_audio[(t, v)]
+            members.setdefault(t if stems else voice.instrument, []).append(voice)
         use_reverb = reverb and synth.reverb is not None
         block = 8 * int(round(self.generator.config.reverb_seconds * SAMPLE_RATE))
-        for key, bus in buses.items():
+        buses: dict = {}
+        for key, bus_voices in members.items():
+            cached = wet_cache.get(key) if wet_cache is not None else None
+            if cached is not None and len(cached[0]) == len(bus_voices) and all(
+                    a is b for a, b in zip(cached[0], bus_voices)) and cached[2] == (use_reverb, n_samples):
+                buses[key] = cached[1]
+                continue
+            bus = np.zeros(n_samples, np.float32)
+            for voice in bus_voices:
+                for first_sample, audio in voice.segments:
+                    bus[first_sample:first_sample + len(audio)] += audio
             if use_reverb:
-                impulse_response = synth.reverb.get_impulse_response(torch.tensor([bus_instrument[key]])).detach()
-                buses[key] = spanning.reverberate_bus(bus, impulse_response, block, work)
+                instrument_id = self.instruments[bus_voices[0].instrument]
+                impulse_response = synth.reverb.get_impulse_response(torch.tensor([instrument_id])).detach()
+                bus = reverberate_bus(bus, impulse_response, block, work)
+            buses[key] = bus
+            if wet_cache is not None:
+                wet_cache[key] = (tuple(bus_voices), bus, (use_reverb, n_samples))
+        if wet_cache is not None:
+            for key in [key for key in wet_cache if key not in buses]:
+                del wet_cache[key]
         clock["reverb"] += time.perf_counter() - started
         started = time.perf_counter()
         mix = np.zeros(n_samples, np.float32)
         for bus in buses.values():
             mix += bus
-        out_stems = dict(sorted(buses.items())) if stems else {}
+        out_stems = {key: bus.copy() for key, bus in sorted(buses.items())} if stems else {}
         clock["mix"] += time.perf_counter() - started
+        messages: list[str] = []
         peak = float(np.abs(mix).max()) if mix.size else 0.0
         gain_db = 0.0
         if peak > HEADROOM_PEAK:
@@ -381,8 +493,6 @@ class MidiModel:
         if sample_rate != SAMPLE_RATE:
             out_audio = resample(out_audio, SAMPLE_RATE, sample_rate)
             out_stems = {k: resample(s, SAMPLE_RATE, sample_rate) for k, s in out_stems.items()}
-        if timings is not None:
-            timings.update(clock)
         return Rendered(out_audio, int(sample_rate), out_stems, gain_db, messages, work)
 
 
