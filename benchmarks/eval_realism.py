@@ -132,7 +132,9 @@ def main() -> int:
     parser.add_argument("corpora", nargs="+", type=Path)
     parser.add_argument("--per-instrument", type=int, default=1, help="recordings per instrument and corpus")
     parser.add_argument("--instruments", default=None)
-    parser.add_argument("--model", default=None, help="MIDI model directory (default: the shipped one)")
+    parser.add_argument("--model", action="append", default=None,
+                        help="MIDI model directory (default: the shipped one); repeat to compare models on the same "
+                             "extractions (rows labelled by the directory's name)")
     parser.add_argument("--extractor", default=None, help="extraction model (default: the shipped coder)")
     parser.add_argument("--no-ablations", dest="ablations", action="store_false")
     parser.add_argument("--json", type=Path, default=None)
@@ -147,7 +149,9 @@ def main() -> int:
     from mididdsp.resynth import PRETRAINED, ResynthOptions, resynthesize
     from mididdsp.score import read_midi
 
-    midi_model = mididdsp.load_model(args.model)
+    directories = args.model or [None]
+    midi_models = {("" if len(directories) == 1 else f"{Path(d).name if d else 'shipped'}: "): mididdsp.load_model(d)
+                   for d in directories}
     coder = load_model(args.extractor or PRETRAINED / "synthesis_coder")
     autoencoder = load_model(PRETRAINED / "autoencoder")
     wanted = set(args.instruments.split(",")) if args.instruments else None
@@ -170,14 +174,18 @@ def main() -> int:
                 score = read_midi(stripped)
                 flat = fit(render_midi(stripped, f"{SF2}/FluidR3_GM.sf2", duration_s=n_samples / 16000), n_samples)
             extraction = extract(audio, score, coder, instrument)
-            rendered = fit(midi_model.render(score, extraction.table, seed=0, instrument=instrument).audio, n_samples)
-            resynthesised = fit(resynthesize(audio, autoencoder, ResynthOptions(instrument=instrument, adjust=False, f0_refine=True)), n_samples)
+            resynthesised = fit(resynthesize(audio, autoencoder, ResynthOptions(instrument=instrument, adjust=False,
+                                                                                f0_refine=True)), n_samples)
             reference_db = log_mel_db(audio)
             reference_loudness = compute_loudness(torch.from_numpy(audio)[None].float())[0].numpy()
             mask = note_mask(score, reference_db.shape[0])
-            signals = {"render": rendered, "flat FluidR3": flat, "resynth": resynthesised}
-            if args.ablations:
-                signals.update(ablations(midi_model, score, extraction.table, extraction.controls, n_samples))
+            signals = {"flat FluidR3": flat, "resynth": resynthesised}
+            for prefix, midi_model in midi_models.items():
+                signals[f"{prefix}render"] = fit(midi_model.render(score, extraction.table, seed=0,
+                                                                   instrument=instrument).audio, n_samples)
+                if args.ablations:
+                    signals.update({prefix + label: signal for label, signal in ablations(
+                        midi_model, score, extraction.table, extraction.controls, n_samples).items()})
             row = {"corpus": corpus.name, "recording": meta["name"], "instrument": instrument}
             for label, signal in signals.items():
                 row[f"{label} log-mel L1"] = log_mel_l1(signal, reference_db, mask)
@@ -187,21 +195,21 @@ def main() -> int:
                 f"{label} {row[f'{label} log-mel L1']:.2f}" for label in signals) +
                 f"  ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     labels = [key[:-len(" log-mel L1")] for key in results[0] if key.endswith(" log-mel L1")]
-    print(f"\n{'':24s}" + "".join(f"{label:>26s}" for label in labels))
-    for corpus in args.corpora:
-        rows = [r for r in results if r["corpus"] == corpus.name]
-        print(f"{corpus.name + ' log-mel L1 (dB)':24s}" + "".join(
-            f"{np.mean([r[f'{label} log-mel L1'] for r in rows]):26.2f}" for label in labels))
-        print(f"{corpus.name + ' loudness r':24s}" + "".join(
-            f"{np.mean([r[f'{label} loudness r'] for r in rows]):26.3f}" for label in labels))
+    print("\nmean over recordings: log-mel L1 (dB) / loudness r, per corpus")
+    for label in labels:
+        print(f"  {label:44s}" + "".join(
+            f"{np.mean([r[f'{label} log-mel L1'] for r in results if r['corpus'] == c.name]):8.2f} /"
+            f"{np.mean([r[f'{label} loudness r'] for r in results if r['corpus'] == c.name]):6.3f}"
+            for c in args.corpora))
     by_instrument: dict[str, list] = {}
     for r in results:
         by_instrument.setdefault(r["instrument"], []).append(r)
-    print("\nper instrument (render / flat / resynth log-mel L1; render loudness r)")
+    shown = [f"{prefix}render" for prefix in midi_models] + ["flat FluidR3", "resynth"]
+    print(f"\nper instrument, log-mel L1 ({' / '.join(shown)}); render loudness r")
     for name, rows in sorted(by_instrument.items()):
         print(f"  {name:12s} " + " / ".join(f"{np.mean([r[f'{label} log-mel L1'] for r in rows]):.2f}"
-                                            for label in ("render", "flat FluidR3", "resynth")) +
-              f"; r {np.mean([r['render loudness r'] for r in rows]):.3f}")
+                                            for label in shown) + "; r " +
+              " / ".join(f"{np.mean([r[f'{prefix}render loudness r'] for r in rows]):.3f}" for prefix in midi_models))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
