@@ -27,12 +27,13 @@ and tracks no family member fits use :data:`FAMILY_FALLBACK`, then the best fit 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 PRETRAINED_MIDI = Path(__file__).resolve().parent / "pretrained" / "midi"
 SYNTH_CHUNK_S = 4.0         # synthesizer pieces: less per-piece overhead than 1 s pieces (a 5-minute render 4.52
@@ -222,7 +223,7 @@ class MidiModel:
                 for row, (t, v, voice) in enumerate(voices):
                     fixed_values[row, :len(voice)] = torch.from_numpy(rows[(t, v)][:, :7])
                     fixed_mask[row, :len(voice)] = columns_mask
-            with torch.no_grad():
+            with torch.no_grad(), one_torch_thread():
                 sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
                                             fixed_values=fixed_values, fixed_mask=fixed_mask)
             for row, (t, v, voice) in enumerate(voices):
@@ -270,7 +271,7 @@ class MidiModel:
         from mididdsp.dsp.processors import scale_level
         from mididdsp.errors import MididdspError
         from mididdsp.synthesis import spans as spanning
-        from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
+        from mididdsp.synthesis.generator import SILENCE_DB, receptive_field, release_frames
 
         names, messages = self.track_instruments(score, instrument, track_instruments)
         voices = self.voices(score)
@@ -315,15 +316,15 @@ class MidiModel:
                 voice_spans = spanning.note_spans(note_array, frames, tail, 2 * context)
             else:
                 voice_spans = [(0, frames)]
-            generated = generate_spans(self.generator, note_array, controls_in, instrument_id, frames, voice_spans,
-                                       voice_seed, counter=work)
+            generated = thread_invariant_spans(self.generator, note_array, controls_in, instrument_id, frames,
+                                               voice_spans, voice_seed, counter=work)
             silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
             if sparse and any(stop < frames and not (harmonic[-1] and noise[-1])
                               for (_, stop), (harmonic, noise) in zip(voice_spans, silences)):
                 # a note ended above RELEASE_BOUND_DB, so its release outlasts its span: compute every frame
                 voice_spans = [(0, frames)]
-                generated = generate_spans(self.generator, note_array, controls_in, instrument_id, frames,
-                                           voice_spans, voice_seed, counter=work)
+                generated = thread_invariant_spans(self.generator, note_array, controls_in, instrument_id, frames,
+                                                   voice_spans, voice_seed, counter=work)
                 silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
             clock["generator"] += time.perf_counter() - started
             started = time.perf_counter()
@@ -384,6 +385,33 @@ class MidiModel:
         if timings is not None:
             timings.update(clock)
         return Rendered(out_audio, int(sample_rate), out_stems, gain_db, messages, work)
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the networks (prior, generator) on one torch thread. MKL's GEMM and oneDNN's convolutions round differently
+    with the number of threads (measured: 1 vs 2 threads changed about 1 % of the 16-bit samples by one step), and a
+    render must be the same bits on one thread (a batch worker) as on several (``mididdsp render``). These networks
+    are small: one thread is no slower here (measured, docs/RESULTS.md "Batch rendering")."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def thread_invariant_spans(*args, **kwargs):
+    """:func:`~mididdsp.synthesis.generator.generate_spans` on one torch thread (:func:`one_torch_thread`)."""
+    from mididdsp.synthesis.generator import generate_spans
+
+    with one_torch_thread():
+        return generate_spans(*args, **kwargs)
 
 
 def midi_volume_gain(cc7, cc11):
