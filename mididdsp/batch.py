@@ -138,7 +138,8 @@ def render_job(model, job: Job, data: bytes | None, settings: Settings) -> Outco
             table = Path(folder) / "expression.csv" if settings.expression else None
             done = render_score(model, score, mix, settings.options, stems, table)
         except MididdspError as error:
-            return Outcome("failed", work_seconds=time.perf_counter() - started, error=_one_line(str(error)))
+            message = str(error) if str(error).startswith(job.input) else f"{job.input}: {error}"
+            return Outcome("failed", work_seconds=time.perf_counter() - started, error=_one_line(message))
         except Exception as error:  # noqa: BLE001 - a bug on one file must not stop the other 175 999
             return Outcome("failed", work_seconds=time.perf_counter() - started,
                            error=_one_line(f"{job.input}: {type(error).__name__}: {error} (a bug; please report "
