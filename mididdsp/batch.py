@@ -242,18 +242,18 @@ def ray_engine(jobs: list[Job], settings: Settings, workers: int | None,
                address: str | None = None) -> Iterator[tuple[Job, Outcome]]:
     """Render ``jobs`` on Ray actors, each holding the model (one CPU each; ``workers`` of them, default the
     cluster's CPUs). ``address``: a running cluster (``auto`` or HOST:PORT); None starts a local Ray instance for
-    this call and stops it after. Ray restarts an actor whose process died and retries its call, up to
+    this call and stops it after (a process already connected to Ray keeps its connection). Ray restarts an actor whose process died and retries its call, up to
     :data:`MAX_ATTEMPTS` tries of a file; a file that fails to render is a ``failed`` outcome, never retried."""
     try:
         import ray
         from ray.exceptions import RayActorError, RayTaskError
     except ImportError:
         raise MididdspError("--engine ray needs Ray: pip install 'mididdsp[ray]'") from None
-    started_here = address is None
-    if started_here:
+    started_here = not ray.is_initialized()  # a caller that connected already (a notebook, a test) keeps Ray up
+    if started_here and address is None:
         ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
-    else:
+    elif started_here:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     try:
         count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
