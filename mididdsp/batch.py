@@ -193,13 +193,19 @@ def _read(path: str) -> bytes | None:
 # ------------------------------------------------------------------------------------------------ engines
 def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[tuple[Job, Outcome]]:
     """Render ``jobs`` in ``workers`` processes on this machine (each loads the model once), or in this process
-    when ``workers`` is 1. A process that dies is replaced; see :data:`MAX_ATTEMPTS`."""
+    when ``workers`` is 1. A worker is one core: one torch thread and one numba thread (threads of several workers,
+    or of a job beside them, spinning on the same cores slowed a render tenfold, measured). A process that dies is
+    replaced; see :data:`MAX_ATTEMPTS`."""
     if workers <= 1:
-        from mididdsp.render import load_model
+        import torch
 
-        model = load_model(settings.model)
-        for job in jobs:
-            yield job, render_job(model, job, _read(job.input), settings)
+        threads = torch.get_num_threads()
+        try:
+            _start_worker(settings.model)  # this process is the one worker: one core, like each of N workers
+            for job in jobs:
+                yield job, _worker_render(job, _read(job.input), settings)
+        finally:
+            torch.set_num_threads(threads)  # the caller's process (render_many from Python) gets its threads back
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
