@@ -168,15 +168,21 @@ def _start_worker(model_dir: str | None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    try:
-        import numba
-
-        numba.set_num_threads(1)
-    except Exception:  # noqa: BLE001 - numba is optional for the render (the tensor code serves)
-        pass
+    _numba_threads(1)
     from mididdsp.render import load_model
 
     _WORKER_MODEL = load_model(model_dir)
+
+
+def _numba_threads(count: int | None = None) -> int | None:
+    """numba's thread count (set it first when ``count`` is given); None without numba."""
+    try:
+        import numba
+    except Exception:  # noqa: BLE001 - numba is optional for the render (the tensor code serves)
+        return None
+    if count is not None:
+        numba.set_num_threads(count)
+    return numba.get_num_threads()
 
 
 def _worker_render(job: Job, data: bytes | None, settings: Settings) -> Outcome:
@@ -200,12 +206,14 @@ def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[
         import torch
 
         threads = torch.get_num_threads()
+        numba_threads = _numba_threads()
         try:
             _start_worker(settings.model)  # this process is the one worker: one core, like each of N workers
             for job in jobs:
                 yield job, _worker_render(job, _read(job.input), settings)
-        finally:
-            torch.set_num_threads(threads)  # the caller's process (render_many from Python) gets its threads back
+        finally:  # the caller's process (render_many from Python) gets its threads back
+            torch.set_num_threads(threads)
+            _numba_threads(numba_threads)
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
