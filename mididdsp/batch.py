@@ -7,7 +7,9 @@ Python::
     rows = mididdsp.render_many(["songs/"], "out/", seed=0, workers=2)   # the report's rows, as dicts
 
 Each input is rendered by :func:`mididdsp.render.render_score`, the code path of a single ``mididdsp render``, so a
-file comes out with the same bits as ``mididdsp render FILE -o OUT`` with the same options. A worker loads the
+file comes out with the same bits as ``mididdsp render FILE -o OUT`` with the same options (WAV and FLAC; an OGG
+file's stream serial number is drawn at random by libsndfile, so two OGG renders differ in those header bytes even
+one file alone, while their decoded samples are equal). A worker loads the
 model once and renders file after file on one torch thread (the render's bits do not depend on the thread count).
 
 The driver (this process) reads each MIDI file, hands its bytes to a worker, gets the encoded outputs back and
@@ -270,7 +272,8 @@ def ray_engine(jobs: list[Job], settings: Settings, workers: int | None,
     elif started_here:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     try:
-        count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        count = min(workers or cpus, cpus)  # an actor the cluster has no CPU for would hold its files forever
         actor_class = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=MAX_ATTEMPTS - 1)(RenderActor)
         actors = [actor_class.remote(settings.model) for _ in range(count)]
         queue = list(reversed(jobs))
