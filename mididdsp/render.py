@@ -30,12 +30,13 @@ and tracks no family member fits use :data:`FAMILY_FALLBACK`, then the best fit 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 PRETRAINED_MIDI = Path(__file__).resolve().parent / "pretrained" / "midi"
 SYNTH_CHUNK_S = 4.0         # synthesizer pieces: less per-piece overhead than 1 s pieces (a 5-minute render 4.52
@@ -241,7 +242,7 @@ class MidiModel:
                 for row, (t, v, voice) in enumerate(voices):
                     fixed_values[row, :len(voice)] = torch.from_numpy(rows[(t, v)][:, :7])
                     fixed_mask[row, :len(voice)] = columns_mask
-            with torch.no_grad():
+            with torch.no_grad(), one_torch_thread():
                 sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
                                             fixed_values=fixed_values, fixed_mask=fixed_mask)
             for row, (t, v, voice) in enumerate(voices):
@@ -318,7 +319,7 @@ class MidiModel:
         from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
         from mididdsp.dsp.processors import scale_level
         from mididdsp.synthesis import spans as spanning
-        from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
+        from mididdsp.synthesis.generator import SILENCE_DB, receptive_field, release_frames
 
         work = {} if work is None else work
         for key in ("generator_frames", "synthesizer_frames"):
@@ -359,15 +360,15 @@ class MidiModel:
                 voice_spans = spanning.note_spans(note_array, frames, tail, 2 * context)
             else:
                 voice_spans = [(0, frames)]
-            generated = generate_spans(self.generator, note_array, controls_in, instrument_id, frames, voice_spans,
-                                       voice_seed, counter=work)
+            generated = thread_invariant_spans(self.generator, note_array, controls_in, instrument_id, frames,
+                                               voice_spans, voice_seed, counter=work)
             silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
             if sparse and any(stop < frames and not (harmonic[-1] and noise[-1])
                               for (_, stop), (harmonic, noise) in zip(voice_spans, silences)):
                 # a note ended above RELEASE_BOUND_DB, so its release outlasts its span: compute every frame
                 voice_spans = [(0, frames)]
-                generated = generate_spans(self.generator, note_array, controls_in, instrument_id, frames,
-                                           voice_spans, voice_seed, counter=work)
+                generated = thread_invariant_spans(self.generator, note_array, controls_in, instrument_id, frames,
+                                                   voice_spans, voice_seed, counter=work)
                 silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
             clock["generator"] += time.perf_counter() - started
             started = time.perf_counter()
@@ -496,6 +497,33 @@ class MidiModel:
         return Rendered(out_audio, int(sample_rate), out_stems, gain_db, messages, work)
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the networks (prior, generator) on one torch thread. MKL's GEMM and oneDNN's convolutions round differently
+    with the number of threads (measured: 1 vs 2 threads changed about 1 % of the 16-bit samples by one step), and a
+    render must be the same bits on one thread (a batch worker) as on several (``mididdsp render``). These networks
+    are small: one thread is no slower here (measured, docs/RESULTS.md "Batch rendering")."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def thread_invariant_spans(*args, **kwargs):
+    """:func:`~mididdsp.synthesis.generator.generate_spans` on one torch thread (:func:`one_torch_thread`)."""
+    from mididdsp.synthesis.generator import generate_spans
+
+    with one_torch_thread():
+        return generate_spans(*args, **kwargs)
+
+
 def midi_volume_gain(cc7, cc11):
     """General MIDI level law: CC7 and CC11 each give 40 log10(value / 127) dB; linear gain [frames], float32."""
     import numpy as np
@@ -573,14 +601,23 @@ def load_model(directory: str | Path | None = None, device: str = "cpu") -> Midi
 
 
 # ---------------------------------------------------------------------------------------------------- commands
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+EXIT_STATUS_HELP = ("Several files, or folders (searched recursively for .mid/.midi), render as a batch into the "
+                    "folder -o: each output keeps its input's relative path, a re-run skips what is done "
+                    "(--overwrite renders it again), and OUT/render-report.csv has one row per input. "
+                    "Exit status: 0 when every input is ok or skipped, 1 when any failed (or on bad options).")
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     command = parser.prog.split()[-1]
     parser.set_defaults(_render_command=command)
     parser.add_argument("--model", default=None, help="MIDI model directory (default: the shipped model)")
     if command == "instruments":
         return
-    parser.add_argument("midi", help="MIDI file (.mid)")
-    parser.add_argument("-o", "--output", required=True, help="audio file to write (.wav, .flac or .ogg)")
+    parser.epilog = EXIT_STATUS_HELP
+    parser.add_argument("midi", nargs="+", metavar="MIDI", help="MIDI file(s) (.mid), or folders of them")
+    parser.add_argument("-o", "--output", required=True,
+                        help="audio file to write (.wav, .flac or .ogg); with several inputs or a folder: a folder")
     parser.add_argument("--instrument", default=None, help="play every track with this instrument")
     parser.add_argument("--track-instrument", action="append", default=[], metavar="N=NAME",
                         help="play track N (0-based, as listed by the table's track column) with NAME; repeatable")
@@ -590,13 +627,119 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="the prior's sampling temperature (0: its most likely expression; default 1)")
     parser.add_argument("--transpose", type=int, default=0, help="semitones to transpose every track")
     parser.add_argument("--tempo-scale", type=float, default=1.0, help="play F times as fast (default 1)")
-    parser.add_argument("--expression-out", default=None, help="write the note expression used to this CSV/JSON")
+    parser.add_argument("--expression-out", default=None,
+                        help="write the note expression used to this CSV/JSON (a batch: a folder of CSV files)")
     parser.add_argument("--expression-in", default=None,
-                        help="render with this note expression table (CSV/JSON, e.g. from --expression-out, edited)")
-    parser.add_argument("--stems", default=None, help="also write one file per track into this folder")
+                        help="render with this note expression table (CSV/JSON, e.g. from --expression-out, edited); "
+                             "one file only")
+    parser.add_argument("--stems", default=None, help="also write one file per track into this folder (a batch: "
+                                                      "one subfolder per input)")
     parser.add_argument("--no-reverb", dest="reverb", action="store_false", help="leave the reverb out")
     parser.add_argument("--sample-rate", type=int, default=16000, help="output sample rate (default 16000)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    batch = parser.add_argument_group("batch (several inputs or a folder)")
+    batch.add_argument("--format", choices=("wav", "flac", "ogg"), default="wav", help="output format (default wav)")
+    batch.add_argument("--workers", type=int, default=None,
+                       help="processes on this machine (default: the number of cores); with --engine ray: actors "
+                            "(default: the cluster's CPUs)")
+    batch.add_argument("--overwrite", action="store_true", help="render every input again, even where its output "
+                                                                "exists")
+    batch.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local processes (default), or Ray tasks (pip install mididdsp[ray])")
+    batch.add_argument("--address", default=None,
+                       help="the Ray cluster to join (auto, or HOST:PORT); default: start a local Ray instance")
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    """What a render of one MIDI file depends on besides the model: every file of a batch gets the same."""
+
+    instrument: str | None = None
+    track_instruments: tuple[tuple[int, str], ...] = ()   # (track, instrument name) pairs
+    seed: int = 0
+    temperature: float = 1.0
+    transpose: int = 0
+    tempo_scale: float = 1.0
+    reverb: bool = True
+    sample_rate: int = 16000
+
+    def check(self) -> "RenderOptions":
+        """MididdspError naming the first value out of range; else self."""
+        from mididdsp.errors import MididdspError
+
+        if not 8000 <= self.sample_rate <= 192000:
+            raise MididdspError(f"--sample-rate {self.sample_rate}: expected 8000..192000 Hz")
+        if not (math.isfinite(self.tempo_scale) and 0.05 <= self.tempo_scale <= 20):
+            raise MididdspError(f"--tempo-scale {self.tempo_scale}: expected a number in 0.05..20")
+        if not -48 <= self.transpose <= 48:
+            raise MididdspError(f"--transpose {self.transpose}: expected -48..48 semitones")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise MididdspError(f"--temperature {self.temperature}: expected a number >= 0")
+        return self
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "RenderOptions":
+        return cls(args.instrument, tuple(sorted(_parse_track_instruments(args.track_instrument).items())),
+                   args.seed, args.temperature, args.transpose, args.tempo_scale, args.reverb,
+                   args.sample_rate).check()
+
+
+@dataclasses.dataclass
+class FileRender:
+    """What a render of one file made: seconds of audio, notes played, each track's instrument (None: drums or
+    empty), and the messages for the user (instrument choices, clipping)."""
+
+    seconds: float
+    notes: int
+    instruments: list
+    messages: list
+
+
+def read_score(midi: str | Path, options: RenderOptions, data: bytes | None = None):
+    """The score of ``midi`` as ``options`` play it (transposed, stretched); MididdspError naming the file when it
+    has nothing to render or ``options`` name a track it lacks. ``data``: the file's bytes, already read."""
+    from mididdsp.errors import MididdspError
+    from mididdsp.score import read_midi
+
+    score = read_midi(midi, data)
+    if options.transpose:
+        score = score.transposed(options.transpose)
+    if options.tempo_scale != 1.0:
+        score = score.stretched(1.0 / options.tempo_scale)
+    if not any(t.notes and not t.is_drum for t in score.tracks):
+        raise MididdspError(f"{midi}: no melodic notes to render (only drums or empty tracks)")
+    for track_number, _ in options.track_instruments:
+        if not 0 <= track_number < len(score.tracks):
+            raise MididdspError(f"{midi}: --track-instrument {track_number}=...: the file has tracks "
+                                f"0..{len(score.tracks) - 1}")
+    return score
+
+
+def render_score(model: MidiModel, score, output: Path, options: RenderOptions, stems: str | Path | None = None,
+                 expression_out: str | Path | None = None, expression_in: str | Path | None = None,
+                 progress: bool = False) -> FileRender:
+    """Render ``score`` with ``options`` and write the mix to ``output`` (its suffix picks the format), the stems
+    into the folder ``stems`` and the expression table to ``expression_out``: all written, or none. The one path of
+    ``mididdsp render``, for one file and for every file of a batch (so both give the same bits)."""
+    from mididdsp.errors import MididdspError
+
+    per_track = dict(options.track_instruments)
+    if expression_in:
+        from mididdsp.expression.table import NoteExpression
+
+        expression = NoteExpression.load(expression_in, ranges=model.ranges)
+    else:
+        expression = model.expression(score, options.seed, options.temperature, options.instrument, per_track)
+    try:
+        result = model.render(score, expression, options.seed, options.temperature, options.instrument, per_track,
+                              options.reverb, options.sample_rate, progress=progress, stems=bool(stems))
+    except MididdspError as error:
+        if expression_in:
+            raise MididdspError(f"{expression_in}: {error}") from None
+        raise
+    _write_all(result, output, stems, expression_out, expression)
+    instruments, _ = model.track_instruments(score, options.instrument, per_track)
+    return FileRender(len(result.audio) / result.sample_rate, len(expression), instruments, result.messages)
 
 
 def _parse_track_instruments(values: list[str]) -> dict[int, str]:
@@ -611,63 +754,45 @@ def _parse_track_instruments(values: list[str]) -> dict[int, str]:
     return out
 
 
+def is_batch(args: argparse.Namespace) -> bool:
+    """Several inputs, a folder, or an output without an audio suffix (a folder): a batch (:mod:`mididdsp.batch`)."""
+    output = Path(args.output)
+    return (len(args.midi) > 1 or any(Path(m).is_dir() for m in args.midi) or output.is_dir()
+            or output.suffix == "")
+
+
 def run(args: argparse.Namespace) -> int:
     from mididdsp.errors import MididdspError
 
     if getattr(args, "_render_command", "render") == "instruments":
         return list_instruments(args)
+    if is_batch(args):
+        from mididdsp import batch
+
+        return batch.run(args)
     output = Path(args.output)
-    if output.suffix.lower() not in (".wav", ".flac", ".ogg"):
+    if output.suffix.lower() not in AUDIO_SUFFIXES:
         raise MididdspError(f"{output}: the output must end in .wav, .flac or .ogg")
-    if not 8000 <= args.sample_rate <= 192000:
-        raise MididdspError(f"--sample-rate {args.sample_rate}: expected 8000..192000 Hz")
-    if not (math.isfinite(args.tempo_scale) and 0.05 <= args.tempo_scale <= 20):
-        raise MididdspError(f"--tempo-scale {args.tempo_scale}: expected a number in 0.05..20")
-    if not -48 <= args.transpose <= 48:
-        raise MididdspError(f"--transpose {args.transpose}: expected -48..48 semitones")
+    options = RenderOptions.from_args(args)
     for path in (args.expression_out,):
         if path is not None and Path(path).suffix.lower() not in (".csv", ".json"):
             raise MididdspError(f"{path}: the expression table must end in .csv or .json")
-    per_track = _parse_track_instruments(args.track_instrument)
-    from mididdsp.score import read_midi
-
-    score = read_midi(args.midi)
-    if args.transpose:
-        score = score.transposed(args.transpose)
-    if args.tempo_scale != 1.0:
-        score = score.stretched(1.0 / args.tempo_scale)
-    if not any(t.notes and not t.is_drum for t in score.tracks):
-        raise MididdspError(f"{args.midi}: no melodic notes to render (only drums or empty tracks)")
-    for track_number in per_track:
-        if not 0 <= track_number < len(score.tracks):
-            raise MididdspError(f"--track-instrument {track_number}=...: the file has tracks 0..{len(score.tracks) - 1}")
+    midi = args.midi[0]
+    score = read_score(midi, options)
     model = load_model(args.model)
-    expression = None
-    if args.expression_in:
-        from mididdsp.expression.table import NoteExpression
-
-        expression = NoteExpression.load(args.expression_in, ranges=model.ranges)
-    else:
-        expression = model.expression(score, args.seed, args.temperature, args.instrument, per_track)
-    try:
-        result = model.render(score, expression, args.seed, args.temperature, args.instrument, per_track,
-                              args.reverb, args.sample_rate, progress=not args.quiet and sys.stderr.isatty(),
-                              stems=bool(args.stems))
-    except MididdspError as error:
-        if args.expression_in:
-            raise MididdspError(f"{args.expression_in}: {error}") from None
-        raise
-    _write_all(result, output, args, expression)
+    done = render_score(model, score, output, options, args.stems, args.expression_out, args.expression_in,
+                        progress=not args.quiet and sys.stderr.isatty())
     if not args.quiet:
-        for message in result.messages:
+        for message in done.messages:
             print(message, file=sys.stderr)
-        seconds = len(result.audio) / result.sample_rate
-        print(f"wrote {output} ({seconds:.1f} s, {len(expression)} notes)", file=sys.stderr)
+        print(f"wrote {output} ({done.seconds:.1f} s, {done.notes} notes)", file=sys.stderr)
     return 0
 
 
-def _write_all(result: Rendered, output: Path, args, expression) -> None:
-    """The mix, the stems and the expression table: all written, or none (temporary files renamed at the end)."""
+def _write_all(result: Rendered, output: Path, stems: str | Path | None, expression_out: str | Path | None,
+               expression) -> None:
+    """The mix, the stems and the expression table: all written, or none (temporary files renamed at the end, the
+    mix last: a batch takes an existing mix for a finished file)."""
     import contextlib
 
     from mididdsp.audio import save_audio
@@ -676,13 +801,13 @@ def _write_all(result: Rendered, output: Path, args, expression) -> None:
     with contextlib.ExitStack() as stack:
         temp = stack.enter_context(atomic_path(output, suffix=output.suffix))
         save_audio(temp, result.audio, result.sample_rate)
-        if args.stems:
-            folder = Path(args.stems)
+        if stems:
+            folder = Path(stems)
             for track, audio in sorted(result.stems.items()):
                 path = folder / f"track_{track:02d}{output.suffix}"
                 save_audio(stack.enter_context(atomic_path(path, suffix=output.suffix)), audio, result.sample_rate)
-        if args.expression_out:
-            path = Path(args.expression_out)
+        if expression_out:
+            path = Path(expression_out)
             expression.save(stack.enter_context(atomic_path(path, suffix=path.suffix)))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+import io
 import math
 import os
 import warnings
@@ -209,19 +210,20 @@ class Score:
         return _build_score(raw, source)
 
 
-def read_midi(path: str | os.PathLike) -> Score:
+def read_midi(path: str | os.PathLike, data: bytes | None = None) -> Score:
     """Read a standard MIDI file (type 0 or 1, any tempo map, PPQ or SMPTE timing) into a :class:`Score`.
 
     One track per (MIDI track, channel, program), ordered by MIDI track, then channel, then first onset; parts
     without notes are left out. Repairs
     (see module docstring) are listed in ``Score.repairs`` and warned once. Raises :class:`InputFileError`
-    naming the file if it is missing, not MIDI, truncated, corrupt or has no notes.
+    naming the file if it is missing, not MIDI, truncated, corrupt or has no notes. ``data``: the file's bytes,
+    already read (a batch worker on another machine); ``path`` then only names it in messages.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if data is None and not os.path.isfile(path):
         raise InputFileError(f"{path}: no such MIDI file")
     try:
-        mid = mido.MidiFile(path)
+        mid = mido.MidiFile(path) if data is None else mido.MidiFile(file=io.BytesIO(data))
     except Exception as exc:  # mido raises OSError, EOFError, ValueError, KeyError... for bad bytes
         reason = ("it ends early, truncated" if isinstance(exc, EOFError) else
                   str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)

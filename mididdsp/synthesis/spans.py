@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from mididdsp.dsp import FRAME_RATE
-from mididdsp.dsp.effects import apply_reverb
 from mididdsp.dsp.graph import CONTROL_NAMES, StreamingRenderer
 
 RUN_EDGE_FRAMES = 2     # silent frames kept either side of a run: the first and last segments ramp from / to 0, and
@@ -178,6 +177,10 @@ def reverberate_bus(dry: np.ndarray, impulse_response: torch.Tensor, block: int,
     by blocks of ``block`` samples with the tail carried; blocks that are silent with no tail pending are left 0,
     and a silent block under a tail only takes the tail (no convolution).
 
+    The convolution runs in ``scipy.fft`` (one thread): torch's MKL FFT rounds differently with the number of torch
+    threads, and a render must be the same bits however many threads (or batch workers) run it; scipy is also
+    about 4x faster on these sizes.
+
     Args:
         dry: [S] float32 bus.
         impulse_response: [1, taps] wet impulse response (tap 0 is 0: the dry path is added).
@@ -185,20 +188,31 @@ def reverberate_bus(dry: np.ndarray, impulse_response: torch.Tensor, block: int,
     Returns:
         [S] float32, equal (to float rounding) to :func:`~mididdsp.dsp.effects.apply_reverb` of the whole bus.
     """
+    import scipy.fft
+
+    from mididdsp.dsp.core import _fast_fft_size
+
+    response = impulse_response.detach().reshape(-1).numpy().astype(np.float32)
+    taps = len(response)
+    n_fft = _fast_fft_size(min(block, len(dry)) + taps - 1)
+    response_spectrum = scipy.fft.rfft(response, n_fft)
     out = np.zeros_like(dry)
-    tail = None  # [1, taps - 1] wet audio owed to the samples after the last block
-    spectra: dict = {}
+    tail: np.ndarray | None = None  # [taps - 1] wet audio owed to the samples after the last block
     for first in range(0, len(dry), block):
         piece = dry[first:first + block]
         if not piece.any():
             if tail is not None:
-                count = min(len(piece), tail.shape[-1])
-                out[first:first + count] = tail[0, :count].numpy()
-                tail = tail[:, count:] if count < tail.shape[-1] else None
+                count = min(len(piece), len(tail))
+                out[first:first + count] = tail[:count]
+                tail = tail[count:] if count < len(tail) else None
             continue
-        wet, tail = apply_reverb(torch.from_numpy(piece)[None], impulse_response, tail, return_tail=True,
-                                 spectra=spectra)
-        out[first:first + len(piece)] = wet[0].numpy()
+        wet = scipy.fft.irfft(scipy.fft.rfft(piece, n_fft) * response_spectrum, n_fft)[:len(piece) + taps - 1]
+        if tail is not None:
+            wet[:len(tail)] += tail[:len(wet)]
+            if len(tail) > len(wet):
+                wet = np.concatenate([wet, tail[len(wet):]])
+        out[first:first + len(piece)] = piece + wet[:len(piece)]
+        tail = wet[len(piece):]
         if counter is not None:
             counter["reverb_blocks"] = counter.get("reverb_blocks", 0) + 1
     return out

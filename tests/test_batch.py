@@ -1,0 +1,250 @@
+"""`mididdsp render` of many files (mididdsp.batch, local engine): every output has the bits of the single-file render
+of the same file and options, bad files are `failed` rows and the batch goes on, a run killed with SIGKILL and run
+again equals an uninterrupted run, a worker process killed mid-task is replaced, and the report says it all."""
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+import torch
+
+import mididdsp
+from mididdsp.batch import REPORT_COLUMNS, REPORT_NAME, find_inputs
+from mididdsp.cli import main
+from mididdsp.errors import MididdspError
+from mididdsp.render import PRETRAINED_MIDI
+
+pytestmark = pytest.mark.skipif(not (PRETRAINED_MIDI / "generator").is_dir(),
+                                reason=f"no shipped MIDI model at {PRETRAINED_MIDI} (make model-midi)")
+
+
+def write_song(path: Path, seed: int, programs: tuple[int, ...] = (40,), seconds: float = 1.5) -> Path:
+    """A short pretty_midi file: one random melody per program (the lower programs an octave down)."""
+    rng = np.random.default_rng(seed)
+    song = pretty_midi.PrettyMIDI()
+    for program in programs:
+        part = pretty_midi.Instrument(program=program)
+        start = 0.1
+        while start < seconds:
+            length = float(rng.uniform(0.15, 0.45))
+            pitch = int(rng.integers(62, 79)) - (12 if program in (42, 43, 70) else 0)
+            part.notes.append(pretty_midi.Note(int(rng.integers(50, 110)), pitch, start, start + length))
+            start += length + float(rng.uniform(0.0, 0.1))
+        song.instruments.append(part)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    song.write(str(path))
+    return path
+
+
+def write_bad_files(folder: Path) -> dict[str, str]:
+    """Corrupt, empty, drums-only and absurd-tempo files; name -> a word their report row's reason must hold."""
+    import mido
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    (folder / "empty.mid").write_bytes(b"")
+    drums = pretty_midi.PrettyMIDI()
+    kit = pretty_midi.Instrument(program=0, is_drum=True)
+    kit.notes.append(pretty_midi.Note(100, 36, 0.0, 0.2))
+    drums.instruments.append(kit)
+    drums.write(str(folder / "drums.mid"))
+    slow = mido.MidiFile(type=0, ticks_per_beat=1)  # 3.75 bpm, one tick per beat: the note starts after 2.2 h
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=16_000_000, time=0)])
+    track += [mido.Message("note_on", note=60, velocity=80, time=500), mido.Message("note_off", note=60, time=1)]
+    slow.tracks.append(track)
+    slow.save(folder / "slow.mid")
+    return {"corrupt.mid": "not a readable MIDI file", "empty.mid": "MIDI", "drums.mid": "no melodic notes",
+            "slow.mid": "minutes"}
+
+
+def read_rows(out_dir: Path) -> dict[str, dict]:
+    with open(out_dir / REPORT_NAME, newline="") as file:
+        reader = csv.DictReader(file)
+        assert tuple(reader.fieldnames) == REPORT_COLUMNS
+        return {Path(row["input"]).name: row for row in reader}
+
+
+def single_render(midi: Path, out: Path, *options: str) -> bytes:
+    """The oracle: `mididdsp render FILE -o OUT` with the same options."""
+    assert main(["render", str(midi), "-o", str(out), "--quiet", *options]) == 0
+    return out.read_bytes()
+
+
+def test_a_folder_renders_every_file_with_the_bits_of_its_single_render(tmp_path, capsys):
+    songs = tmp_path / "songs"
+    write_song(songs / "a.mid", 1, (40,))
+    write_song(songs / "strings" / "b.mid", 2, (40, 42))
+    write_song(songs / "winds" / "c.midi", 3, (73,), seconds=2.5)
+    options = ["--seed", "3", "--temperature", "0.7", "--transpose", "2", "--tempo-scale", "1.1"]
+    out = tmp_path / "out"
+    status = main(["render", str(songs), "-o", str(out), "--workers", "2", "--format", "flac", "--quiet",
+                   "--stems", str(tmp_path / "stems"), "--expression-out", str(tmp_path / "tables"), *options])
+    assert status == 0, capsys.readouterr().err
+    expected = {"a": "0=violin", "strings/b": "0=violin;1=cello", "winds/c": "0=flute"}
+    rows = read_rows(out)
+    for relative, instruments in expected.items():
+        midi = next(songs.glob(f"{relative}.mid*"))
+        alone = tmp_path / "alone" / f"{relative}.flac"
+        alone.parent.mkdir(parents=True, exist_ok=True)
+        table = alone.with_suffix(".csv")
+        assert (out / f"{relative}.flac").read_bytes() == single_render(
+            midi, alone, *options, "--stems", str(alone.with_suffix("")), "--expression-out", str(table))
+        assert (tmp_path / "tables" / f"{relative}.csv").read_bytes() == table.read_bytes()
+        stems = sorted(p.name for p in (tmp_path / "stems" / relative).iterdir())
+        assert stems == sorted(p.name for p in alone.with_suffix("").iterdir()) and stems
+        for name in stems:
+            assert (tmp_path / "stems" / relative / name).read_bytes() == (alone.with_suffix("") / name).read_bytes()
+        row = rows[midi.name]
+        assert row["status"] == "ok" and row["error"] == "" and row["output"] == str(out / f"{relative}.flac")
+        assert row["instruments"] == instruments
+        assert float(row["audio_seconds"]) > 1.0 and float(row["work_seconds"]) > 0.0
+
+
+def test_bad_files_are_failed_rows_with_a_reason_and_the_batch_goes_on(tmp_path, capsys):
+    songs = tmp_path / "songs"
+    write_song(songs / "good.mid", 4)
+    reasons = write_bad_files(songs / "bad")
+    out = tmp_path / "out"
+    status = main(["render", str(songs), "-o", str(out), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    rows = read_rows(out)
+    assert rows["good.mid"]["status"] == "ok" and (out / "good.wav").is_file()
+    for name, word in reasons.items():
+        row = rows[name]
+        assert row["status"] == "failed" and word in row["error"] and name in row["error"], row
+        assert "\n" not in row["error"] and not (out / "bad" / name).with_suffix(".wav").exists()
+        assert f"failed: {row['error']}" in err  # one line each, beside the progress bar
+    assert "1 rendered, 0 skipped (done before), 4 failed" in err
+    # a re-run skips what is done and tries the failed ones again (they fail again: exit 1, never a loop)
+    assert main(["render", str(songs), "-o", str(out), "--workers", "1", "--quiet"]) == 1
+    rerun = read_rows(out)
+    assert rerun["good.mid"]["status"] == "skipped" and rerun["corrupt.mid"]["status"] == "failed"
+    assert rerun["good.mid"]["audio_seconds"] == rows["good.mid"]["audio_seconds"]  # kept from the run that made it
+    assert rerun["good.mid"]["instruments"] == "0=violin"
+    before = (out / "good.wav").stat().st_mtime_ns
+    assert main(["render", str(songs / "good.mid"), str(songs / "bad" / "drums.mid"), "-o", str(out),
+                 "--overwrite", "--quiet"]) == 1
+    again = read_rows(out)
+    assert again["good.mid"]["status"] == "ok" and (out / "good.wav").stat().st_mtime_ns != before
+    assert set(again) == {"good.mid", "drums.mid"}
+
+
+def test_a_run_killed_with_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    songs = tmp_path / "songs"
+    for index in range(6):
+        write_song(songs / f"song{index}.mid", 10 + index, (40, 73) if index % 2 else (71,), seconds=2.0)
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(mididdsp.__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "mididdsp", "render", str(songs), "-o", str(killed),
+                                "--workers", "1", "--quiet"], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(killed.glob("*.wav")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_before = sorted(p.name for p in killed.glob("*.wav"))
+    assert 0 < len(finished_before), process.stderr.read().decode()
+    assert main(["render", str(songs), "-o", str(killed), "--workers", "1", "--quiet"]) == 0
+    assert main(["render", str(songs), "-o", str(whole), "--workers", "1", "--quiet"]) == 0
+    names = sorted(p.name for p in whole.iterdir())
+    assert sorted(p.name for p in killed.iterdir()) == names  # no temporary file left behind
+    for name in names:
+        if name != REPORT_NAME:
+            assert (killed / name).read_bytes() == (whole / name).read_bytes(), name
+    rows = read_rows(killed)
+    assert {Path(name).stem for name, row in rows.items() if row["status"] == "skipped"} == {
+        Path(name).stem for name in finished_before}
+    assert all(row["status"] in ("ok", "skipped") for row in rows.values()) and len(rows) == 6
+
+
+def test_a_worker_process_killed_mid_task_is_replaced_and_the_batch_completes(tmp_path):
+    songs = tmp_path / "songs"
+    for index in range(6):
+        write_song(songs / f"s{index}.mid", 30 + index, (40,), seconds=2.5)
+    out = tmp_path / "out"
+    rows: list = []
+    batch = threading.Thread(target=lambda: rows.extend(mididdsp.render_many([songs], out, workers=2)))
+    batch.start()
+    victims = []
+    deadline = time.monotonic() + 120
+    while not victims and batch.is_alive() and time.monotonic() < deadline:
+        if list(out.glob("*.wav")):  # the workers have loaded the model and are rendering
+            victims = multiprocessing.active_children()[:1]
+            for victim in victims:
+                os.kill(victim.pid, signal.SIGKILL)
+        time.sleep(0.01)
+    batch.join(240)
+    assert victims, "no worker process was found to kill"
+    assert [row["status"] for row in rows] == ["ok"] * 6
+    for index in range(6):
+        alone = single_render(songs / f"s{index}.mid", tmp_path / "alone" / f"s{index}.wav")
+        assert (out / f"s{index}.wav").read_bytes() == alone
+
+
+def test_the_render_has_the_same_bits_on_one_torch_thread_as_on_two(tmp_path):
+    """What lets a batch worker (one thread) match `mididdsp render` (all cores): MKL's GEMM and oneDNN round
+    differently with the thread count, so the networks run on one thread, and the reverb convolves in scipy."""
+    model = mididdsp.load_model()
+    score = mididdsp.read_midi(write_song(tmp_path / "duo.mid", 7, (40, 42), seconds=3.0))
+    threads = torch.get_num_threads()
+    audio = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            audio.append(model.render(score, seed=5, stems=False).audio)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(audio[0], audio[1])
+
+
+def test_work_list_relative_paths_and_refusals(tmp_path, capsys):
+    songs = tmp_path / "songs"
+    write_song(songs / "x" / "a.mid", 1)
+    write_song(songs / "b.MIDI", 2)
+    (songs / "notes.txt").write_text("not a MIDI file")
+    assert [(Path(j.input).name, j.relative) for j in find_inputs([songs])] == [("b.MIDI", "b"), ("a.mid", "x/a")]
+    with pytest.raises(MididdspError, match="would both write"):
+        find_inputs([songs / "x" / "a.mid", songs / "x"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MididdspError, match="no .mid or .midi"):
+        find_inputs([tmp_path / "empty"])
+    cases = [
+        (["--expression-in", str(tmp_path / "t.csv")], "--expression-in plays one table into one MIDI file"),
+        (["--instrument", "kazoo"], "violin"),
+        (["--address", "auto"], "--engine ray"),
+        (["--workers", "0"], "--workers 0"),
+        (["--expression-out", str(tmp_path / "t.csv")], "expected a folder"),
+    ]
+    for extra, words in cases:
+        status = main(["render", str(songs), "-o", str(tmp_path / "o"), *extra])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line]
+        assert status == 1 and len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], err
+    assert not (tmp_path / "o" / "b.wav").exists()
+    with pytest.raises(SystemExit):
+        main(["render", "--help"])
+    assert "Exit status: 0 when every input is ok or skipped, 1 when any failed" in " ".join(
+        capsys.readouterr().out.split())
+
+
+def test_the_local_engine_never_imports_ray(tmp_path):
+    midi = write_song(tmp_path / "songs" / "a.mid", 1, seconds=0.8)
+    code = ("import sys, mididdsp\n"
+            f"rows = mididdsp.render_many([{str(midi.parent)!r}], {str(tmp_path / 'out')!r}, workers=1)\n"
+            "assert rows[0]['status'] == 'ok', rows\n"
+            "assert 'ray' not in sys.modules\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(mididdsp.__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
