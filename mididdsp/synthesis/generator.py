@@ -339,8 +339,11 @@ class SynthesisGenerator(nn.Module):
         # in the attack window the bands' spread shrinks near the extractor's -80 dB floor, so that no band is
         # floored there and the attack noise (their mean in dB over those frames) stays exact
         spread = ((noise_level - DB_FLOOR) / config.noise_shape_db).clamp(0.0, 1.0)
-        if config.noise_reference == "level":  # elsewhere the full spread: quiet noise keeps its colour
-            spread = torch.where(attack, spread, torch.ones_like(spread))
+        if config.noise_reference == "level":
+            # elsewhere in the note the full spread (quiet noise keeps its colour); in rests it fades with the
+            # release, so that a release that reaches SILENCE_DB is silent in every band (the sparse render's gate)
+            fading = ((noise_level - SILENCE_DB) / config.noise_shape_db).clamp(0.0, 1.0)
+            spread = torch.where(attack, spread, torch.where(layout.active, torch.ones_like(spread), fading))
         band_shape = config.noise_shape_db * spread.unsqueeze(-1) * torch.tanh(
             raw[..., HEADS + config.n_harmonics:] / 3.0)
         noise_db = noise_level.unsqueeze(-1) + band_shape - band_shape.mean(-1, keepdim=True)
