@@ -214,7 +214,8 @@ class EditorServer:
         return self
 
     async def _start(self) -> None:
-        self.runner = web.AppRunner(self.editor.app, access_log=None, handle_signals=False)
+        # shutdown_timeout: on Ctrl-C wait at most this long for open connections (aiohttp's default is 60 s)
+        self.runner = web.AppRunner(self.editor.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port)
         try:
