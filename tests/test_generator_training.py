@@ -127,6 +127,12 @@ def test_eval_controls_reports_every_figure(prepared, tmp_path):
     recon = figures["reconstruction"]
     assert recon["spectral_loss"]["generator"] > 0 and recon["spectral_loss"]["synthesis_coder"] > 0
     assert 0 <= recon["expression_rmse"]["overall"] < 0.5
+    # over-smoothing both ways: the generator's controls against the teacher's, and the render against the
+    # recording as the same extractor hears both (the recording read twice would give ratio 1)
+    for key in ("frame_variation", "frame_variation_heard"):
+        ratios = figures[key]["ratio"]
+        assert set(ratios) == {"level_db", "harmonics", "noise_db"}
+        assert all(np.isfinite(v) and v > 0 for v in ratios.values()), (key, ratios)
 
 
 def test_adversarial_training_resumes_exactly_generator_and_discriminator(prepared, tmp_path):

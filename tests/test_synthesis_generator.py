@@ -5,6 +5,8 @@ A generator with random weights is used where a property must hold by constructi
 learned; the shipped MIDI model where a property depends on training (vibrato 0 is steady)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -73,7 +75,8 @@ def test_tilt_reaches_the_asked_centroid() -> None:
     assert distribution[100:, 20:].max() < 1e-12
 
 
-@pytest.mark.parametrize("noise", [{}, {"noise_reference": "level", "noise_shape_db": 30.0}])
+@pytest.mark.parametrize("noise", [{}, {"noise_reference": "level", "noise_shape_db": 30.0},
+                                   {"noise_reference": "level", "noise_shape_db": 30.0, "level_shape": "learned"}])
 def test_controls_come_out_as_asked_by_construction(noise: dict) -> None:
     """Volume, fluctuation, brightness and attack noise are exact; the peak lies where asked (within the small
     learned ripple); vibrato extent and rate within 3 cents and 0.3 Hz, whatever the weights; with the noise
@@ -95,6 +98,35 @@ def test_controls_come_out_as_asked_by_construction(noise: dict) -> None:
         assert (extent - asked).abs().max() < 3.0, (extent, asked)  # random drift of +-50 cents leaks a little
         with_vibrato = asked > 0
         assert (rate[with_vibrato] - EXPRESSION[0, with_vibrato, 6]).abs().max() < 0.3  # the issue target (0.8 s notes)
+
+
+def test_the_learned_level_contour_peaks_where_asked_whatever_the_rates() -> None:
+    """level_shape "learned": mean and fluctuation exact, and the level rises to the asked peak frame and falls
+    after it (between the edge dips) for any rates: random output weights, large enough to give plateaus and
+    steep sides. (The extractor's peak, the middle of the top 1 dB, then moves with the contour's asymmetry:
+    within 0.12 for the weights of the test above, 0.17 for these; a trained contour is measured in RESULTS.)"""
+    notes = torch.tensor([[[0.1, 1.3, 60, 80], [1.4, 2.2, 62, 80], [2.3, 4.3, 64, 80], [4.4, 5.0, 65, 80]]])
+    # loud notes: a skewed contour's deepest frames stay above the extractor's -80 dB floor
+    expression = torch.tensor([[[0.8, 0.6, 0.2, 0.0, 0.4, 0.5, 5.0], [0.85, 0.5, 0.75, 0.0, 0.4, 0.5, 5.0],
+                                [0.75, 0.7, 0.5, 0.0, 0.4, 0.5, 5.0], [0.8, 0.4, 0.35, 0.0, 0.4, 0.5, 5.0]]])
+    frames = int(5.2 * 250)
+    for seed in range(4):
+        model = random_generator(seed, level_shape="learned", noise_reference="level", noise_shape_db=30.0)
+        with torch.no_grad():
+            model.output.weight[1].normal_(0, 1.0)   # rates varying by e^+-3 along the note
+            out = model(notes, torch.ones(1, 4, dtype=torch.bool), expression, torch.tensor([0]), frames)
+        values = measured(out, notes)
+        for j in (0, 1):
+            torch.testing.assert_close(values[CONTROL_NAMES[j]][0], expression[0, :, j], atol=2e-3, rtol=0)
+        level = out["amplitude_db"][0]
+        for k, (start, end) in enumerate(notes[0, :, :2].tolist()):
+            first, stop = round(start * 250), round(end * 250)
+            inner = level[first + 24:stop - 24]          # past the 32 ms edge dips' reach (3 time constants)
+            peak = first + expression[0, k, 2].item() * (stop - first) - (first + 24)
+            rising, falling = inner[:max(0, math.floor(peak)) + 1], inner[math.ceil(peak):]
+            assert (rising.diff() >= -1e-4).all() and (falling.diff() <= 1e-4).all(), (seed, k)
+            at_peak = torch.maximum(inner[math.floor(peak)], inner[math.ceil(peak)])
+            assert at_peak >= inner.max() - 1e-3, (seed, k)     # the maximum (a plateau may share it)
 
 
 def test_volume_moves_the_level_by_the_asked_decibels() -> None:

@@ -269,12 +269,15 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0
 
 
 def log_mel_spectrogram(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, frame_rate: int = FRAME_RATE,
-                        n_fft: int = 1024, n_mels: int = 64, f_min: float = 30.0) -> torch.Tensor:
-    """log(mel power + 1e-6) per centred frame: audio [batch, samples] -> [batch, samples // hop + 1, n_mels]."""
+                        n_fft: int = 1024, n_mels: int = 64, f_min: float = 30.0, eps: float = 1e-6) -> torch.Tensor:
+    """log(mel power + eps) per centred frame: audio [batch, samples] -> [batch, samples // hop + 1, n_mels].
+
+    ``eps`` is an absolute floor (1e-6: -60 dB of mel power); a comparison that must not depend on the level of
+    the audio passes a far smaller one and floors relative to its reference instead."""
     hop_size = round(sample_rate / frame_rate)
     power = magnitude_spectrogram(audio, n_fft, hop_size) ** 2
     mel = power @ mel_filterbank(n_fft, n_mels, sample_rate, f_min).to(audio.device, audio.dtype)
-    return torch.log(mel + 1e-6)
+    return torch.log(mel + eps)
 
 
 def mfcc(audio: torch.Tensor, n_mfcc: int = 30, sample_rate: int = SAMPLE_RATE, frame_rate: int = FRAME_RATE,

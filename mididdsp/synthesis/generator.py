@@ -19,9 +19,11 @@ what the controls leave free (the shape of attacks and releases, timbre, noise c
 
     volume, fluctuation    a_dB = volume_dB + fluctuation_dB * z(t), z the note's learned level shape
                            standardised over the note's frames: mean and std are exactly the asked-for ones.
-    peak position          the shape is a tent peaking at the asked-for position, minus learned dips confined to
-                           the note's edges (attack and release ramps), plus a small learned ripple (|.| <= 0.03
-                           of the tent): dips cannot move the peak and the ripple only slightly.
+    peak position          ``level_shape: learned``: the shape falls away from the asked-for position on both
+                           sides at a learned non-negative rate per frame (a unimodal contour whose maximum is
+                           that frame: plateaus, steep or gentle sides, asymmetric swells), minus learned dips
+                           confined to the note's edges (attack and release ramps). ``tent`` (the first models):
+                           a tent at the position, the edge dips and a small learned ripple (|.| <= 0.03).
     brightness             each frame's harmonic distribution is the network's, tilted by exp(beta k) with beta
                            solved (Newton) so that the centroid equals the note's brightness plus a learned
                            zero-mean contour: the note's mean centroid is exact.
@@ -70,6 +72,7 @@ DEVIATION_SMOOTHING = 75      # frames (0.3 s) of each of two moving averages on
 RIPPLE = 0.03                 # learned level ripple, relative to the tent's depth: at 0.1 it moved the measured
                               # peak by up to 0.2 on gently peaked notes (the extractor's top is 1 dB wide)
 NOISE_RELATIVE_DB = 80.0      # noise_reference "level": the sustained noise lies 0 .. this many dB under the level
+RATE_RANGE = 2.0              # level_shape "learned": the fall rates span e^-2 .. e^2 (ratio 55)
 EDGE_FRAMES = 8.0             # time constant of the learned attack / release dips of the level (32 ms)
 TILT_TOLERANCE = 1e-4         # harmonic numbers: the centroid solve stops when every frame is this close
 LOGIT_RANGE = 12.0            # harmonic logits are squashed into +-this (e^24 between strongest and weakest)
@@ -91,6 +94,7 @@ class GeneratorConfig:
     max_deviation_cents: float = 50.0
     noise_shape_db: float = 10.0        # the noise bands lie within +-this of the frame's level
     noise_reference: str = "absolute"   # "level": the noise level is learned in dB under the harmonic level
+    level_shape: str = "tent"           # "learned": a learned unimodal contour around the peak (module docstring)
     reverb: str | None = "learned"
     reverb_seconds: float = 1.0
     sample_rate: int = SAMPLE_RATE
@@ -102,6 +106,8 @@ class GeneratorConfig:
         missing = [name for name in SCALED_INPUTS if name not in (config.ranges or {})]
         if missing:
             raise ValueError(f"model.ranges lacks {missing}: the generator needs the physical range of each control")
+        if config.level_shape not in ("tent", "learned"):
+            raise ValueError(f"model.level_shape {config.level_shape!r}: expected 'tent' or 'learned'")
         if config.noise_reference not in ("absolute", "level"):
             raise ValueError(f"model.noise_reference {config.noise_reference!r}: expected 'absolute' or 'level'")
         for name, pair in config.ranges.items():
@@ -226,7 +232,7 @@ class SynthesisGenerator(nn.Module):
         # normalised per frame (over channels): a norm over time would make each frame depend on the whole
         # sequence, so a 6 s training window and a whole voice would see different statistics
         self.norms = nn.ModuleList(ChannelNorm(width) for _ in range(config.layers))
-        # heads: level dip, level ripple, centroid contour, noise level, slow f0 deviation, onset scoop, then the
+        # heads: level dip, level ripple (tent) or fall rate (learned), centroid contour, noise level, slow f0 deviation, onset scoop, then the
         # harmonics and the noise bands
         self.n_outputs = HEADS + config.n_harmonics + config.n_noise_bands
         self.output = nn.Conv1d(width, self.n_outputs, 1)
@@ -306,15 +312,22 @@ class SynthesisGenerator(nn.Module):
         started = layout.note >= 0
         release_db_per_frame = 100.0 * F.softplus(self.release)[instrument].unsqueeze(1) / FRAME_RATE
 
-        # level: a tent at the peak position, learned dips and a small ripple, standardised per note
-        position = layout.since_onset.float() / layout.length.float()
+        # level: a contour peaking at the asked position (learned, or a tent), learned dips at the edges,
+        # standardised per note
         peak = physical[..., 2]
-        tent = -(position - peak).abs() / torch.maximum(peak, 1 - peak).clamp_min(1e-3)
+        if config.level_shape == "learned":
+            # rates within e^-RATE_RANGE .. e^RATE_RANGE of each other: a near-plateau or a steep side, but never a
+            # flat note with one cliff, which standardised to the asked fluctuation would plunge 100 dB and more
+            body = _unimodal(torch.exp(RATE_RANGE * torch.tanh(raw[..., 1] / RATE_RANGE)), peak, layout)
+        else:
+            position = layout.since_onset.float() / layout.length.float()
+            body = -(position - peak).abs() / torch.maximum(peak, 1 - peak).clamp_min(1e-3)
+            body = body + RIPPLE * torch.tanh(raw[..., 1])
         # dips only near the note's edges (attack and release ramps, 32 ms time constant), where the extractor's
-        # peak search does not look; so only the small ripple can move the peak
+        # peak search does not look, so they cannot move the peak
         to_end = (layout.length - 1 - layout.since_onset).clamp_min(0).float()
         edges = torch.exp(-layout.since_onset.float() / EDGE_FRAMES) + torch.exp(-to_end / EDGE_FRAMES)
-        shape = tent - 4.0 * torch.sigmoid(raw[..., 0]) * edges + RIPPLE * torch.tanh(raw[..., 1])
+        shape = body - 4.0 * torch.sigmoid(raw[..., 0]) * edges
         mean = layout.note_mean(shape, active)
         std = torch.sqrt(layout.note_mean((shape - mean) ** 2, active) + 1e-8)
         level_db = physical[..., 0] + physical[..., 1] * (shape - mean) / std
@@ -492,6 +505,31 @@ def _without_tilt(logits: torch.Tensor) -> torch.Tensor:
     k = (k - k.mean()) / (k - k.mean()).norm()
     centred = logits - logits.mean(-1, keepdim=True)
     return centred - (centred * k).sum(-1, keepdim=True) * k
+
+
+def _unimodal(rate: torch.Tensor, peak: torch.Tensor, layout: FrameLayout) -> torch.Tensor:
+    """A contour in -1..0 per note that falls away from the note's peak at ``rate`` [B, T] (>= 0, per frame):
+    minus the rates summed between the frame and the peak, divided by the largest such sum in the note.
+
+    ``peak`` [B, T]: each frame's note's asked peak position (0..1 of the note). The peak lies ``peak * length``
+    frames after the onset (fractional, where the tent has it); the contour is 0 there and falls monotonically on
+    both sides, so its maximum is the asked position whatever the rates: a constant rate gives the tent, small
+    rates a near-plateau, large ones a steep side. Frames outside notes read 0. Only the note's own frames' rates
+    enter (a note cut by the window's edge has its peak clamped into the window; training leaves such notes out).
+    """
+    n_frames = rate.shape[1]
+    # float64: the sums run over the whole window, and a note's contour is a difference of two of them
+    cumulative = torch.cumsum(rate.double(), dim=1)
+    frame = torch.arange(n_frames, device=rate.device, dtype=torch.float64).expand_as(cumulative)
+    at = (frame + peak.double() * layout.length.double() - layout.since_onset.double()).clamp(0, n_frames - 1)
+    low = at.floor().long()
+    high = (low + 1).clamp_max(n_frames - 1)
+    fraction = at - low.double()
+    at_peak = cumulative.gather(1, low) * (1 - fraction) + cumulative.gather(1, high) * fraction
+    distance = torch.where(layout.active, (cumulative - at_peak).abs(), torch.zeros_like(cumulative)).float()
+    index = layout.note.clamp_min(0)
+    depth = distance.new_zeros(rate.shape[0], layout.n_notes).scatter_reduce(1, index, distance, "amax")
+    return -distance / layout.gather(depth).clamp_min(1e-6)
 
 
 def _at_onsets(values: torch.Tensor, layout: FrameLayout) -> torch.Tensor:
