@@ -32,7 +32,7 @@ from mididdsp.synthesis.discriminator import ControlDiscriminator, Discriminator
 from mididdsp.synthesis.generator import (N_FEATURES, GeneratorConfig, SynthesisGenerator, frame_layout,
                                           note_neighbours)
 from mididdsp.training.data import StepSampler, mix_seed
-from mididdsp.training.module import EXAMPLE_KEYS, ExponentialDecay, adam_with_decay, seeded
+from mididdsp.training.module import EXAMPLE_KEYS, ExponentialDecay, adam_with_decay, logging_step, seeded
 
 DATA_DEFAULTS = {"teacher": None, "window_seconds": 6.0, "spectral_seconds": 1.0}
 TRAIN_DEFAULTS = {"loss_weights": {"spectral": 0.0, "level": 0.1, "noise": 0.05, "harmonics": 1.0, "f0": 0.02,
@@ -211,12 +211,21 @@ class GeneratorData(pl.LightningDataModule):
         start = trainer.global_step if trainer is not None else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return DataLoader(self.datasets["train"], batch_size=self.batch_size, collate_fn=collate,
-                          sampler=StepSampler(self.batch_size, start, rank, world), num_workers=self.num_workers)
+                          sampler=StepSampler(self.batch_size, start, rank, world), num_workers=self.num_workers,
+                          pin_memory=_pin_memory(trainer))
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
         return DataLoader(self.datasets["valid"], batch_size=self.batch_size, collate_fn=collate,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, pin_memory=_pin_memory(self.trainer),
+                          persistent_workers=self.num_workers > 0)  # validation recurs: keep its workers
+
+
+def _pin_memory(trainer: pl.Trainer | None) -> bool:
+    """Page-locked batches (faster, asynchronous copies) when the trainer runs on a CUDA device."""
+    from mididdsp.training.module import on_cuda
+
+    return on_cuda(trainer)
 
 
 # --- module ------------------------------------------------------------------------------------------------------
@@ -389,12 +398,13 @@ class GeneratorModule(pl.LightningModule):
         with seeded(step_seed, self.device):
             losses = self.compute_losses(batch, generator)
         self.last_loss = losses["loss"].detach()
-        size = batch["audio"].shape[0]
-        self.log("train_loss", losses["loss"], prog_bar=True, batch_size=size)
-        for name, value in losses.items():
-            if name != "loss":
-                self.log(f"train_{name}", value, batch_size=size)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
+        if logging_step(self):
+            size = batch["audio"].shape[0]
+            self.log("train_loss", losses["loss"], prog_bar=True, batch_size=size)
+            for name, value in losses.items():
+                if name != "loss":
+                    self.log(f"train_{name}", value, batch_size=size)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
         return losses["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -445,7 +455,7 @@ class GeneratorModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.discriminator is not None:  # the generator's own gradient norm (grad_norm covers both networks)
             norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
-            if norms:
+            if norms and logging_step(self):
                 self.log("grad_norm_generator", torch.stack(norms).norm(), batch_size=1)
 
 
