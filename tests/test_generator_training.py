@@ -281,3 +281,20 @@ def test_crop_offsets_drawn_at_once_equal_one_draw_per_row():
     per_row = [int(torch.randint(0, 250, (1,), generator=generator).item()) for _ in range(8)]
     generator = torch.Generator().manual_seed(3)
     assert torch.randint(0, 250, (8,), generator=generator).tolist() == per_row
+
+
+def test_batched_nyquist_gain_equals_the_per_item_loop():
+    import math
+
+    from mididdsp.dsp.synths import _apply_nyquist_gain_, _apply_nyquist_gain_batched_
+
+    torch.manual_seed(0)
+    f0 = torch.cat([torch.linspace(100, 900, 640).unsqueeze(0), torch.full((1, 640), 60.0),
+                    torch.linspace(2500, 3000, 640).unsqueeze(0), torch.zeros(1, 640)])  # glide, low, high, silent
+    numbers = torch.arange(1, 41, dtype=torch.float32)
+    sines = torch.randn(4, 640, 40)
+    first = max(0, min(40, math.floor(0.95 * 8000 / float(f0.abs().max()))))
+    looped, batched = sines.clone(), sines.clone()
+    _apply_nyquist_gain_(looped, f0, numbers, 16000, 0.05)
+    _apply_nyquist_gain_batched_(batched, f0, numbers, 16000, 0.05, first)
+    assert torch.equal(looped, batched)
