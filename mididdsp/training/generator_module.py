@@ -147,8 +147,8 @@ def _note_expression(arrays: dict) -> np.ndarray:
 
 def collate(items: list[dict]) -> dict:
     """Stack items; notes [B, N, 4] and expression [B, N, 8] are zero-padded to the longest note list N, with
-    ``note_mask`` [B, N] (True on real notes). Each padded array is written into one preallocated tensor (no
-    per-item pad-and-concatenate copies); strings (``id``) become lists."""
+    ``note_mask`` [B, N] (True on real notes), each in one call (no per-item pad-and-concatenate copies);
+    strings (``id``) become lists."""
     batch: dict = {}
     counts = [item["notes"].shape[0] for item in items]
     longest = max(counts)
@@ -157,10 +157,7 @@ def collate(items: list[dict]) -> dict:
         if isinstance(values[0], str):
             batch[key] = values
         elif key in ("notes", "expression"):
-            padded = values[0].new_zeros(len(values), longest, values[0].shape[1])
-            for row, value in enumerate(values):
-                padded[row, :value.shape[0]] = value
-            batch[key] = padded
+            batch[key] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True)  # one copy, zero padding
         else:
             batch[key] = torch.stack(values)
     batch["note_mask"] = torch.arange(longest) < torch.tensor(counts).unsqueeze(1)
@@ -470,15 +467,19 @@ def window_notes(notes: torch.Tensor, start_frame: torch.Tensor) -> torch.Tensor
     notes is generating from ``start_frame`` with the originals (up to float rounding of the seconds).
 
     Many note times lie on a half frame (the corpus' 2 ms grid), where the float32 rounding of a plain shift can
-    fall on the other side; those times are moved by 0.02 frames (80 us) to the side the original rounding took."""
+    fall on the other side; those times are moved to 0.02 frames (80 us; more for times hours away, where float32
+    is coarser) inside the frame the original rounding chose. No host sync (it runs on the batch's device)."""
     notes = notes.float()
     times = notes[..., :2]
+    exact = torch.float64 if notes.device.type != "mps" else torch.float32  # MPS has no float64
     shift = start_frame.to(notes.device).unsqueeze(1).unsqueeze(2)
     wanted = torch.floor(times * FRAME_RATE + 0.5).long() - shift  # the model's rounding of the originals
-    shifted = (times.double() - shift.double() / FRAME_RATE).float()
+    shifted = (times.to(exact) - shift.to(exact) / FRAME_RATE).float()
     got = torch.floor(shifted * FRAME_RATE + 0.5).long()
-    above = ((wanted.double() - 0.5 + WINDOW_MARGIN_FRAMES) / FRAME_RATE).float()  # rounds up to ``wanted``
-    below = ((wanted.double() + 0.5 - WINDOW_MARGIN_FRAMES) / FRAME_RATE).float()  # rounds down to ``wanted``
+    frames = wanted.to(exact)
+    margin = WINDOW_MARGIN_FRAMES + frames.abs() * 2.0 ** -20  # 8 float32 steps at that magnitude
+    above = ((frames - 0.5 + margin) / FRAME_RATE).float()  # rounds up to ``wanted``
+    below = ((frames + 0.5 - margin) / FRAME_RATE).float()  # rounds down to ``wanted``
     shifted = torch.where(got < wanted, above, torch.where(got > wanted, below, shifted))
     return torch.cat([shifted, notes[..., 2:]], dim=-1)
 
