@@ -269,7 +269,15 @@ class GeneratorModule(pl.LightningModule):
     def compute_losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The weighted losses of one batch (each term by name, their weighted sum as ``loss``; with the
         discriminator active also ``discriminator``, its own least-squares loss, added to ``loss`` unweighted,
-        and the mean scores ``score_real`` / ``score_fake`` for the logs)."""
+        and the mean scores ``score_real`` / ``score_fake`` for the logs).
+
+        Always float32, also under ``train.precision=bf16-mixed``: the generator's note statistics scatter its
+        network's outputs into float32 sums (in bf16 autocast that fails), the DSP and the losses need float32,
+        and the network (0.1 M parameters) is too small for bf16 to pay (README, training on a GPU)."""
+        with torch.autocast(device_type=batch["f0_hz"].device.type, enabled=False):
+            return self._compute_losses(batch, generator)
+
+    def _compute_losses(self, batch: dict, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         frames = batch["f0_hz"].shape[1]
         adversarial = self.adversarial_active()
         # the whole batch in one call: each row's notes in times from its own window start, so every row is
