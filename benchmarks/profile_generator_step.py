@@ -1,7 +1,7 @@
 """Profile one synthesis-generator training step on the CPU: where the time goes and every host-device sync point.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/profile_generator_step.py --data data/prepared [--steps 4]
-        [--json out.json] [--trainer] [--set model.channels=16 ...]
+        [--json out.json] [--trainer] [--ops] [--cprofile] [--set model.channels=16 ...]
 
 Counts are what matter here (a shared 2-core machine makes wall times noisy): each call that would make the host
 wait for an accelerator (``Tensor.item``, ``bool``/``int``/``float`` of a tensor, ``tolist``, ``cpu``, ``numpy``,
@@ -82,6 +82,22 @@ class SyncCounter:
         finally:
             cpu_times[phase] = cpu_times.get(phase, 0.0) + time.process_time() - started
             self.phase = previous
+
+
+def op_counter(counter: SyncCounter):
+    """A dispatch mode counting ATen operator calls by the counter's phase (each is a kernel launch or more on an
+    accelerator: the per-step launch count is what bounds a small model there)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.counts: collections.Counter = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.counts[counter.phase] += 1
+            return func(*args, **(kwargs or {}))
+    return Ops()
 
 
 def build(data_dir: str, overrides: list[str]):
@@ -165,12 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides")
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--trainer", action="store_true")
+    parser.add_argument("--ops", action="store_true", help="count ATen operator calls per step and phase")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config, data, module = build(args.data, list(args.set))
     with SyncCounter() as counter:
-        result = manual_steps(config, data, module, args.steps, counter, args.cprofile)
+        ops = op_counter(counter) if args.ops else contextlib.nullcontext()
+        with ops:
+            result = manual_steps(config, data, module, args.steps, counter, args.cprofile)
+        if args.ops:
+            result["aten_ops_per_step"] = {k: v / args.steps for k, v in ops.counts.items()}
         manual_counts = dict(counter.counts)
         counter.counts.clear()
         trainer_cpu = None
@@ -185,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     for phase, seconds in result["cpu_seconds_per_step"].items():
         print(f"  {phase:10s} {seconds:8.4f}  {100 * seconds / max(total, 1e-12):5.1f} %")
     print(f"  {'total':10s} {total:8.4f}")
+    if "aten_ops_per_step" in result:
+        print("ATen operator calls per step:", json.dumps(result["aten_ops_per_step"]),
+              "total", sum(result["aten_ops_per_step"].values()))
     if trainer_cpu is not None:
         print(f"Lightning fit: {trainer_cpu:.4f} CPU s per step (includes start-up)")
     print("\nsync points per step (phase, method, site: count):")
@@ -200,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "cpu_seconds_per_step": result["cpu_seconds_per_step"], "losses": result["losses"],
+            "aten_ops_per_step": result.get("aten_ops_per_step"),
             "syncs_manual": {f"{p}|{m}|{s}": c / args.steps for (p, m, s), c in manual_counts.items()},
             "syncs_trainer": {f"{p}|{m}|{s}": c / args.steps for (p, m, s), c in trainer_counts.items()},
             "trainer_cpu_seconds_per_step": trainer_cpu}, indent=1))
