@@ -7,9 +7,10 @@ Lightning Trainer settings as ``mididdsp train``; also whether each trainer real
     # a CPU smoke run at tiny sizes
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_train_accelerator.py --data data/bench_small --tiny \\
         --steps 5 --warmup 2 --json /tmp/bench_train.json
-    # on a GPU machine (carry data/bench_small; no network, torch + Lightning + numpy + PyYAML are enough)
+    # on a GPU machine (carry data/bench_small; no network, torch + Lightning + numpy + PyYAML are enough;
+    # about 5 minutes: the CPU rows at full size are the slow part, --no-cpu skips them)
     PYTHONPATH=. python benchmarks/bench_train_accelerator.py --data data/bench_small --steps 30 --warmup 10 \\
-        --cpu-threads 2 --json $OUT/bench_train.json
+        --cpu-threads 2 --num-workers 4 --json $OUT/bench_train.json
 
 For each task (``autoencoder``, ``synthesis_coder`` (the autoencoder task with the coder's config),
 ``synthesis_generator``, ``expression_prior``) and each of cpu fp32 (``--cpu-threads`` threads, default 2: the
@@ -31,11 +32,18 @@ prior (0.1 M) are bound by kernel launches and host work, not arithmetic, so bf1
 casts) and their configs stay at 32-true. THE GPU NUMBERS ARE NOT YET MEASURED: this script was only run on the
 CPU when written (no GPU in that session); run it on a GPU and record the table.
 
+Measured on the CPU for this branch (benchmarks/profile_generator_step.py, the synthesis generator at full size,
+batch 8, one thread, 6 steps, a loaded 2-core machine, CPU seconds): before 0.58-0.67 s a step (data 26-29 ms),
+after 0.49-0.52 s (data 17-18 ms); ATen operator calls per step (each one or more kernel launches on a GPU)
+13 650 -> 3 230 (forward 7 206 -> 971, backward 4 614 -> 995); host reads that are device syncs on an
+accelerator ~108 -> ~11 per step. Losses equal to float rounding (step 1 bit-equal, 1e-5 relative after 6 steps).
+
 The generator's remaining host syncs per step on an accelerator are in code this branch left alone (see
 benchmarks/profile_generator_step.py for the counts): the tilt solve ``_solve_tilt`` in
 mididdsp/synthesis/generator.py (``bool(open_.any())`` and ``nonzero()`` every 4 iterations, ~3 + 3 per step
 now that the batch is one call) and the harmonic synthesizer's ``.item()`` reads in mididdsp/dsp/synths.py
-(``_harmonic_block``, ``_apply_nyquist_gain_``: 2 + 3 per batch row) and dsp/core.py (2).
+(``_harmonic_block``: 2; the per-row ``_apply_nyquist_gain_`` loop is now batched on accelerators) and
+dsp/core.py ``normalize_harmonic_distribution`` (2), plus one in NonFiniteGuard (the loss and gradient check).
 """
 from __future__ import annotations
 
