@@ -53,7 +53,10 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike, extra: dict
 
 def read_model_config(directory: str | os.PathLike) -> dict:
     """The plain-dict config of a model directory (ModelError if missing or unreadable)."""
-    from omegaconf import OmegaConf
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:  # a bare training machine (torch + Lightning): Lightning's PyYAML reads these plain files
+        OmegaConf = None
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -62,7 +65,12 @@ def read_model_config(directory: str | os.PathLike) -> dict:
     if not config_path.is_file():
         raise ModelError(f"{directory}: not a model directory, {CONFIG_FILE} is missing")
     try:
-        config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+        if OmegaConf is None:
+            import yaml
+
+            config = yaml.safe_load(config_path.read_text())
+        else:
+            config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
     except Exception as error:  # noqa: BLE001 - any parse failure is the same user problem
         raise ModelError(f"{config_path}: unreadable model config ({error.__class__.__name__})") from None
     if not isinstance(config, dict) or "model" not in config:

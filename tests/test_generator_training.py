@@ -175,3 +175,135 @@ def build_fresh_discriminator(config: dict) -> dict:
     build_data(config)
     pl.seed_everything(int(config["train"]["seed"]), workers=True, verbose=False)
     return {name: value.clone() for name, value in build_module(config).discriminator.state_dict().items()}
+
+
+# --- the batched training step (issue 25: one generator call per batch, no per-row host syncs) ------------------
+def _old_collate(items: list[dict]) -> dict:
+    """The per-item collate this branch replaced (reference for the equality test)."""
+    batch: dict = {}
+    longest = max(item["notes"].shape[0] for item in items)
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if isinstance(values[0], str):
+            batch[key] = values
+        elif key in ("notes", "expression"):
+            batch[key] = torch.stack([torch.cat([v, v.new_zeros(longest - v.shape[0], v.shape[1])]) for v in values])
+        else:
+            batch[key] = torch.stack(values)
+    batch["note_mask"] = torch.stack([torch.arange(longest) < item["notes"].shape[0] for item in items])
+    return batch
+
+
+def _random_notes(rng: np.random.Generator, count: int) -> np.ndarray:
+    """[count, 4] notes on the 2 ms grid (many times on a half frame, where rounding is delicate), with rests."""
+    starts = np.cumsum(rng.integers(20, 400, count)) * 0.002 + 0.001 * rng.integers(0, 2, count)
+    ends = starts + rng.integers(10, 300, count) * 0.002
+    return np.stack([starts, np.minimum(ends, np.append(starts[1:], np.inf)), rng.integers(40, 90, count),
+                     rng.integers(30, 120, count)], axis=1)
+
+
+def test_window_notes_give_the_frames_of_the_absolute_notes_at_the_window_start():
+    from mididdsp.synthesis.generator import frame_layout
+    from mididdsp.training.generator_module import window_notes
+
+    rng = np.random.default_rng(0)
+    notes = torch.from_numpy(np.stack([_random_notes(rng, 40) for _ in range(6)])).float()
+    mask = torch.ones(6, 40, dtype=torch.bool)
+    mask[2, 30:] = False
+    starts = torch.tensor([0, 1, 777, 3001, 4999, 6000])
+    notes[5, :, :2] += 3600.0  # an hour into a recording: float32 seconds are coarse there
+    starts[5] += 900000
+    shifted = window_notes(notes, starts)
+    assert torch.allclose(shifted[..., :2].double() + starts[:, None, None] / 250.0, notes[..., :2].double(),
+                          atol=1e-3)
+    for row in range(6):
+        old = frame_layout(notes[row:row + 1], mask[row:row + 1], 1501, int(starts[row]))
+        new = frame_layout(shifted[row:row + 1], mask[row:row + 1], 1501, 0)
+        for name in ("note", "active", "since_onset", "length", "since_end"):
+            assert torch.equal(getattr(old, name), getattr(new, name)), name
+        real = mask[row:row + 1]
+        assert torch.equal((old.first - int(starts[row]))[real], new.first[real])
+        assert torch.equal((old.stop - int(starts[row]))[real], new.stop[real])
+
+
+def test_one_batched_generator_call_equals_the_old_call_per_row():
+    from mididdsp.synthesis.generator import SynthesisGenerator
+    from mididdsp.training.generator_module import window_notes
+
+    ranges = {name: [0.0, 1.0] for name in ("volume", "volume_fluctuation", "volume_peak_position", "vibrato",
+                                              "brightness", "attack_noise")}
+    torch.manual_seed(0)
+    model = SynthesisGenerator({"channels": 16, "layers": 3, "n_instruments": 2, "ranges": ranges})
+    rng = np.random.default_rng(1)
+    notes = torch.from_numpy(np.stack([_random_notes(rng, 30) for _ in range(3)])).float()
+    mask = torch.ones(3, 30, dtype=torch.bool)
+    expression = torch.rand(3, 30, 8)
+    instrument = torch.tensor([0, 1, 1])
+    starts = torch.tensor([0, 1250, 2501])
+    frames = 501
+    generator = torch.Generator().manual_seed(5)
+    old = [model(notes[i:i + 1], mask[i:i + 1], expression[i:i + 1], instrument[i:i + 1], frames, int(starts[i]),
+                 generator) for i in range(3)]
+    generator = torch.Generator().manual_seed(5)
+    new = model(window_notes(notes, starts), mask, expression, instrument, frames, 0, generator)
+    for key in new:
+        joined = torch.cat([o[key] for o in old])
+        if joined.dtype.is_floating_point:
+            torch.testing.assert_close(new[key], joined, rtol=1e-4, atol=1e-4, msg=key)
+        else:
+            assert torch.equal(new[key], joined), key
+
+
+def test_dataset_items_and_collate_equal_the_old_per_item_ones(prepared):
+    from mididdsp.datasets.teacher import note_targets
+    from mididdsp.training.generator_module import build_data, collate
+
+    config = load_config("synthesis_generator", [f"data.dir={prepared}", *OVERRIDES])
+    data = build_data(config)
+    data.setup()
+    dataset = data.datasets["train"]
+    items = [dataset[n] for n in range(5)]
+    for item in items:
+        index = next(i for i, (r, _) in enumerate(dataset.recordings) if r["id"] == item["id"])
+        teacher = dataset.recordings[index][1]
+        expression, _ = note_targets(teacher, with_offset=True)
+        assert torch.equal(item["expression"], torch.from_numpy(expression.astype(np.float32)))
+        assert torch.equal(item["notes"], torch.from_numpy(teacher["notes"].astype(np.float32)))
+        start, frames = int(item["start_frame"]), dataset.window_frames
+        real = int(item["mask"].sum())
+        whole = teacher["harmonic_distribution"].astype(np.float32)[start:start + real]
+        assert torch.equal(item["harmonic_distribution"][:real], torch.from_numpy(whole))
+        assert frames == item["harmonic_distribution"].shape[0]
+    # notes of different counts: trim some items so that padding is exercised
+    items[1] = {**items[1], "notes": items[1]["notes"][:3], "expression": items[1]["expression"][:3]}
+    new, old = collate(items), _old_collate(items)
+    assert new.keys() == old.keys()
+    for key in old:
+        if isinstance(old[key], list):
+            assert new[key] == old[key]
+        else:
+            assert new[key].dtype == old[key].dtype and torch.equal(new[key], old[key]), key
+
+
+def test_crop_offsets_drawn_at_once_equal_one_draw_per_row():
+    generator = torch.Generator().manual_seed(3)
+    per_row = [int(torch.randint(0, 250, (1,), generator=generator).item()) for _ in range(8)]
+    generator = torch.Generator().manual_seed(3)
+    assert torch.randint(0, 250, (8,), generator=generator).tolist() == per_row
+
+
+def test_batched_nyquist_gain_equals_the_per_item_loop():
+    import math
+
+    from mididdsp.dsp.synths import _apply_nyquist_gain_, _apply_nyquist_gain_batched_
+
+    torch.manual_seed(0)
+    f0 = torch.cat([torch.linspace(100, 900, 640).unsqueeze(0), torch.full((1, 640), 60.0),
+                    torch.linspace(2500, 3000, 640).unsqueeze(0), torch.zeros(1, 640)])  # glide, low, high, silent
+    numbers = torch.arange(1, 41, dtype=torch.float32)
+    sines = torch.randn(4, 640, 40)
+    first = max(0, min(40, math.floor(0.95 * 8000 / float(f0.abs().max()))))
+    looped, batched = sines.clone(), sines.clone()
+    _apply_nyquist_gain_(looped, f0, numbers, 16000, 0.05)
+    _apply_nyquist_gain_batched_(batched, f0, numbers, 16000, 0.05, first)
+    assert torch.equal(looped, batched)

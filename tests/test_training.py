@@ -102,6 +102,24 @@ def test_packaged_configs_resolve_with_overrides() -> None:
         load_config("no_such_config")
 
 
+def test_every_packaged_config_trains_on_the_accelerator_when_there_is_one() -> None:
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        assert load_config(path.stem)["train"]["accelerator"] == "auto", path.name
+
+
+def test_step_values_are_logged_every_log_every_steps_only() -> None:
+    from types import SimpleNamespace
+
+    from mididdsp.training.module import logging_step
+
+    def module(step: int, stop: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(global_step=step, trainer=SimpleNamespace(log_every_n_steps=20, should_stop=stop))
+
+    # Lightning writes step metrics when (steps done + 1) % log_every_n_steps == 0: the same steps
+    assert [step for step in range(60) if logging_step(module(step))] == [19, 39, 59]
+    assert logging_step(module(3, stop=True))
+
+
 def test_resuming_with_other_model_settings_is_refused(data_dir, tmp_path) -> None:
     from mididdsp.training.train import save_config
 

@@ -38,20 +38,23 @@ class NonFiniteGuard(pl.Callback):
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         step = trainer.global_step + 1  # the step being taken (global_step counts finished steps)
         loss = getattr(pl_module, "last_loss", None)
-        if loss is not None and not bool(torch.isfinite(loss)):
-            raise MididdspError(f"training stopped at step {step}: the loss is {float(loss)} (not finite); "
-                                "lower train.lr or train.grad_clip, or check the data for silent/broken audio")
         gradients = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if not gradients:
-            return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in gradients]))
-        if self.check_gradients and not bool(torch.isfinite(norm)):
+        norm = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in gradients]))
+                if gradients else None)
+        # one host read per step for both checks (on an accelerator each bool() waits for the device)
+        checks = ([torch.isfinite(loss).all()] if loss is not None else []) + (
+            [torch.isfinite(norm)] if norm is not None and self.check_gradients else [])
+        if checks and not bool(torch.stack(checks).all()):
+            if loss is not None and not bool(torch.isfinite(loss)):
+                raise MididdspError(f"training stopped at step {step}: the loss is {float(loss)} (not finite); "
+                                    "lower train.lr or train.grad_clip, or check the data for silent/broken audio")
             bad = next(name for name, p in pl_module.named_parameters()
                        if p.grad is not None and not bool(torch.isfinite(p.grad).all()))
             raise MididdspError(f"training stopped at step {step}: the gradient of {bad} is not finite "
                                 f"(loss {float(loss) if loss is not None else 'unknown'}); lower train.lr or "
                                 "train.grad_clip, or check the data")
-        pl_module.log("grad_norm", norm, batch_size=1)
+        if norm is not None:
+            pl_module.log("grad_norm", norm, batch_size=1)
 
 
 class FinalCheckpoint(pl.Callback):

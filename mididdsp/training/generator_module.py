@@ -26,13 +26,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mididdsp.dsp import DB_FLOOR, HOP_SIZE, amplitude_to_db, hz_to_midi, multiscale_spectral_loss
+from mididdsp.dsp import DB_FLOOR, FRAME_RATE, HOP_SIZE, amplitude_to_db, hz_to_midi, multiscale_spectral_loss
 from mididdsp.errors import MididdspError
 from mididdsp.synthesis.discriminator import ControlDiscriminator, DiscriminatorConfig, control_features, pool_frames
 from mididdsp.synthesis.generator import (N_FEATURES, GeneratorConfig, SynthesisGenerator, frame_layout,
                                           note_neighbours)
 from mididdsp.training.data import StepSampler, mix_seed
-from mididdsp.training.module import EXAMPLE_KEYS, ExponentialDecay, adam_with_decay, seeded
+from mididdsp.training.module import EXAMPLE_KEYS, ExponentialDecay, adam_with_decay, logging_step, seeded
 
 DATA_DEFAULTS = {"teacher": None, "window_seconds": 6.0, "spectral_seconds": 1.0}
 TRAIN_DEFAULTS = {"loss_weights": {"spectral": 0.0, "level": 0.1, "noise": 0.05, "harmonics": 1.0, "f0": 0.02,
@@ -44,6 +44,7 @@ F0_ROBUST_CENTS = 100.0  # larger f0 errors count as this much, with no gradient
 # the noise bands' loss sees down to this (the extractor's -80 dB floor hid the 10-25 dB of excess hiss that a
 # log-mel comparison of renders with their recordings showed: benchmarks/eval_realism.py)
 NOISE_FLOOR_DB = -100.0
+WINDOW_MARGIN_FRAMES = 0.02  # see window_notes
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -72,6 +73,11 @@ class TeacherWindows(Dataset):
             if len(arrays["notes"]) == 0:
                 continue
             self.recordings.append((recording, arrays))
+        # per-recording inputs, once (they were rebuilt for every item: note_targets and a float32 copy of the
+        # whole harmonic distribution each time): notes [N, 4] and expression [N, 8] float32, never written to
+        self._notes = [torch.from_numpy(arrays["notes"].astype(np.float32)) for _, arrays in self.recordings]
+        self._expression = [torch.from_numpy(_note_expression(arrays)) for _, arrays in self.recordings]
+        self._onsets = [np.floor(arrays["notes"][:, 0] * 250 + 0.5) for _, arrays in self.recordings]
         self._shards: dict = {}
         self.items = []
         if not random:
@@ -89,16 +95,19 @@ class TeacherWindows(Dataset):
         if self.random:
             rng = np.random.default_rng(mix_seed(self.seed, number))
             index = int(rng.integers(len(self.recordings)))
-            notes = self.recordings[index][1]["notes"]
-            onset = int(np.floor(notes[int(rng.integers(len(notes))), 0] * 250 + 0.5))
+            onsets = self._onsets[index]
+            onset = int(onsets[int(rng.integers(len(onsets)))])
             start = max(0, onset - int(rng.integers(5, 60)))
         else:
             index, start = self.items[number]
         return self.window(index, start)
 
     def window(self, index: int, start: int) -> dict:
+        """Item of recording ``index`` from frame ``start``: ``audio`` [(F - 1) * 64] float32, ``start_frame`` [],
+        ``notes`` [N, 4] (start s, end s, pitch, velocity), ``expression`` [N, 8], ``instrument`` [], teacher frame
+        controls ``f0_hz``, ``amplitude`` [F] / [F, 1], ``harmonic_distribution`` [F, K], ``noise_magnitudes``
+        [F, M] (0 past the recording's end), ``mask`` [F] (1 inside the recording) and ``id``; F = window_frames."""
         from mididdsp.datasets.shards import open_shard
-        from mididdsp.datasets.teacher import note_targets
 
         recording, teacher = self.recordings[index]
         total = int(recording["n_frames"])
@@ -107,7 +116,7 @@ class TeacherWindows(Dataset):
 
         def frame_slice(values: np.ndarray, fill: float) -> torch.Tensor:
             out = np.full((frames, *values.shape[1:]), fill, np.float32)
-            out[:real] = values[start:start + real]
+            out[:real] = values[start:start + real]  # converts only the window's rows to float32
             return torch.from_numpy(out)
 
         shard = self._shards.get(index)
@@ -117,33 +126,41 @@ class TeacherWindows(Dataset):
         audio = np.zeros(n_samples, np.float32)
         piece = np.asarray(shard["audio"][start * HOP_SIZE:start * HOP_SIZE + n_samples], np.float32)
         audio[:len(piece)] = piece * float(shard["audio_scale"])
-        notes = teacher["notes"]
-        expression, _ = note_targets(teacher, with_offset=True)  # levels relative to the recording, and its offset
         mask = np.zeros(frames, np.float32)
         mask[:real] = 1.0
         return {"audio": torch.from_numpy(audio), "start_frame": torch.tensor(start),
-                "notes": torch.from_numpy(notes.astype(np.float32)),
-                "expression": torch.from_numpy(expression.astype(np.float32)),
+                "notes": self._notes[index], "expression": self._expression[index],
                 "instrument": torch.tensor(self.instruments[recording["instrument"]]),
                 "f0_hz": frame_slice(teacher["f0_hz"], 0.0), "amplitude": frame_slice(teacher["amplitude"], 0.0),
-                "harmonic_distribution": frame_slice(teacher["harmonic_distribution"].astype(np.float32), 0.0),
+                "harmonic_distribution": frame_slice(teacher["harmonic_distribution"], 0.0),
                 "noise_magnitudes": frame_slice(teacher["noise_magnitudes"], 0.0), "mask": torch.from_numpy(mask),
                 "id": recording["id"]}
 
 
+def _note_expression(arrays: dict) -> np.ndarray:
+    """A recording's generator input per note, [N, 8] float32 (the teacher targets with the level offset)."""
+    from mididdsp.datasets.teacher import note_targets
+
+    expression, _ = note_targets(arrays, with_offset=True)  # levels relative to the recording, and its offset
+    return expression.astype(np.float32)
+
+
 def collate(items: list[dict]) -> dict:
-    """Stack items; notes and expression are padded to the longest note list (``note_mask``)."""
+    """Stack items; notes [B, N, 4] and expression [B, N, 8] are zero-padded to the longest note list N, with
+    ``note_mask`` [B, N] (True on real notes), each in one call (no per-item pad-and-concatenate copies);
+    strings (``id``) become lists."""
     batch: dict = {}
-    longest = max(item["notes"].shape[0] for item in items)
+    counts = [item["notes"].shape[0] for item in items]
+    longest = max(counts)
     for key in items[0]:
         values = [item[key] for item in items]
         if isinstance(values[0], str):
             batch[key] = values
         elif key in ("notes", "expression"):
-            batch[key] = torch.stack([torch.cat([v, v.new_zeros(longest - v.shape[0], v.shape[1])]) for v in values])
+            batch[key] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True)  # one copy, zero padding
         else:
             batch[key] = torch.stack(values)
-    batch["note_mask"] = torch.stack([torch.arange(longest) < item["notes"].shape[0] for item in items])
+    batch["note_mask"] = torch.arange(longest) < torch.tensor(counts).unsqueeze(1)
     return batch
 
 
@@ -191,12 +208,21 @@ class GeneratorData(pl.LightningDataModule):
         start = trainer.global_step if trainer is not None else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return DataLoader(self.datasets["train"], batch_size=self.batch_size, collate_fn=collate,
-                          sampler=StepSampler(self.batch_size, start, rank, world), num_workers=self.num_workers)
+                          sampler=StepSampler(self.batch_size, start, rank, world), num_workers=self.num_workers,
+                          pin_memory=_pin_memory(trainer))
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
         return DataLoader(self.datasets["valid"], batch_size=self.batch_size, collate_fn=collate,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, pin_memory=_pin_memory(self.trainer),
+                          persistent_workers=self.num_workers > 0)  # validation recurs: keep its workers
+
+
+def _pin_memory(trainer: pl.Trainer | None) -> bool:
+    """Page-locked batches (faster, asynchronous copies) when the trainer runs on a CUDA device."""
+    from mididdsp.training.module import on_cuda
+
+    return on_cuda(trainer)
 
 
 # --- module ------------------------------------------------------------------------------------------------------
@@ -243,27 +269,29 @@ class GeneratorModule(pl.LightningModule):
     def compute_losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The weighted losses of one batch (each term by name, their weighted sum as ``loss``; with the
         discriminator active also ``discriminator``, its own least-squares loss, added to ``loss`` unweighted,
-        and the mean scores ``score_real`` / ``score_fake`` for the logs)."""
+        and the mean scores ``score_real`` / ``score_fake`` for the logs).
+
+        Always float32, also under ``train.precision=bf16-mixed``: the generator's note statistics scatter its
+        network's outputs into float32 sums (in bf16 autocast that fails), the DSP and the losses need float32,
+        and the network (0.1 M parameters) is too small for bf16 to pay (README, training on a GPU)."""
+        with torch.autocast(device_type=batch["f0_hz"].device.type, enabled=False):
+            return self._compute_losses(batch, generator)
+
+    def _compute_losses(self, batch: dict, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         frames = batch["f0_hz"].shape[1]
-        start = batch["start_frame"]
         adversarial = self.adversarial_active()
-        # one window start per batch row: run rows separately when they differ (start_frame is a plain int)
-        outputs = [self.model(batch["notes"][i:i + 1], batch["note_mask"][i:i + 1], batch["expression"][i:i + 1],
-                              batch["instrument"][i:i + 1], frames, int(start[i]), generator)
-                   for i in range(len(start))]
-        out = {key: torch.cat([o[key] for o in outputs]) for key in outputs[0]}
-        valid = batch["mask"] > 0
-        conditions = []
-        for i in range(len(start)):  # frames of notes cut by the window edges carry inexact note statistics
-            notes, note_mask = batch["notes"][i:i + 1].float(), batch["note_mask"][i:i + 1]
-            layout = frame_layout(notes, note_mask, frames, int(start[i]))
-            index = layout.note.clamp_min(0)
-            whole = (layout.first.gather(1, index) >= int(start[i])) & (
-                layout.stop.gather(1, index) <= int(start[i]) + frames)
-            valid[i] &= (whole | (layout.note < 0))[0]
-            if adversarial:  # the discriminator's condition: the generator's own per-frame note features
-                conditions.append(self.model.features(notes, note_neighbours(notes, note_mask),
-                                                      batch["expression"][i:i + 1], layout))
+        # the whole batch in one call: each row's notes in times from its own window start, so every row is
+        # generated from frame 0 (the model takes one start frame per call; per-row calls cost B times the kernel
+        # launches, and int(start) a host sync each on an accelerator)
+        notes, note_mask = window_notes(batch["notes"], batch["start_frame"]), batch["note_mask"]
+        out = self.model(notes, note_mask, batch["expression"], batch["instrument"], frames, 0, generator)
+        # frames of notes cut by the window edges carry inexact note statistics
+        layout = frame_layout(notes, note_mask, frames, 0)
+        index = layout.note.clamp_min(0)
+        whole = (layout.first.gather(1, index) >= 0) & (layout.stop.gather(1, index) <= frames)
+        valid = (batch["mask"] > 0) & (whole | (layout.note < 0))
+        if adversarial:  # the discriminator's condition: the generator's own per-frame note features
+            condition = self.model.features(notes, note_neighbours(notes, note_mask), batch["expression"], layout)
         weight = valid.float()
         active = (out["active"] & valid).float()
         losses: dict[str, torch.Tensor] = {}
@@ -283,7 +311,7 @@ class GeneratorModule(pl.LightningModule):
         # letting those frames pull the drift made the f0 error grow during training (16 -> 24 cents in 400 steps)
         losses["f0"] = _masked_mean(smooth.abs().clamp_max(F0_ROBUST_CENTS), active)
         if adversarial:
-            losses.update(self.adversarial_losses(out, batch, torch.cat(conditions), weight))
+            losses.update(self.adversarial_losses(out, batch, condition, weight))
         # spectral loss on a crop of each window: the synthesizer (with the coder's reverb) against the audio
         # (computed in training only when it is weighted; always in validation, where it is the figure to watch)
         if not self.training or self.weights["spectral"]:
@@ -309,16 +337,21 @@ class GeneratorModule(pl.LightningModule):
         frames = batch["f0_hz"].shape[1]
         rows = batch["f0_hz"].shape[0]
         crop = min(self.spectral_frames, frames - 1)
-        offsets = [int(torch.randint(0, frames - crop, (1,), generator=generator).item()) if frames > crop + 1 else 0
-                   for _ in range(rows)]
+        device = batch["f0_hz"].device
+        # one draw for all rows (the same numbers as one draw per row from the same generator), kept on the device
+        if frames > crop + 1:
+            where = generator.device if generator is not None else device
+            offsets = torch.randint(0, frames - crop, (rows,), generator=generator, device=where).to(device)
+        else:
+            offsets = torch.zeros(rows, dtype=torch.long, device=device)
         played = dict(out)
         if self.spectral_f0 == "teacher":
             played["f0_hz"] = torch.where(batch["f0_hz"] > 0, batch["f0_hz"], out["f0_hz"])
-        controls = {name: torch.stack([played[name][i, o:o + crop + 1] for i, o in enumerate(offsets)])
-                    for name in EXAMPLE_KEYS}
+        rows_frames = offsets.unsqueeze(1) + torch.arange(crop + 1, device=device)  # [B, crop + 1]
+        controls = {name: _take_rows(played[name], rows_frames) for name in EXAMPLE_KEYS}
         controls["f0_hz"] = controls["f0_hz"].detach()
         n_samples = crop * HOP_SIZE
-        target = torch.stack([batch["audio"][i, o * HOP_SIZE:o * HOP_SIZE + n_samples] for i, o in enumerate(offsets)])
+        target = batch["audio"].gather(1, offsets.unsqueeze(1) * HOP_SIZE + torch.arange(n_samples, device=device))
         audio = self.model.synth.synthesize(controls, n_samples, batch["instrument"], generator=generator)["audio"]
         self._crop = {"controls": controls, "audio": audio, "target": target}
         return multiscale_spectral_loss(audio, target)
@@ -370,12 +403,13 @@ class GeneratorModule(pl.LightningModule):
         with seeded(step_seed, self.device):
             losses = self.compute_losses(batch, generator)
         self.last_loss = losses["loss"].detach()
-        size = batch["audio"].shape[0]
-        self.log("train_loss", losses["loss"], prog_bar=True, batch_size=size)
-        for name, value in losses.items():
-            if name != "loss":
-                self.log(f"train_{name}", value, batch_size=size)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
+        if logging_step(self):
+            size = batch["audio"].shape[0]
+            self.log("train_loss", losses["loss"], prog_bar=True, batch_size=size)
+            for name, value in losses.items():
+                if name != "loss":
+                    self.log(f"train_{name}", value, batch_size=size)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
         return losses["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -426,12 +460,43 @@ class GeneratorModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.discriminator is not None:  # the generator's own gradient norm (grad_norm covers both networks)
             norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
-            if norms:
+            if norms and logging_step(self):
                 self.log("grad_norm_generator", torch.stack(norms).norm(), batch_size=1)
 
 
 def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def window_notes(notes: torch.Tensor, start_frame: torch.Tensor) -> torch.Tensor:
+    """Notes [B, N, 4] (start s, end s, pitch, velocity) -> the same notes in seconds from each row's window
+    start ``start_frame`` [B] (frames), float32, such that the model's frame rounding, ``floor(t * 250 + 0.5)``,
+    gives exactly the frames of the absolute times minus ``start_frame``: generating from frame 0 with these
+    notes is generating from ``start_frame`` with the originals (up to float rounding of the seconds).
+
+    Many note times lie on a half frame (the corpus' 2 ms grid), where the float32 rounding of a plain shift can
+    fall on the other side; those times are moved to 0.02 frames (80 us; more for times hours away, where float32
+    is coarser) inside the frame the original rounding chose. No host sync (it runs on the batch's device)."""
+    notes = notes.float()
+    times = notes[..., :2]
+    exact = torch.float64 if notes.device.type != "mps" else torch.float32  # MPS has no float64
+    shift = start_frame.to(notes.device).unsqueeze(1).unsqueeze(2)
+    wanted = torch.floor(times * FRAME_RATE + 0.5).long() - shift  # the model's rounding of the originals
+    shifted = (times.to(exact) - shift.to(exact) / FRAME_RATE).float()
+    got = torch.floor(shifted * FRAME_RATE + 0.5).long()
+    frames = wanted.to(exact)
+    margin = WINDOW_MARGIN_FRAMES + frames.abs() * 2.0 ** -20  # 8 float32 steps at that magnitude
+    above = ((frames - 0.5 + margin) / FRAME_RATE).float()  # rounds up to ``wanted``
+    below = ((frames + 0.5 - margin) / FRAME_RATE).float()  # rounds down to ``wanted``
+    shifted = torch.where(got < wanted, above, torch.where(got > wanted, below, shifted))
+    return torch.cat([shifted, notes[..., 2:]], dim=-1)
+
+
+def _take_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values [B, T] or [B, T, C], index [B, L] frame numbers -> [B, L] / [B, L, C] (row-wise gather)."""
+    if values.dim() == 3:
+        return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+    return values.gather(1, index)
 
 
 # --- the task interface of mididdsp.training.train ---------------------------------------------------------------

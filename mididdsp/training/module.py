@@ -40,6 +40,22 @@ def adam_with_decay(model: torch.nn.Module, train_config: dict) -> dict:
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def on_cuda(trainer: pl.Trainer | None) -> bool:
+    """Whether ``trainer`` runs on a CUDA device (no trainer: whether CUDA is available); for ``pin_memory``."""
+    if trainer is None:
+        return torch.cuda.is_available()
+    return getattr(getattr(trainer, "strategy", None), "root_device", torch.device("cpu")).type == "cuda"
+
+
+def logging_step(module: pl.LightningModule) -> bool:
+    """Whether this training step's values reach the loggers (every ``train.log_every`` steps, as Lightning
+    writes them). Logging only then keeps the per-step metrics off the host: a progress-bar metric is read with
+    ``.item()`` at every step it is logged, a device sync on an accelerator."""
+    trainer = module.trainer
+    every = max(1, int(getattr(trainer, "log_every_n_steps", 1) or 1))
+    return (module.global_step + 1) % every == 0 or bool(getattr(trainer, "should_stop", False))
+
+
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Run a block with torch's RNG (CPU, and the current CUDA device if used) seeded, restoring it after."""
@@ -82,9 +98,10 @@ class AutoencoderModule(pl.LightningModule):
         with seeded(step_seed, self.device):
             loss = self.compute_loss(self(batch), batch)
         self.last_loss = loss.detach()
-        batch_size = batch["audio"].shape[0]
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch_size)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
+        if logging_step(self):
+            batch_size = batch["audio"].shape[0]
+            self.log("train_loss", loss, prog_bar=True, batch_size=batch_size)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

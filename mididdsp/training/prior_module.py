@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from mididdsp.errors import MididdspError
 from mididdsp.expression.prior import PRIOR_OUTPUTS, ExpressionPrior, PriorConfig
 from mididdsp.training.data import StepSampler, mix_seed
-from mididdsp.training.module import adam_with_decay, seeded
+from mididdsp.training.module import adam_with_decay, logging_step, on_cuda, seeded
 
 DATA_DEFAULTS: dict = {"teacher": None, "segment_notes": 64, "transpose": 3, "stretch": 0.1}
 # bin_smoothing: the training targets' Gaussian width in bins (ExpressionPrior.log_prob_terms); validation and
@@ -128,11 +128,11 @@ class PriorDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         dataset = SeededSegments(self.tables["train"], self.segment_notes, self.transpose, self.stretch, self.seed)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=StepSampler(self.batch_size, start, rank, world),
-                          num_workers=self.num_workers, persistent_workers=False)
+                          num_workers=self.num_workers, persistent_workers=False, pin_memory=on_cuda(trainer))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(FixedSegments(self.tables["valid"], self.segment_notes), batch_size=self.batch_size,
-                          shuffle=False, num_workers=self.num_workers)
+                          shuffle=False, num_workers=self.num_workers, pin_memory=on_cuda(self.trainer))
 
 
 class PriorModule(pl.LightningModule):
@@ -154,22 +154,24 @@ class PriorModule(pl.LightningModule):
         log_prob = self.model.log_prob_terms(batch["notes"], batch["note_mask"], batch["instrument"],
                                              batch["targets"], batch["target_mask"], smoothing).sum(dim=-1)
         counted = batch["target_mask"] & batch["note_mask"]
-        notes = int(counted.sum())
-        return -(log_prob * counted).sum() / max(1, notes), notes
+        notes = counted.sum()  # a tensor: int() here would wait for the device at every step
+        return -(log_prob * counted).sum() / notes.clamp_min(1), notes
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step_seed = mix_seed(self.seed, self.global_step * max(1, self.trainer.world_size) + self.global_rank)
         with seeded(step_seed, self.device):
             loss, notes = self.compute_loss(batch, float(self.train_config.get("bin_smoothing", 0.0)))
         self.last_loss = loss.detach()
-        self.log("train_loss", loss, prog_bar=True, batch_size=max(1, notes))
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=max(1, notes))
+        if logging_step(self):
+            size = max(1, int(notes))
+            self.log("train_loss", loss, prog_bar=True, batch_size=size)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, notes = self.compute_loss(batch)
         # Weighted by notes, so the epoch's val_loss is the mean per note.
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=max(1, notes))
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=max(1, int(notes)))
         return loss
 
     def configure_optimizers(self) -> dict:
