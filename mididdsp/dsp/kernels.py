@@ -102,6 +102,17 @@ def _compiled():
     return harmonic, phase
 
 
+def _follow_torch_threads() -> None:
+    """numba's threads for this call: as many as torch's (``OMP_NUM_THREADS``, ``train.threads``, a batch worker's
+    one), at most numba's pool. Left at numba's default (every core), the pool's idle threads spun against a
+    one-thread training on a shared 2-core machine (the OpenMP layer's workers spin between calls): a
+    generator step went from 0.8 to 2.8 CPU seconds, half of it in that idle thread."""
+    import numba
+    import torch
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 def wrapped_phase(f0_samples: np.ndarray, sample_rate: int, initial_phase: np.ndarray | None = None):
     """(phase [batch, samples] float64 cycles in [-0.5, 0.5), final phase [batch]) of oscillators at ``f0_samples``."""
     initial = np.zeros(f0_samples.shape[0]) if initial_phase is None else np.asarray(initial_phase, np.float64)
@@ -127,6 +138,7 @@ def harmonic_block(phase_cycles: np.ndarray, f0_samples: np.ndarray, harmonic_am
     """
     out = np.empty(phase_cycles.shape, dtype=np.float32)
     fade_weight = next_weight if fade_weight is None else fade_weight
+    _follow_torch_threads()
     _compiled()[0](np.ascontiguousarray(phase_cycles, np.float64), np.ascontiguousarray(f0_samples, np.float32),
                 np.ascontiguousarray(harmonic_amplitudes, np.float32), np.ascontiguousarray(next_weight, np.float32),
                 np.ascontiguousarray(fade_weight, np.float32), float(sample_rate) / 2.0, float(max(nyquist_fade, 0.0)),
