@@ -73,6 +73,35 @@ def test_tilt_reaches_the_asked_centroid() -> None:
     assert distribution[100:, 20:].max() < 1e-12
 
 
+def test_compiled_tilt_equals_the_torch_solve() -> None:
+    """The inference solve (mididdsp.synthesis.tilt: float64 per frame, warm-started from the previous frame)
+    gives the torch solve's distributions to float rounding, and its centroids within TILT_TOLERANCE, on logits
+    as the generator makes them (squashed, de-tilted, cut by Nyquist), in a shuffled and in a smooth frame order."""
+    from mididdsp.synthesis import generator, tilt
+
+    if not tilt.available():
+        pytest.skip("numba is not installed")
+    torch.manual_seed(0)
+    frames, harmonics = 4000, 60
+    raw = torch.randn(frames, harmonics).cumsum(-1) * torch.rand(frames, 1) + torch.randn(frames, harmonics)
+    logits = generator._without_tilt(generator.LOGIT_RANGE * torch.tanh(raw / generator.LOGIT_RANGE))
+    highest = torch.randint(3, harmonics + 1, (frames,))
+    logits = logits.masked_fill(torch.arange(1, harmonics + 1) > highest[:, None], -1e4)
+    # inside the reachable range (at its ends the exact tilt is infinite and both solves stop at their bracket)
+    target = 1.05 + torch.rand(frames) * (highest.float() - 1.1).clamp_max(25.0)
+    k = torch.arange(1, harmonics + 1.0)
+    for order in (torch.randperm(frames), torch.argsort(target)):
+        fast = tilt.tilt_to_centroid_inference(logits[order], target[order])
+        with torch.enable_grad():  # a gradient asked for: the torch solve
+            slow = tilt_to_centroid(logits[order].clone().requires_grad_(), target[order]).detach()
+        assert (fast - slow).abs().max() < 3e-5  # the torch solve's float32 exponents round to ~1e-5
+        assert ((fast * k).sum(-1) - target[order]).abs().max() < generator.TILT_TOLERANCE
+        torch.testing.assert_close(fast.sum(-1), torch.ones(frames))
+        assert fast[(k > highest[order][:, None])].max() == 0.0
+    with torch.no_grad():  # tilt_to_centroid itself takes the compiled solve when no gradient is wanted
+        assert torch.equal(tilt_to_centroid(logits, target), tilt.tilt_to_centroid_inference(logits, target))
+
+
 @pytest.mark.parametrize("noise", [{}, {"noise_reference": "level", "noise_shape_db": 30.0}])
 def test_controls_come_out_as_asked_by_construction(noise: dict) -> None:
     """Volume, fluctuation, brightness and attack noise are exact; the peak lies where asked (within the small

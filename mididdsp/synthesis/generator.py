@@ -436,7 +436,15 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
         [..., K] distributions summing to 1. The centroid is increasing in beta (its derivative is the variance
         of k), so Newton steps (at most 3 per iteration) inside a shrinking bracket converge in a few iterations; beta is
         found without gradient, then a last Newton step carries the implicit derivatives (to logits and target).
+        Without gradient, on the CPU, a compiled per-frame solve gives the same distributions to float rounding
+        (:mod:`mididdsp.synthesis.tilt`; about 10x less work).
     """
+    if (not torch.is_grad_enabled() or not (logits.requires_grad or centroid.requires_grad)) \
+            and logits.device.type == "cpu" and logits.dtype == torch.float32 and iterations == 24:
+        from mididdsp.synthesis import tilt
+
+        if tilt.available():
+            return tilt.tilt_to_centroid_inference(logits, centroid)
     k = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
     with torch.no_grad():
         beta = _solve_tilt(logits.detach().reshape(-1, logits.shape[-1]), centroid.detach().reshape(-1), k,
