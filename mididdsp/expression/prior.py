@@ -357,6 +357,22 @@ class ExpressionPrior(nn.Module):
         fixed_mask = fixed_mask.bool() & mask.unsqueeze(-1)
         fixed_unit = self.to_unit(fixed_values.float())
         context, inputs = self.context(notes, mask, instrument)
+        if device.type == "cpu":
+            from mididdsp.expression import prior_sampling
+
+            if prior_sampling.available():  # the same loop compiled: equal to float rounding, about 10x less work
+                unit = prior_sampling.sample_unit(self, context, inputs, mask.sum(dim=1), uniforms, fixed_mask,
+                                                  fixed_unit, temperature)
+                values = torch.where(fixed_mask, fixed_values.float(), self.from_unit(unit))
+                return values * mask.unsqueeze(-1)
+        return self._sample_loop(context, inputs, mask, uniforms, fixed_mask, fixed_values, fixed_unit, temperature)
+
+    def _sample_loop(self, context: torch.Tensor, inputs: torch.Tensor, mask: torch.Tensor, uniforms: torch.Tensor,
+                     fixed_mask: torch.Tensor, fixed_values: torch.Tensor, fixed_unit: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+        """The note-by-note loop of :meth:`sample` in torch (any device); shapes as there."""
+        batch, count = mask.shape
+        device = context.device
         values = torch.zeros(batch, count, len(PRIOR_OUTPUTS), device=device)
         previous = torch.zeros(batch, N_CONTROLS + 1, device=device)
         hidden = None
