@@ -74,10 +74,10 @@ def test_tilt_reaches_the_asked_centroid() -> None:
 
 
 def test_compiled_tilt_equals_the_torch_solve() -> None:
-    """The inference solve (mididdsp.synthesis.tilt: float64 per frame, warm-started from the previous frame)
+    """The inference solve (mididdsp.synthesis.kernels: float64 per frame, warm-started from the previous frame)
     gives the torch solve's distributions to float rounding, and its centroids within TILT_TOLERANCE, on logits
     as the generator makes them (squashed, de-tilted, cut by Nyquist), in a shuffled and in a smooth frame order."""
-    from mididdsp.synthesis import generator, tilt
+    from mididdsp.synthesis import generator, kernels as tilt
 
     if not tilt.available():
         pytest.skip("numba is not installed")

@@ -282,7 +282,17 @@ class SynthesisGenerator(nn.Module):
     def network(self, features: torch.Tensor, instrument: torch.Tensor) -> torch.Tensor:
         """[B, T, F] -> raw outputs [B, T, n_outputs] (non-causal dilated convolutions, residual)."""
         embedding = self.embedding(instrument).unsqueeze(1).expand(-1, features.shape[1], -1)
-        hidden = self.input(torch.cat([features, embedding], dim=-1).transpose(1, 2))
+        inputs = torch.cat([features, embedding], dim=-1)
+        if _compiled(inputs):
+            # the same maths: 1x1 convolutions as matrix products on [B, T, C] and the norm with its leaky ReLU in
+            # one pass (they were a third of the stack's time), to float rounding
+            from mididdsp.synthesis import kernels
+
+            hidden = F.linear(inputs, self.input.weight[..., 0], self.input.bias).transpose(1, 2).contiguous()
+            for conv, norm in zip(self.blocks, self.norms):
+                hidden = hidden + conv(kernels.norm_leaky_relu(hidden, norm.weight, norm.bias, norm.eps, 0.1))
+            return F.linear(F.leaky_relu(hidden, 0.1).transpose(1, 2), self.output.weight[..., 0], self.output.bias)
+        hidden = self.input(inputs.transpose(1, 2))
         for conv, norm in zip(self.blocks, self.norms):
             hidden = hidden + conv(F.leaky_relu(norm(hidden), 0.1))
         return self.output(F.leaky_relu(hidden, 0.1)).transpose(1, 2)
@@ -344,9 +354,19 @@ class SynthesisGenerator(nn.Module):
             # release, so that a release that reaches SILENCE_DB is silent in every band (the sparse render's gate)
             fading = ((noise_level - SILENCE_DB) / config.noise_shape_db).clamp(0.0, 1.0)
             spread = torch.where(attack, spread, torch.where(layout.active, torch.ones_like(spread), fading))
-        band_shape = config.noise_shape_db * spread.unsqueeze(-1) * torch.tanh(
-            raw[..., HEADS + config.n_harmonics:] / 3.0)
-        noise_db = noise_level.unsqueeze(-1) + band_shape - band_shape.mean(-1, keepdim=True)
+        silent = ~started
+        compiled = _compiled(raw)
+        if compiled:  # the per-frame stages below in one compiled pass each (mididdsp.synthesis.kernels)
+            from mididdsp.synthesis import kernels
+
+            noise_magnitudes = kernels.noise_magnitudes(raw[..., HEADS + config.n_harmonics:], noise_level, spread,
+                                                        silent, config.noise_shape_db, SILENCE_DB)
+        else:
+            band_shape = config.noise_shape_db * spread.unsqueeze(-1) * torch.tanh(
+                raw[..., HEADS + config.n_harmonics:] / 3.0)
+            noise_db = noise_level.unsqueeze(-1) + band_shape - band_shape.mean(-1, keepdim=True)
+            noise_db = torch.where(silent.unsqueeze(-1), torch.full_like(noise_db, SILENCE_DB), noise_db)
+            noise_magnitudes = torch.pow(10.0, noise_db / 20.0)
 
         # f0: written pitch + legato glide + slow learned deviation + vibrato
         pitch = layout.gather(notes[..., 2])
@@ -383,19 +403,23 @@ class SynthesisGenerator(nn.Module):
         # harmonic distribution: the network's, tilted to the asked-for centroid
         contour = torch.tanh(raw[..., 2])
         contour = contour - layout.note_mean(contour, active)
-        nyquist_ok = (midi_to_hz(pitch).unsqueeze(-1) * torch.arange(1, config.n_harmonics + 1, device=pitch.device)
-                      < 0.95 * config.sample_rate / 2)
-        highest = nyquist_ok.float().sum(-1).clamp_min(1.0)
-        centroid = torch.minimum((physical[..., 4] + contour).clamp_min(1.0), highest)
-        logits = _without_tilt(LOGIT_RANGE * torch.tanh(raw[..., HEADS:HEADS + config.n_harmonics] / LOGIT_RANGE))
-        logits = logits.masked_fill(~nyquist_ok, -1e4)
-        distribution = tilt_to_centroid(logits, centroid)
+        if compiled:
+            distribution = kernels.harmonic_distribution(
+                raw[..., HEADS:HEADS + config.n_harmonics], f0_hz, (physical[..., 4] + contour).clamp_min(1.0),
+                LOGIT_RANGE, 0.95 * config.sample_rate / 2)
+        else:
+            nyquist_ok = (midi_to_hz(pitch).unsqueeze(-1) * torch.arange(1, config.n_harmonics + 1,
+                                                                          device=pitch.device)
+                          < 0.95 * config.sample_rate / 2)
+            highest = nyquist_ok.float().sum(-1).clamp_min(1.0)
+            centroid = torch.minimum((physical[..., 4] + contour).clamp_min(1.0), highest)
+            logits = _without_tilt(LOGIT_RANGE * torch.tanh(raw[..., HEADS:HEADS + config.n_harmonics] / LOGIT_RANGE))
+            logits = logits.masked_fill(~nyquist_ok, -1e4)
+            distribution = tilt_to_centroid(logits, centroid)
 
-        silent = ~started
         level_db = torch.where(silent, torch.full_like(level_db, SILENCE_DB), level_db)
-        noise_db = torch.where(silent.unsqueeze(-1), torch.full_like(noise_db, SILENCE_DB), noise_db)
         return {"f0_hz": f0_hz, "amplitude": torch.pow(10.0, level_db / 20.0), "harmonic_distribution": distribution,
-                "noise_magnitudes": torch.pow(10.0, noise_db / 20.0), "amplitude_db": level_db,
+                "noise_magnitudes": noise_magnitudes, "amplitude_db": level_db,
                 "noise_db": noise_level, "active": layout.active, "note": layout.note}
 
     def _release(self, level_db: torch.Tensor, layout: FrameLayout, per_frame: torch.Tensor) -> torch.Tensor:
@@ -426,6 +450,16 @@ class SynthesisGenerator(nn.Module):
         return physical[..., 3] * fade * wave * (layout.note >= 0).float()
 
 
+def _compiled(tensor: torch.Tensor) -> bool:
+    """Whether the compiled inference stages (:mod:`mididdsp.synthesis.kernels`) replace the tensor code for
+    ``tensor``'s computation: no gradient, float32 on the CPU, numba installed."""
+    if torch.is_grad_enabled() or tensor.device.type != "cpu" or tensor.dtype != torch.float32:
+        return False
+    from mididdsp.synthesis import kernels
+
+    return kernels.available()
+
+
 def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: int = 24) -> torch.Tensor:
     """softmax(logits + beta k) with beta per frame such that sum_k k h_k equals ``centroid``.
 
@@ -437,11 +471,11 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
         of k), so Newton steps (at most 3 per iteration) inside a shrinking bracket converge in a few iterations; beta is
         found without gradient, then a last Newton step carries the implicit derivatives (to logits and target).
         Without gradient, on the CPU, a compiled per-frame solve gives the same distributions to float rounding
-        (:mod:`mididdsp.synthesis.tilt`; about 10x less work).
+        (:mod:`mididdsp.synthesis.kernels`).
     """
     if (not torch.is_grad_enabled() or not (logits.requires_grad or centroid.requires_grad)) \
             and logits.device.type == "cpu" and logits.dtype == torch.float32 and iterations == 24:
-        from mididdsp.synthesis import tilt
+        from mididdsp.synthesis import kernels as tilt
 
         if tilt.available():
             return tilt.tilt_to_centroid_inference(logits, centroid)
