@@ -356,7 +356,7 @@ class SynthesisGenerator(nn.Module):
             spread = torch.where(attack, spread, torch.where(layout.active, torch.ones_like(spread), fading))
         silent = ~started
         compiled = _compiled(raw)
-        if compiled:  # the per-frame stages below in one compiled pass each (mididdsp.synthesis.kernels)
+        if compiled:  # the per-frame stages below in place or compiled (mididdsp.synthesis.kernels)
             from mididdsp.synthesis import kernels
 
             noise_magnitudes = kernels.noise_magnitudes(raw[..., HEADS + config.n_harmonics:], noise_level, spread,
@@ -403,16 +403,14 @@ class SynthesisGenerator(nn.Module):
         # harmonic distribution: the network's, tilted to the asked-for centroid
         contour = torch.tanh(raw[..., 2])
         contour = contour - layout.note_mean(contour, active)
+        nyquist_ok = (midi_to_hz(pitch).unsqueeze(-1) * torch.arange(1, config.n_harmonics + 1, device=pitch.device)
+                      < 0.95 * config.sample_rate / 2)
+        highest = nyquist_ok.float().sum(-1).clamp_min(1.0)
+        centroid = torch.minimum((physical[..., 4] + contour).clamp_min(1.0), highest)
         if compiled:
-            distribution = kernels.harmonic_distribution(
-                raw[..., HEADS:HEADS + config.n_harmonics], f0_hz, (physical[..., 4] + contour).clamp_min(1.0),
-                LOGIT_RANGE, 0.95 * config.sample_rate / 2)
+            distribution = kernels.harmonic_distribution(raw[..., HEADS:HEADS + config.n_harmonics], nyquist_ok,
+                                                         centroid, LOGIT_RANGE)
         else:
-            nyquist_ok = (midi_to_hz(pitch).unsqueeze(-1) * torch.arange(1, config.n_harmonics + 1,
-                                                                          device=pitch.device)
-                          < 0.95 * config.sample_rate / 2)
-            highest = nyquist_ok.float().sum(-1).clamp_min(1.0)
-            centroid = torch.minimum((physical[..., 4] + contour).clamp_min(1.0), highest)
             logits = _without_tilt(LOGIT_RANGE * torch.tanh(raw[..., HEADS:HEADS + config.n_harmonics] / LOGIT_RANGE))
             logits = logits.masked_fill(~nyquist_ok, -1e4)
             distribution = tilt_to_centroid(logits, centroid)

@@ -2,8 +2,7 @@
 
 Training runs the tensor code in :mod:`mididdsp.synthesis.generator`, which these equal to float rounding
 (tests/test_synthesis_generator.py). In a render the generator's cost is per frame, and outside its convolutions
-most of it was elementwise passes over [T, 60] and [T, 65] tensors and the centroid solve; here each frame is one
-pass:
+most of it was elementwise passes over [T, 60] and [T, 65] tensors and the centroid solve:
 
 * the centroid tilt. :func:`~mididdsp.synthesis.generator.tilt_to_centroid` finds, per frame, the ``beta`` for
   which ``h = softmax(logits + beta k)`` has the centroid asked for, with batched torch Newton steps (a softmax
@@ -13,9 +12,9 @@ pass:
   take 2-3 steps), until the step is below float32 resolution. The result is the exact solution rounded to
   float32; the torch solve approaches it to :data:`~mididdsp.synthesis.generator.TILT_TOLERANCE` and then takes a
   last Newton step, so the two agree to float rounding, whatever the start.
-* the harmonic distribution from the network's raw outputs (squash, de-tilt, Nyquist mask, centroid clamp, tilt);
-* the noise bands' magnitudes (band shape, its mean removed, the silence, dB to linear);
-* the stack's per-frame channel norm and leaky ReLU.
+* the stack's per-frame channel norm and leaky ReLU;
+* and, in torch but in place (their tanh and exp are vectorised there, 4x faster than libm's per element), the
+  harmonic logits before the tilt and the noise bands' magnitudes.
 
 numba is imported on first use; :func:`available` says whether it can be.
 """
@@ -116,69 +115,16 @@ def _compiled() -> dict:
         return out
 
     @numba.njit(cache=True)
-    def harmonic(raw, f0, wanted, squash, nyquist_limit, out):
-        """raw [F, K] network outputs, f0 [F] Hz, wanted [F] centroid (>= 1) -> out [F, K] distributions:
-        logits = squash * tanh(raw / squash) minus their least-squares line in k (generator._without_tilt),
-        harmonics with f0 * k >= nyquist_limit masked (float32 product, as the tensor code), the centroid
-        clamped to the highest unmasked harmonic, then the tilt."""
-        frames, harmonics = raw.shape
-        slope = np.empty(harmonics)  # the de-tilt's unit vector over k
-        middle = (harmonics - 1) / 2.0
-        norm = 0.0
-        for k in range(harmonics):
-            slope[k] = k - middle
-            norm += slope[k] * slope[k]
-        for k in range(harmonics):
-            slope[k] /= math.sqrt(norm)
-        logits = np.empty(harmonics)
-        scaled = np.empty(harmonics)
+    def tilt_scaled(scaled, centroid, out):
+        """scaled [F, K] float32 = exp(logits - max logit) (0: masked), centroid [F] -> out [F, K] float32."""
+        frames, harmonics = scaled.shape
+        row = np.empty(harmonics)
         weights = np.empty(harmonics)
         beta = 0.0
         for f in range(frames):
-            highest = 0
             for k in range(harmonics):
-                if np.float32(f0[f]) * np.float32(k + 1) < nyquist_limit:
-                    highest += 1
-            mean = 0.0
-            for k in range(harmonics):
-                logits[k] = squash * math.tanh(raw[f, k] / squash)
-                mean += logits[k]
-            mean /= harmonics
-            along = 0.0
-            for k in range(harmonics):
-                logits[k] -= mean
-                along += logits[k] * slope[k]
-            # all harmonics above Nyquist (f0 > 7.6 kHz): the tensor code's tilt puts all on the first one
-            unmasked = max(highest, 1)
-            top = -1e300
-            for k in range(unmasked):
-                logits[k] -= along * slope[k]
-                top = max(top, logits[k])
-            for k in range(harmonics):
-                scaled[k] = math.exp(logits[k] - top) if k < unmasked else 0.0
-            target = min(float(wanted[f]), float(unmasked))
-            beta = solve(scaled, target, beta, weights, out[f])
-        return out
-
-    @numba.njit(cache=True)
-    def noise(raw, level, spread, silent, shape_db, silence_db, out):
-        """raw [F, M] network outputs, level / spread [F], silent [F] bool -> out [F, M] linear magnitudes:
-        dB = level + band - mean(band), band = shape_db * spread * tanh(raw / 3); silence_db where silent."""
-        frames, bands = raw.shape
-        shape = np.empty(bands)
-        for f in range(frames):
-            if silent[f]:
-                value = np.float32(10.0 ** (silence_db / 20.0))
-                for m in range(bands):
-                    out[f, m] = value
-                continue
-            mean = 0.0
-            for m in range(bands):
-                shape[m] = shape_db * spread[f] * math.tanh(raw[f, m] / 3.0)
-                mean += shape[m]
-            mean /= bands
-            for m in range(bands):
-                out[f, m] = np.float32(math.exp((level[f] + shape[m] - mean) * (math.log(10.0) / 20.0)))
+                row[k] = scaled[f, k]
+            beta = solve(row, float(centroid[f]), beta, weights, out[f])
         return out
 
     @numba.njit(cache=True, fastmath=True)
@@ -207,7 +153,7 @@ def _compiled() -> dict:
                     out[b, c, t] = value if value >= 0.0 else slope * value
         return out
 
-    return {"tilt": tilt, "harmonic": harmonic, "noise": noise, "norm_leaky": norm_leaky}
+    return {"tilt": tilt, "tilt_scaled": tilt_scaled, "norm_leaky": norm_leaky}
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -230,34 +176,36 @@ def tilt_to_centroid_inference(logits: torch.Tensor, centroid: torch.Tensor) -> 
     return out.reshape(shape)
 
 
-def harmonic_distribution(raw: torch.Tensor, f0_hz: torch.Tensor, wanted: torch.Tensor, squash: float,
-                          nyquist_limit: float) -> torch.Tensor:
-    """The generator's harmonic distribution from its raw harmonic outputs (see ``harmonic`` in ``_compiled``).
+def harmonic_distribution(raw: torch.Tensor, nyquist_ok: torch.Tensor, centroid: torch.Tensor, squash: float
+                          ) -> torch.Tensor:
+    """The generator's harmonic distribution from its raw harmonic outputs: logits ``squash * tanh(raw / squash)``
+    less their least-squares line in k (``generator._without_tilt``), harmonics not ``nyquist_ok`` masked, tilted
+    to ``centroid``. The elementwise part stays in torch (its tanh and exp are vectorised), in place.
 
     Args:
-        raw: [B, T, K] network outputs (any strides); f0_hz: [B, T] Hz; wanted: [B, T] centroid asked for
-            (harmonic numbers, >= 1; clamped here to the highest harmonic under ``nyquist_limit`` Hz).
+        raw: [B, T, K] network outputs (any strides); nyquist_ok: [B, T, K] bool; centroid: [B, T] reachable target
+            (harmonic numbers, 1 .. the highest harmonic that is ``nyquist_ok``).
     Returns:
         [B, T, K] float32 distributions.
     """
-    batch, frames, harmonics = raw.shape
-    out = torch.empty(batch, frames, harmonics)
-    _compiled()["harmonic"](_numpy(raw.reshape(batch * frames, harmonics)), _numpy(f0_hz.reshape(-1)),
-                            _numpy(wanted.reshape(-1)), float(squash), np.float32(nyquist_limit),
-                            out.numpy().reshape(batch * frames, harmonics))
+    from mididdsp.synthesis.generator import _without_tilt
+
+    logits = _without_tilt(torch.tanh(raw / squash).mul_(squash)).masked_fill_(~nyquist_ok, -1e4)
+    scaled = logits.sub_(logits.amax(-1, keepdim=True)).exp_().reshape(-1, raw.shape[-1])
+    out = torch.empty(raw.shape)  # torch's allocation (aligned as oneDNN wants it), written through numpy
+    _compiled()["tilt_scaled"](_numpy(scaled), _numpy(centroid.reshape(-1)), out.numpy().reshape(scaled.shape))
     return out
 
 
 def noise_magnitudes(raw: torch.Tensor, level_db: torch.Tensor, spread: torch.Tensor, silent: torch.Tensor,
                      shape_db: float, silence_db: float) -> torch.Tensor:
     """Linear noise-band magnitudes [B, T, M] from the raw band outputs [B, T, M], the noise level [B, T] (dB),
-    the bands' spread [B, T] (0..1) and the silent frames [B, T] bool (at ``silence_db``)."""
-    batch, frames, bands = raw.shape
-    out = torch.empty(batch, frames, bands)
-    _compiled()["noise"](_numpy(raw.reshape(batch * frames, bands)), _numpy(level_db.reshape(-1)),
-                         _numpy(spread.reshape(-1)), _numpy(silent.reshape(-1)), float(shape_db), float(silence_db),
-                         out.numpy().reshape(batch * frames, bands))
-    return out
+    the bands' spread [B, T] (0..1) and the silent frames [B, T] bool (at ``silence_db``): the generator's
+    ``10 ** ((level + band - mean(band)) / 20)``, band = shape_db * spread * tanh(raw / 3), in place (torch's
+    pow(10, .) is 3x slower than exp)."""
+    band = torch.tanh(raw / 3.0).mul_((shape_db * spread).unsqueeze(-1))
+    band = band.add_((level_db - band.mean(-1)).unsqueeze(-1)).masked_fill_(silent.unsqueeze(-1), silence_db)
+    return band.mul_(math.log(10.0) / 20.0).exp_()
 
 
 def norm_leaky_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, slope: float
