@@ -229,10 +229,8 @@ def test_compiled_sampling_equals_the_torch_loop(trained, point, monkeypatch) ->
     fixed_values = data["targets"][:4]
     for temperature in (1.0, 0.0, 0.6):
         for fixed in ({}, {"fixed_values": fixed_values, "fixed_mask": fixed_mask}):
-            compiled = model.sample(notes, mask, instrument, temperature=temperature, seed=2, **fixed)
-            with monkeypatch.context() as patch:
-                patch.setattr(prior_sampling, "available", lambda: False)
-                loop = model.sample(notes, mask, instrument, temperature=temperature, seed=2, **fixed)
+            compiled = model.sample(notes, mask, instrument, temperature=temperature, seed=2, compiled=True, **fixed)
+            loop = model.sample(notes, mask, instrument, temperature=temperature, seed=2, **fixed)
             torch.testing.assert_close(compiled, loop, atol=1e-4, rtol=0)
             assert bool((compiled[1, 15:] == 0).all())
             if fixed:

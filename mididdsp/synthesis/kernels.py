@@ -12,7 +12,6 @@ most of it was elementwise passes over [T, 60] and [T, 65] tensors and the centr
   take 2-3 steps), until the step is below float32 resolution. The result is the exact solution rounded to
   float32; the torch solve approaches it to :data:`~mididdsp.synthesis.generator.TILT_TOLERANCE` and then takes a
   last Newton step, so the two agree to float rounding, whatever the start.
-* the stack's per-frame channel norm and leaky ReLU;
 * and, in torch but in place (their tanh and exp are vectorised there, 4x faster than libm's per element), the
   harmonic logits before the tilt and the noise bands' magnitudes.
 
@@ -127,33 +126,7 @@ def _compiled() -> dict:
             beta = solve(row, float(centroid[f]), beta, weights, out[f])
         return out
 
-    @numba.njit(cache=True, fastmath=True)
-    def norm_leaky(x, weight, bias, eps, slope, out):
-        """x [B, C, T] -> out [B, C, T]: per frame, LayerNorm over the C channels, then leaky ReLU."""
-        batch, channels, frames = x.shape
-        mean = np.empty(frames)
-        scale = np.empty(frames)
-        for b in range(batch):
-            mean[:] = 0.0
-            for c in range(channels):
-                for t in range(frames):
-                    mean[t] += x[b, c, t]
-            for t in range(frames):
-                mean[t] /= channels
-            scale[:] = 0.0
-            for c in range(channels):
-                for t in range(frames):
-                    d = x[b, c, t] - mean[t]
-                    scale[t] += d * d
-            for t in range(frames):
-                scale[t] = 1.0 / math.sqrt(scale[t] / channels + eps)
-            for c in range(channels):
-                for t in range(frames):
-                    value = (x[b, c, t] - mean[t]) * scale[t] * weight[c] + bias[c]
-                    out[b, c, t] = value if value >= 0.0 else slope * value
-        return out
-
-    return {"tilt": tilt, "tilt_scaled": tilt_scaled, "norm_leaky": norm_leaky}
+    return {"tilt": tilt, "tilt_scaled": tilt_scaled}
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -206,12 +179,3 @@ def noise_magnitudes(raw: torch.Tensor, level_db: torch.Tensor, spread: torch.Te
     band = torch.tanh(raw / 3.0).mul_((shape_db * spread).unsqueeze(-1))
     band = band.add_((level_db - band.mean(-1)).unsqueeze(-1)).masked_fill_(silent.unsqueeze(-1), silence_db)
     return band.mul_(math.log(10.0) / 20.0).exp_()
-
-
-def norm_leaky_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, slope: float
-                    ) -> torch.Tensor:
-    """``leaky_relu(ChannelNorm(x), slope)`` of [B, C, T] float32 in one pass; weight, bias [C]."""
-    x = x.contiguous()
-    out = torch.empty(x.shape)
-    _compiled()["norm_leaky"](_numpy(x), _numpy(weight), _numpy(bias), float(eps), float(slope), out.numpy())
-    return out
