@@ -211,6 +211,33 @@ def test_padding_rows_are_zero_and_do_not_change_the_voice(trained) -> None:
         model.sample(notes, holes, instrument)
 
 
+@pytest.mark.parametrize("point", ["mean", "median", "mode"])
+def test_compiled_sampling_equals_the_torch_loop(trained, point, monkeypatch) -> None:
+    """The compiled note loop (mididdsp.expression.prior_sampling) gives the torch loop's values to float rounding:
+    sampled and point estimates, with and without fixed values, with padding rows; the same seed, the same draws."""
+    from mididdsp.expression import prior_sampling
+
+    if not prior_sampling.available():
+        pytest.skip("numba is not installed")
+    model = trained["model"]
+    monkeypatch.setattr(model.config, "point_estimate", point)
+    data = trained["held_out"]
+    notes, mask, instrument = data["notes"][:4], data["note_mask"][:4].clone(), data["instrument"][:4]
+    mask[1, 15:] = False
+    generator = torch.Generator().manual_seed(5)
+    fixed_mask = torch.rand(*mask.shape, 7, generator=generator) < 0.25
+    fixed_values = data["targets"][:4]
+    for temperature in (1.0, 0.0, 0.6):
+        for fixed in ({}, {"fixed_values": fixed_values, "fixed_mask": fixed_mask}):
+            compiled = model.sample(notes, mask, instrument, temperature=temperature, seed=2, compiled=True, **fixed)
+            loop = model.sample(notes, mask, instrument, temperature=temperature, seed=2, **fixed)
+            torch.testing.assert_close(compiled, loop, atol=1e-4, rtol=0)
+            assert bool((compiled[1, 15:] == 0).all())
+            if fixed:
+                kept = fixed_mask & mask.unsqueeze(-1)
+                assert torch.equal(compiled[kept], fixed_values[kept])
+
+
 # --- the training task and the evaluation ------------------------------------------------------------------------
 
 TASK_CONFIG = """

@@ -75,6 +75,57 @@ def test_tilt_reaches_the_asked_centroid() -> None:
     assert distribution[100:, 20:].max() < 1e-12
 
 
+def test_compiled_tilt_equals_the_torch_solve() -> None:
+    """The inference solve (mididdsp.synthesis.kernels: float64 per frame, warm-started from the previous frame)
+    gives the torch solve's distributions to float rounding, and its centroids within TILT_TOLERANCE, on logits
+    as the generator makes them (squashed, de-tilted, cut by Nyquist), in a shuffled and in a smooth frame order."""
+    from mididdsp.synthesis import generator, kernels as tilt
+
+    if not tilt.available():
+        pytest.skip("numba is not installed")
+    torch.manual_seed(0)
+    frames, harmonics = 4000, 60
+    raw = torch.randn(frames, harmonics).cumsum(-1) * torch.rand(frames, 1) + torch.randn(frames, harmonics)
+    logits = generator._without_tilt(generator.LOGIT_RANGE * torch.tanh(raw / generator.LOGIT_RANGE))
+    highest = torch.randint(3, harmonics + 1, (frames,))
+    logits = logits.masked_fill(torch.arange(1, harmonics + 1) > highest[:, None], -1e4)
+    # inside the reachable range (at its ends the exact tilt is infinite and both solves stop at their bracket)
+    target = 1.05 + torch.rand(frames) * (highest.float() - 1.1).clamp_max(25.0)
+    k = torch.arange(1, harmonics + 1.0)
+    for order in (torch.randperm(frames), torch.argsort(target)):
+        fast = tilt.tilt_to_centroid_inference(logits[order], target[order])
+        with torch.enable_grad():  # a gradient asked for: the torch solve
+            slow = tilt_to_centroid(logits[order].clone().requires_grad_(), target[order]).detach()
+        assert (fast - slow).abs().max() < 3e-5  # the torch solve's float32 exponents round to ~1e-5
+        assert ((fast * k).sum(-1) - target[order]).abs().max() < generator.TILT_TOLERANCE
+        torch.testing.assert_close(fast.sum(-1), torch.ones(frames))
+        assert fast[(k > highest[order][:, None])].max() == 0.0
+    with torch.no_grad():  # tilt_to_centroid itself takes the compiled solve when no gradient is wanted
+        assert torch.equal(tilt_to_centroid(logits, target), tilt.tilt_to_centroid_inference(logits, target))
+
+
+@pytest.mark.parametrize("noise", [{}, {"noise_reference": "level", "noise_shape_db": 30.0},
+                                   {"noise_reference": "level", "noise_shape_db": 30.0, "level_shape": "learned"}])
+def test_compiled_inference_equals_the_tensor_code(noise: dict, monkeypatch) -> None:
+    """Without gradient the generator runs its per-frame stages compiled (mididdsp.synthesis.kernels): the same
+    controls as the tensor code to float rounding, high notes whose harmonics Nyquist cuts included."""
+    from mididdsp.synthesis import generator, kernels
+
+    if not kernels.available():
+        pytest.skip("numba is not installed")
+    model = random_generator(3, **noise)
+    notes = NOTES.clone()
+    notes[0, 3, 2] = 118.0  # 6.6 kHz: one harmonic under 0.95 Nyquist
+    args = (notes, torch.ones(1, 4, dtype=torch.bool), EXPRESSION, torch.tensor([1]), FRAMES)
+    with torch.no_grad():
+        compiled = model(*args, generator=torch.Generator().manual_seed(0))
+        monkeypatch.setattr(generator, "_compiled", lambda tensor: False)
+        tensor = model(*args, generator=torch.Generator().manual_seed(0))
+    for key in ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes"):
+        scale = tensor[key].abs().amax(-1, keepdim=True) if tensor[key].dim() == 3 else tensor[key].abs()
+        assert ((compiled[key] - tensor[key]).abs() / scale).max() < 1e-4, key
+
+
 @pytest.mark.parametrize("noise", [{}, {"noise_reference": "level", "noise_shape_db": 30.0},
                                    {"noise_reference": "level", "noise_shape_db": 30.0, "level_shape": "learned"}])
 def test_controls_come_out_as_asked_by_construction(noise: dict) -> None:

@@ -43,6 +43,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -327,7 +328,7 @@ class ExpressionPrior(nn.Module):
     @torch.no_grad()
     def sample(self, notes: torch.Tensor, note_mask: torch.Tensor, instrument: torch.Tensor,
                temperature: float = 1.0, seed: int | None = 0, fixed_values: torch.Tensor | None = None,
-               fixed_mask: torch.Tensor | None = None) -> torch.Tensor:
+               fixed_mask: torch.Tensor | None = None, compiled: bool = False) -> torch.Tensor:
         """Expression for every note, [B, N, 7] (:data:`PRIOR_OUTPUTS`; controls in [0, 1], rate in Hz; 0 on padding).
 
         ``temperature`` 0: deterministic (``point_estimate`` of each output); T > 0: logits / T. ``seed``: the
@@ -337,7 +338,12 @@ class ExpressionPrior(nn.Module):
         clipped into them only where they are conditioned on); the rest are sampled given them. The draws do not
         depend on which
         values are fixed (the uniforms are drawn up front), so fixing a value changes the others only through
-        what the model conditions on."""
+        what the model conditions on.
+
+        ``compiled``: run the note loop compiled (:mod:`mididdsp.expression.prior_sampling`, CPU, numba; about 10x
+        less work). Its values equal the torch loop's to float rounding (about 1e-5 after hundreds of notes: the
+        autoregression carries the rounding on), which moves a render by up to -76 dB of the mix (measured on the
+        batch benchmark's chorales), above the -90 dB a render keeps between versions; so it is not the default."""
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         mask = note_mask.bool()
@@ -357,22 +363,51 @@ class ExpressionPrior(nn.Module):
         fixed_mask = fixed_mask.bool() & mask.unsqueeze(-1)
         fixed_unit = self.to_unit(fixed_values.float())
         context, inputs = self.context(notes, mask, instrument)
+        if compiled and device.type == "cpu":
+            from mididdsp.expression import prior_sampling
+
+            if prior_sampling.available():
+                unit = prior_sampling.sample_unit(self, context, inputs, mask.sum(dim=1), uniforms, fixed_mask,
+                                                  fixed_unit, temperature)
+                values = torch.where(fixed_mask, fixed_values.float(), self.from_unit(unit))
+                return values * mask.unsqueeze(-1)
+        return self._sample_loop(context, inputs, mask, uniforms, fixed_mask, fixed_values, fixed_unit, temperature)
+
+    def _sample_loop(self, context: torch.Tensor, inputs: torch.Tensor, mask: torch.Tensor, uniforms: torch.Tensor,
+                     fixed_mask: torch.Tensor, fixed_values: torch.Tensor, fixed_unit: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+        """The note-by-note loop of :meth:`sample` in torch (any device); shapes as there."""
+        batch, count = mask.shape
+        device = context.device
         values = torch.zeros(batch, count, len(PRIOR_OUTPUTS), device=device)
         previous = torch.zeros(batch, N_CONTROLS + 1, device=device)
         hidden = None
+        # the heads' layers called as functions, the bump centres made once, a note's outputs kept as columns: the
+        # same operations on the same shapes as head_logits, so the same bits, with less per-step overhead
+        heads = [(head[0].weight, head[0].bias, head[1].negative_slope, head[2].weight, head[2].bias)
+                 for head in self.heads]
+        bumps = self.config.value_bumps
+        centres = torch.linspace(0.0, 1.0, bumps, device=device, dtype=values.dtype) if bumps else None
         for i in range(count):  # a Python loop over notes (batched over voices): notes are few
             step = torch.cat([context[:, i], previous], dim=-1).unsqueeze(1)
             output, hidden = self.ar_gru(step, hidden)
             state = torch.cat([context[:, i], output[:, 0], inputs[:, i]], dim=-1)
-            unit = torch.zeros(batch, len(PRIOR_OUTPUTS), device=device)
-            for j in range(len(PRIOR_OUTPUTS)):
-                logits = self.head_logits(state, unit, j)
+            columns: list[torch.Tensor] = []
+            for j, (weight, bias, slope, out_weight, out_bias) in enumerate(heads):
+                head_input = state
+                if j:
+                    earlier = torch.stack(columns, dim=-1)
+                    if centres is not None:
+                        encoded = torch.exp(-0.5 * ((earlier.unsqueeze(-1) - centres) * (bumps - 1)) ** 2)
+                        earlier = torch.cat([earlier, encoded.flatten(-2)], dim=-1)
+                    head_input = torch.cat([state, earlier], dim=-1)
+                logits = F.linear(F.leaky_relu(F.linear(head_input, weight, bias), slope), out_weight, out_bias)
                 if temperature == 0:
                     drawn = self.point(logits)
                 else:
                     drawn = self.inverse_cdf(torch.softmax(logits / temperature, dim=-1), uniforms[:, i, j])
-                unit = unit.clone()
-                unit[:, j] = torch.where(fixed_mask[:, i, j], fixed_unit[:, i, j], drawn)
+                columns.append(torch.where(fixed_mask[:, i, j], fixed_unit[:, i, j], drawn))
+            unit = torch.stack(columns, dim=-1)
             values[:, i] = self.from_unit(unit)
             known = mask[:, i].float().unsqueeze(-1)
             previous = torch.cat([unit[:, :N_CONTROLS] * known, known], dim=-1)

@@ -1,0 +1,181 @@
+"""The synthesis generator's per-frame stages compiled for inference (numba): no gradient, CPU.
+
+Training runs the tensor code in :mod:`mididdsp.synthesis.generator`, which these equal to float rounding
+(tests/test_synthesis_generator.py). In a render the generator's cost is per frame, and outside its convolutions
+most of it was elementwise passes over [T, 60] and [T, 65] tensors and the centroid solve:
+
+* the centroid tilt. :func:`~mididdsp.synthesis.generator.tilt_to_centroid` finds, per frame, the ``beta`` for
+  which ``h = softmax(logits + beta k)`` has the centroid asked for, with batched torch Newton steps (a softmax
+  over all harmonics of every open frame per step, convergence checked every 4 steps). Here each frame is solved
+  on its own in float64 (one exp per harmonic, then the tilt ``exp(beta)^k`` by products): Newton steps inside a
+  shrinking bracket, started from the previous frame's ``beta`` (neighbouring frames differ little, so most frames
+  take 2-3 steps), until the step is below float32 resolution. The result is the exact solution rounded to
+  float32; the torch solve approaches it to :data:`~mididdsp.synthesis.generator.TILT_TOLERANCE` and then takes a
+  last Newton step, so the two agree to float rounding, whatever the start.
+* and, in torch but in place (their tanh and exp are vectorised there, 4x faster than libm's per element), the
+  harmonic logits before the tilt and the noise bands' magnitudes.
+
+numba is imported on first use; :func:`available` says whether it can be.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+BRACKET = 30.0        # |beta| bound, as in the torch solve
+MAX_STEPS = 60        # Newton or bisection steps per frame (bisection alone would need about 40 to reach 1e-10)
+STEP_TOLERANCE = 1e-10  # |beta change| at which a frame is solved (far below what float32 output resolves)
+POWER_LIMIT = 600.0   # |beta| * K below which exp(beta)^k is formed by products (exp(600) fits float64's range)
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means: use the tensor code
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled() -> dict:
+    import numba
+
+    @numba.njit(cache=True)
+    def tilted(scaled, beta, weights):
+        """weights_k = scaled_k * exp(beta k), k = 1..K, up to one common factor (float64, no overflow)."""
+        harmonics = scaled.shape[0]
+        if abs(beta) * harmonics < POWER_LIMIT:  # exp(beta)^k stays inside float64's range: products, no exp
+            power = 1.0
+            ratio = math.exp(beta)
+            for k in range(harmonics):
+                power *= ratio
+                weights[k] = scaled[k] * power
+        else:  # a steep tilt (rare): exponents shifted by the largest of the unmasked harmonics (scaled > 0)
+            shift = -1e300
+            for k in range(harmonics):
+                if scaled[k] > 0.0:
+                    shift = max(shift, math.log(scaled[k]) + beta * (k + 1))
+            for k in range(harmonics):
+                weights[k] = scaled[k] * math.exp(beta * (k + 1) - shift) if scaled[k] > 0.0 else 0.0
+
+    @numba.njit(cache=True)
+    def solve(scaled, target, beta, weights, out):
+        """One frame: ``scaled`` [K] = exp(logit - max) (0: masked), ``target`` centroid, ``beta`` the start;
+        writes the distribution to ``out`` [K] (float32) and returns the solved beta."""
+        harmonics = scaled.shape[0]
+        low, high = -BRACKET, BRACKET
+        beta = min(max(beta, low), high)
+        for _ in range(MAX_STEPS):
+            tilted(scaled, beta, weights)
+            total = first = second = 0.0
+            for k in range(harmonics):
+                total += weights[k]
+                first += weights[k] * (k + 1)
+                second += weights[k] * (k + 1) * (k + 1)
+            mean = first / total
+            variance = second / total - mean * mean
+            if mean > target:
+                high = beta
+            else:
+                low = beta
+            step = beta - (mean - target) / variance if variance > 1e-300 else low - 1.0
+            if not (low < step < high):  # outside the shrinking bracket: bisect instead
+                step = 0.5 * (low + high)
+            change = abs(step - beta)
+            beta = step
+            if change < STEP_TOLERANCE:
+                break
+        tilted(scaled, beta, weights)
+        total = 0.0
+        for k in range(harmonics):
+            total += weights[k]
+        for k in range(harmonics):
+            out[k] = np.float32(weights[k] / total)
+        return beta
+
+    @numba.njit(cache=True)
+    def tilt(logits, centroid, out):
+        """logits [F, K] float32 (masked at -1e4), centroid [F] -> out [F, K] float32 distributions."""
+        frames, harmonics = logits.shape
+        scaled = np.empty(harmonics)
+        weights = np.empty(harmonics)
+        beta = 0.0  # each frame starts from the previous frame's solution: neighbours differ little
+        for f in range(frames):
+            top = logits[f, 0]
+            for k in range(harmonics):
+                top = max(top, logits[f, k])
+            for k in range(harmonics):
+                scaled[k] = math.exp(np.float32(logits[f, k] - top))
+            beta = solve(scaled, float(centroid[f]), beta, weights, out[f])
+        return out
+
+    @numba.njit(cache=True)
+    def tilt_scaled(scaled, centroid, out):
+        """scaled [F, K] float32 = exp(logits - max logit) (0: masked), centroid [F] -> out [F, K] float32."""
+        frames, harmonics = scaled.shape
+        row = np.empty(harmonics)
+        weights = np.empty(harmonics)
+        beta = 0.0
+        for f in range(frames):
+            for k in range(harmonics):
+                row[k] = scaled[f, k]
+            beta = solve(row, float(centroid[f]), beta, weights, out[f])
+        return out
+
+    return {"tilt": tilt, "tilt_scaled": tilt_scaled}
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().numpy()
+
+
+def tilt_to_centroid_inference(logits: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits + beta k)`` with ``beta`` per frame such that the centroid is ``centroid`` (no gradient).
+
+    Args:
+        logits: [..., K] float32 harmonic logits (masked harmonics at -1e4).
+        centroid: [...] target centroid in harmonic numbers, reachable (1 .. the highest unmasked harmonic).
+    Returns:
+        [..., K] float32 distributions (each sums to 1).
+    """
+    shape = logits.shape
+    flat = np.ascontiguousarray(_numpy(logits.reshape(-1, shape[-1])), dtype=np.float32)
+    out = torch.empty(flat.shape)  # torch's allocation (aligned as oneDNN wants it), written through numpy
+    _compiled()["tilt"](flat, np.ascontiguousarray(_numpy(centroid.reshape(-1)), dtype=np.float32), out.numpy())
+    return out.reshape(shape)
+
+
+def harmonic_distribution(raw: torch.Tensor, nyquist_ok: torch.Tensor, centroid: torch.Tensor, squash: float
+                          ) -> torch.Tensor:
+    """The generator's harmonic distribution from its raw harmonic outputs: logits ``squash * tanh(raw / squash)``
+    less their least-squares line in k (``generator._without_tilt``), harmonics not ``nyquist_ok`` masked, tilted
+    to ``centroid``. The elementwise part stays in torch (its tanh and exp are vectorised), in place.
+
+    Args:
+        raw: [B, T, K] network outputs (any strides); nyquist_ok: [B, T, K] bool; centroid: [B, T] reachable target
+            (harmonic numbers, 1 .. the highest harmonic that is ``nyquist_ok``).
+    Returns:
+        [B, T, K] float32 distributions.
+    """
+    from mididdsp.synthesis.generator import _without_tilt
+
+    logits = _without_tilt(torch.tanh(raw / squash).mul_(squash)).masked_fill_(~nyquist_ok, -1e4)
+    scaled = logits.sub_(logits.amax(-1, keepdim=True)).exp_().reshape(-1, raw.shape[-1])
+    out = torch.empty(raw.shape)  # torch's allocation (aligned as oneDNN wants it), written through numpy
+    _compiled()["tilt_scaled"](_numpy(scaled), _numpy(centroid.reshape(-1)), out.numpy().reshape(scaled.shape))
+    return out
+
+
+def noise_magnitudes(raw: torch.Tensor, level_db: torch.Tensor, spread: torch.Tensor, silent: torch.Tensor,
+                     shape_db: float, silence_db: float) -> torch.Tensor:
+    """Linear noise-band magnitudes [B, T, M] from the raw band outputs [B, T, M], the noise level [B, T] (dB),
+    the bands' spread [B, T] (0..1) and the silent frames [B, T] bool (at ``silence_db``): the generator's
+    ``10 ** ((level + band - mean(band)) / 20)``, band = shape_db * spread * tanh(raw / 3), in place (torch's
+    pow(10, .) is 3x slower than exp)."""
+    band = torch.tanh(raw / 3.0).mul_((shape_db * spread).unsqueeze(-1))
+    band = band.add_((level_db - band.mean(-1)).unsqueeze(-1)).masked_fill_(silent.unsqueeze(-1), silence_db)
+    return band.mul_(math.log(10.0) / 20.0).exp_()
