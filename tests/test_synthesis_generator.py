@@ -75,6 +75,22 @@ def test_tilt_reaches_the_asked_centroid() -> None:
     assert distribution[100:, 20:].max() < 1e-12
 
 
+def test_tilt_solve_without_host_reads_equals_the_shrinking_one() -> None:
+    """The accelerator form of the solve (converged frames frozen by a mask, no convergence read back to the host)
+    gives the CPU form's betas: each frame stops at the same iteration (to float rounding: a matrix product over
+    fewer rows may round differently)."""
+    from mididdsp.synthesis.generator import _solve_tilt
+
+    torch.manual_seed(1)
+    logits = torch.randn(500, 60).cumsum(-1) * 0.3
+    logits[250:, 25:] = -1e4
+    target = torch.cat([torch.rand(250) * 30 + 1, torch.rand(250) * 20 + 1])
+    k = torch.arange(1, 61.0)
+    shrinking = _solve_tilt(logits, target, k, 24, fixed_shapes=False)
+    masked = _solve_tilt(logits, target, k, 24, fixed_shapes=True)
+    torch.testing.assert_close(masked, shrinking, atol=1e-5, rtol=0)
+
+
 def test_compiled_tilt_equals_the_torch_solve() -> None:
     """The inference solve (mididdsp.synthesis.kernels: float64 per frame, warm-started from the previous frame)
     gives the torch solve's distributions to float rounding, and its centroids within TILT_TOLERANCE, on logits

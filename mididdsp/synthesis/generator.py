@@ -510,35 +510,49 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
     return torch.softmax(logits + beta.unsqueeze(-1) * k, dim=-1)
 
 
-def _solve_tilt(logits: torch.Tensor, centroid: torch.Tensor, k: torch.Tensor, iterations: int) -> torch.Tensor:
+def _solve_tilt(logits: torch.Tensor, centroid: torch.Tensor, k: torch.Tensor, iterations: int,
+                fixed_shapes: bool | None = None) -> torch.Tensor:
     """beta [F] for [F, K] ``logits`` and [F] ``centroid`` (see :func:`tilt_to_centroid`), no gradient.
 
-    Every 4 iterations the frames within :data:`TILT_TOLERANCE` keep their beta and leave the set still solved,
-    so the outliers' extra iterations cost only their own frames (most frames converge in 4-8), and a frame's
-    beta does not depend on which other frames share the call."""
+    Every 4 iterations the frames within :data:`TILT_TOLERANCE` keep their beta and stop. On the CPU they leave
+    the set still solved, so the outliers' extra iterations cost only their own frames (most frames converge in
+    4-8); with ``fixed_shapes`` (default: on accelerators) every frame stays in the set and a converged one is
+    frozen by a mask instead, the same result without reading the convergence back to the host (a sync that
+    stalls a GPU every 4 iterations). Either way a frame's beta does not depend on which other frames share the
+    call."""
+    if fixed_shapes is None:
+        fixed_shapes = logits.device.type != "cpu"
     beta = torch.zeros_like(centroid)
     index = torch.arange(centroid.shape[0], device=centroid.device)  # frames still being solved
     solved_logits, target, current = logits, centroid, beta
     low, high = torch.full_like(centroid, -30.0), torch.full_like(centroid, 30.0)
+    done = torch.zeros_like(centroid, dtype=torch.bool)
     for iteration in range(iterations):
         h = torch.softmax(solved_logits + current.unsqueeze(-1) * k, dim=-1)
         mean = h @ k
         if iteration % 4 == 3:
             open_ = (mean - target).abs() >= TILT_TOLERANCE
-            beta[index] = current
-            if not bool(open_.any()):
-                return beta
-            keep = open_.nonzero().squeeze(-1)
-            if keep.shape[0] < index.shape[0]:
-                index, solved_logits, target, current = index[keep], solved_logits[keep], target[keep], current[keep]
-                low, high, h, mean = low[keep], high[keep], h[keep], mean[keep]
+            if fixed_shapes:
+                done = done | ~open_
+            else:
+                beta[index] = current
+                if not bool(open_.any()):
+                    return beta
+                keep = open_.nonzero().squeeze(-1)
+                if keep.shape[0] < index.shape[0]:
+                    index, solved_logits, target, current = (index[keep], solved_logits[keep], target[keep],
+                                                             current[keep])
+                    low, high, h, mean = low[keep], high[keep], h[keep], mean[keep]
         variance = h @ (k * k) - mean * mean
         above = mean > target
         high = torch.where(above, current, high)
         low = torch.where(above, low, current)
         step = current - ((mean - target) / variance.clamp_min(1e-6)).clamp(-3.0, 3.0)  # trust region
         inside = (step > low) & (step < high)
-        current = torch.where(inside, step, 0.5 * (low + high))
+        updated = torch.where(inside, step, 0.5 * (low + high))
+        current = torch.where(done, current, updated) if fixed_shapes else updated
+    if fixed_shapes:
+        return current
     beta[index] = current
     return beta
 
