@@ -245,9 +245,12 @@ class MidiModel:
                 for row, (t, v, voice) in enumerate(voices):
                     fixed_values[row, :len(voice)] = torch.from_numpy(rows[(t, v)][:, :7])
                     fixed_mask[row, :len(voice)] = columns_mask
+            # the compiled note loop: a tenth of the torch loop's work, equal to it to float rounding (which the
+            # autoregression carries on: a render moves by up to -76 dB of the mix against the torch loop's); the
+            # same bits in every process, so a batch worker and `mididdsp render` still agree exactly
             with torch.no_grad(), one_torch_thread():
                 sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
-                                            fixed_values=fixed_values, fixed_mask=fixed_mask)
+                                            fixed_values=fixed_values, fixed_mask=fixed_mask, compiled=True)
             for row, (t, v, voice) in enumerate(voices):
                 for i, note in enumerate(voice):
                     for key, value in zip(columns, (t, v, i, note.start, note.end, note.pitch, note.velocity, names[t])):

@@ -343,7 +343,8 @@ class ExpressionPrior(nn.Module):
         ``compiled``: run the note loop compiled (:mod:`mididdsp.expression.prior_sampling`, CPU, numba; about 10x
         less work). Its values equal the torch loop's to float rounding (about 1e-5 after hundreds of notes: the
         autoregression carries the rounding on), which moves a render by up to -76 dB of the mix (measured on the
-        batch benchmark's chorales), above the -90 dB a render keeps between versions; so it is not the default."""
+        batch benchmark's chorales); the render takes it (its bits are the same in every process), training and evaluation
+        keep the torch loop by default."""
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         mask = note_mask.bool()
