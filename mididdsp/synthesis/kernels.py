@@ -42,91 +42,9 @@ def available() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _compiled() -> dict:
-    import numba
+    from mididdsp.synthesis import _tilt_numba
 
-    @numba.njit(cache=True)
-    def tilted(scaled, beta, weights):
-        """weights_k = scaled_k * exp(beta k), k = 1..K, up to one common factor (float64, no overflow)."""
-        harmonics = scaled.shape[0]
-        if abs(beta) * harmonics < POWER_LIMIT:  # exp(beta)^k stays inside float64's range: products, no exp
-            power = 1.0
-            ratio = math.exp(beta)
-            for k in range(harmonics):
-                power *= ratio
-                weights[k] = scaled[k] * power
-        else:  # a steep tilt (rare): exponents shifted by the largest of the unmasked harmonics (scaled > 0)
-            shift = -1e300
-            for k in range(harmonics):
-                if scaled[k] > 0.0:
-                    shift = max(shift, math.log(scaled[k]) + beta * (k + 1))
-            for k in range(harmonics):
-                weights[k] = scaled[k] * math.exp(beta * (k + 1) - shift) if scaled[k] > 0.0 else 0.0
-
-    @numba.njit(cache=True)
-    def solve(scaled, target, beta, weights, out):
-        """One frame: ``scaled`` [K] = exp(logit - max) (0: masked), ``target`` centroid, ``beta`` the start;
-        writes the distribution to ``out`` [K] (float32) and returns the solved beta."""
-        harmonics = scaled.shape[0]
-        low, high = -BRACKET, BRACKET
-        beta = min(max(beta, low), high)
-        for _ in range(MAX_STEPS):
-            tilted(scaled, beta, weights)
-            total = first = second = 0.0
-            for k in range(harmonics):
-                total += weights[k]
-                first += weights[k] * (k + 1)
-                second += weights[k] * (k + 1) * (k + 1)
-            mean = first / total
-            variance = second / total - mean * mean
-            if mean > target:
-                high = beta
-            else:
-                low = beta
-            step = beta - (mean - target) / variance if variance > 1e-300 else low - 1.0
-            if not (low < step < high):  # outside the shrinking bracket: bisect instead
-                step = 0.5 * (low + high)
-            change = abs(step - beta)
-            beta = step
-            if change < STEP_TOLERANCE:
-                break
-        tilted(scaled, beta, weights)
-        total = 0.0
-        for k in range(harmonics):
-            total += weights[k]
-        for k in range(harmonics):
-            out[k] = np.float32(weights[k] / total)
-        return beta
-
-    @numba.njit(cache=True)
-    def tilt(logits, centroid, out):
-        """logits [F, K] float32 (masked at -1e4), centroid [F] -> out [F, K] float32 distributions."""
-        frames, harmonics = logits.shape
-        scaled = np.empty(harmonics)
-        weights = np.empty(harmonics)
-        beta = 0.0  # each frame starts from the previous frame's solution: neighbours differ little
-        for f in range(frames):
-            top = logits[f, 0]
-            for k in range(harmonics):
-                top = max(top, logits[f, k])
-            for k in range(harmonics):
-                scaled[k] = math.exp(np.float32(logits[f, k] - top))
-            beta = solve(scaled, float(centroid[f]), beta, weights, out[f])
-        return out
-
-    @numba.njit(cache=True)
-    def tilt_scaled(scaled, centroid, out):
-        """scaled [F, K] float32 = exp(logits - max logit) (0: masked), centroid [F] -> out [F, K] float32."""
-        frames, harmonics = scaled.shape
-        row = np.empty(harmonics)
-        weights = np.empty(harmonics)
-        beta = 0.0
-        for f in range(frames):
-            for k in range(harmonics):
-                row[k] = scaled[f, k]
-            beta = solve(row, float(centroid[f]), beta, weights, out[f])
-        return out
-
-    return {"tilt": tilt, "tilt_scaled": tilt_scaled}
+    return {"tilt": _tilt_numba.tilt, "tilt_scaled": _tilt_numba.tilt_scaled}
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
