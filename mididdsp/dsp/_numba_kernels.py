@@ -20,6 +20,7 @@ def _raised_cosine(position):
         1.0 / 362880 + t2 * (-1.0 / 39916800 + t2 * (1.0 / 6227020800)))))))
     return sine * sine
 
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def harmonic(sines, cosines, f0, amplitudes, next_weight, fade_weight, nyquist, fade, out):
     """sines / cosines of the fundamental's angle (float32) / f0 (Hz) [B, S*hop]; amplitudes [B, S+1, K];
@@ -75,6 +76,7 @@ def harmonic(sines, cosines, f0, amplitudes, next_weight, fade_weight, nyquist, 
                     sin_k[n] = rotated
         for n in range(hop):
             out[item, base + n] = total[n]
+
 
 @numba.njit(cache=True)
 def phase(f0, sample_rate, initial, out):

@@ -7,11 +7,10 @@ import numba
 import numpy as np
 
 
-
-
 @numba.njit(cache=True)
 def sigmoid(x):
     return 1.0 / (1.0 + math.exp(-x))
+
 
 @numba.njit(cache=True)
 def quantile(probs, u):
@@ -32,6 +31,7 @@ def quantile(probs, u):
         running += probs[b]
     within = min(max((target - below) / max(probs[index], 1e-12), 0.0), 1.0)
     return (index + within) / bins
+
 
 @numba.njit(cache=True)
 def sample_loop(gru_context, gru_previous, gru_hidden, gru_hidden_bias, head_base, head_ar, head_raw, head_bumps,

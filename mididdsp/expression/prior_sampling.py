@@ -16,16 +16,11 @@ import functools
 import numpy as np
 import torch
 
+from mididdsp.dsp.kernels import available  # noqa: F401 - re-exported: whether numba imports
+
 POINTS = {"mean": 0, "median": 1, "mode": 2}
 
 
-@functools.lru_cache(maxsize=1)
-def available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import failure means: use the torch loop
-        return False
-    return True
 
 
 def precompute(prior, context: torch.Tensor, inputs: torch.Tensor) -> dict[str, np.ndarray]:

@@ -28,6 +28,7 @@ def tilted(scaled, beta, weights):
         for k in range(harmonics):
             weights[k] = scaled[k] * math.exp(beta * (k + 1) - shift) if scaled[k] > 0.0 else 0.0
 
+
 @numba.njit(cache=True)
 def solve(scaled, target, beta, weights, out):
     """One frame: ``scaled`` [K] = exp(logit - max) (0: masked), ``target`` centroid, ``beta`` the start;
@@ -63,6 +64,7 @@ def solve(scaled, target, beta, weights, out):
         out[k] = np.float32(weights[k] / total)
     return beta
 
+
 @numba.njit(cache=True)
 def tilt(logits, centroid, out):
     """logits [F, K] float32 (masked at -1e4), centroid [F] -> out [F, K] float32 distributions."""
@@ -78,6 +80,7 @@ def tilt(logits, centroid, out):
             scaled[k] = math.exp(np.float32(logits[f, k] - top))
         beta = solve(scaled, float(centroid[f]), beta, weights, out[f])
     return out
+
 
 @numba.njit(cache=True)
 def tilt_scaled(scaled, centroid, out):

@@ -25,19 +25,14 @@ import math
 import numpy as np
 import torch
 
+from mididdsp.dsp.kernels import available  # noqa: F401 - re-exported: whether numba imports
+
 BRACKET = 30.0        # |beta| bound, as in the torch solve
 MAX_STEPS = 60        # Newton or bisection steps per frame (bisection alone would need about 40 to reach 1e-10)
 STEP_TOLERANCE = 1e-10  # |beta change| at which a frame is solved (far below what float32 output resolves)
 POWER_LIMIT = 600.0   # |beta| * K below which exp(beta)^k is formed by products (exp(600) fits float64's range)
 
 
-@functools.lru_cache(maxsize=1)
-def available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import failure means: use the tensor code
-        return False
-    return True
 
 
 @functools.lru_cache(maxsize=1)
