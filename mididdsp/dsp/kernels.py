@@ -35,14 +35,15 @@ def _compiled():
 
 
 def _follow_torch_threads() -> None:
-    """numba's threads for this call: as many as torch's (``OMP_NUM_THREADS``, ``train.threads``, a batch worker's
-    one), at most numba's pool. Left at numba's default (every core), the pool's idle threads spun against a
-    one-thread training on a shared 2-core machine (the OpenMP layer's workers spin between calls): a
-    generator step went from 0.8 to 2.8 CPU seconds, half of it in that idle thread."""
+    """numba's threads for this call: one. Left at numba's default (every core), the OpenMP pool's idle workers
+    spun beside a one-thread training (a generator step 0.8 -> 2.8 CPU s). Following torch's thread count fixed
+    that, but with two threads a freshly compiled kernel (no on-disk cache yet: a clean clone) gave other bits than
+    the same render later in the process in 1 of 2 runs of the editor's undo test, and 0 of 3 with one thread (seen
+    2026-12-07, not root-caused). One thread keeps every render the same bits; a render's parallelism is its
+    voices' and files' (batch workers), not this kernel's."""
     import numba
-    import torch
 
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(1)
 
 
 def wrapped_phase(f0_samples: np.ndarray, sample_rate: int, initial_phase: np.ndarray | None = None):
