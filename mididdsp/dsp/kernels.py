@@ -34,8 +34,8 @@ def _compiled():
     return _numba_kernels.harmonic, _numba_kernels.phase
 
 
-def _follow_torch_threads() -> None:
-    """numba's threads for this call: one. Left at numba's default (every core), the OpenMP pool's idle workers
+def _one_numba_thread() -> None:
+    """One numba thread for this call. Left at numba's default (every core), the OpenMP pool's idle workers
     spun beside a one-thread training (a generator step 0.8 -> 2.8 CPU s). Following torch's thread count fixed
     that, but with two threads a freshly compiled kernel (no on-disk cache yet: a clean clone) gave other bits than
     the same render later in the process in 1 of 2 runs of the editor's undo test, and 0 of 3 with one thread (seen
@@ -71,7 +71,7 @@ def harmonic_block(phase_cycles: np.ndarray, f0_samples: np.ndarray, harmonic_am
     """
     out = np.empty(phase_cycles.shape, dtype=np.float32)
     fade_weight = next_weight if fade_weight is None else fade_weight
-    _follow_torch_threads()
+    _one_numba_thread()
     # the fundamental's sine and cosine from its float32 angle, by numpy's vectorised float32 functions (libm's
     # float64 sin and cos, per sample in the kernel, cost more than 20 harmonics); the angle's rounding (at most
     # 1.2e-7 rad, k times that at harmonic k) is of the order of the recurrence's own
