@@ -24,8 +24,8 @@ Ray workers on machines that share no disk, and one process owns resume and the 
 * A worker process that dies (killed, out of memory) is replaced and its files are tried again, up to
   :data:`MAX_ATTEMPTS` times each; a file that kills every worker it meets is then a ``failed`` row.
 
-Engines yield ``(job, outcome)`` pairs for the jobs they are given: :func:`local_engine` (``concurrent.futures``
-processes, or this process for one worker) and :func:`ray_engine` (Ray actors holding the model; ``import ray``
+Engines yield ``(job, outcome)`` pairs for the jobs they are given: :func:`local_engine` (worker processes with
+a pipe each, or this process for one worker) and :func:`ray_engine` (Ray actors holding the model; ``import ray``
 happens only there).
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ MIDI_SUFFIXES = (".mid", ".midi")
 REPORT_NAME = "render-report.csv"
 REPORT_COLUMNS = ("input", "output", "status", "audio_seconds", "work_seconds", "instruments", "error", "messages")
 MAX_ATTEMPTS = 3          # tries of a file whose worker process died under it (a failure of the render is final)
-IN_FLIGHT_PER_WORKER = 2  # files handed to each worker ahead: it never waits, and a crash re-queues few
+IN_FLIGHT_PER_WORKER = 2  # files handed to each Ray actor ahead: it never waits, and a crash re-queues few
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,41 +217,81 @@ def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[
             torch.set_num_threads(threads)
             _numba_threads(numba_threads)
         return
+    # Each worker has its own pair of pipes, not a pool's shared queues: a worker killed while it sends its result
+    # (holding a shared queue's lock, half a message written) once left a ProcessPoolExecutor and the batch waiting
+    # forever. Here the dead worker's pipe reads end-of-file, its file goes back on the list, and a new one starts.
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing.connection import wait
 
     queue = list(reversed(jobs))
     attempts: dict[Job, int] = {}
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
-    while queue:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(settings.model,)) as pool:
-            running: dict = {}
-            casualties: list[Job] = []
-            while (queue or running) and not casualties:
-                while queue and len(running) < workers * IN_FLIGHT_PER_WORKER:
-                    job = queue.pop()
-                    running[pool.submit(_worker_render, job, _read(job.input), settings)] = job
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job = running.pop(future)
-                    try:
-                        outcome = future.result()
-                    except BrokenProcessPool:
-                        casualties.append(job)
-                        continue
-                    yield job, outcome
-            if casualties:  # a process died: every file in flight is tried again, in a new pool
-                casualties += running.values()
-                pool.shutdown(wait=False, cancel_futures=True)
-                for job in casualties:
+    idle: list[_Worker] = []
+    busy: dict = {}  # the result pipe of a worker -> (the worker, its job)
+    try:
+        while queue or busy:
+            while queue and len(idle) + len(busy) < workers:
+                idle.append(_Worker(context, settings.model))
+            while queue and idle:
+                worker, job = idle.pop(), queue.pop()
+                worker.send((job, _read(job.input), settings))
+                busy[worker.results] = (worker, job)
+            for results in wait(list(busy)):
+                worker, job = busy.pop(results)
+                try:
+                    outcome = results.recv()
+                except (EOFError, OSError):  # the process died (killed, out of memory) before its answer was whole
+                    worker.stop()
                     attempts[job] = attempts.get(job, 0) + 1
-                    if attempts[job] >= MAX_ATTEMPTS:
-                        yield job, Outcome("failed", error=f"{job.input}: the worker process died while rendering "
-                                                           f"it, {MAX_ATTEMPTS} times")
-                    else:
+                    if attempts[job] < MAX_ATTEMPTS:
                         queue.append(job)
+                        continue
+                    outcome = Outcome("failed", error=f"{job.input}: the worker process died while rendering it, "
+                                                      f"{MAX_ATTEMPTS} times")
+                else:
+                    idle.append(worker)
+                yield job, outcome
+    finally:  # done, an exception, or the caller stopped early: no process outlives the batch
+        for worker in idle + [worker for worker, _ in busy.values()]:
+            worker.stop()
+
+
+class _Worker:
+    """A worker process of :func:`local_engine` and its two one-way pipes (jobs in, outcomes out). One job at a
+    time: the worker reads its next job only after its answer is sent, so neither side can block the other."""
+
+    def __init__(self, context, model_dir: str | None):
+        self.jobs, jobs_end = context.Pipe(duplex=False)[::-1]
+        self.results, results_end = context.Pipe(duplex=False)
+        self.process = context.Process(target=_worker_main, args=(jobs_end, results_end, model_dir), daemon=True)
+        self.process.start()
+        jobs_end.close()  # the parent keeps only its own ends: the child's death then reads as end-of-file
+        results_end.close()
+
+    def send(self, message) -> None:
+        try:
+            self.jobs.send(message)
+        except OSError:  # already dead: its result pipe reads end-of-file and the job is tried again
+            pass
+
+    def stop(self) -> None:
+        for pipe in (self.jobs, self.results):
+            pipe.close()
+        self.process.join(1.0)  # its job pipe closed, a live worker leaves its loop
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def _worker_main(jobs, results, model_dir: str | None) -> None:
+    """A worker process: load the model once, then answer each job with its outcome until the job pipe closes."""
+    _start_worker(model_dir)
+    while True:
+        try:
+            job, data, settings = jobs.recv()
+        except EOFError:
+            return
+        results.send(_worker_render(job, data, settings))
 
 
 def ray_engine(jobs: list[Job], settings: Settings, workers: int | None,
