@@ -165,26 +165,15 @@ _WORKER_MODEL = None  # the model a worker process loaded once (local engine)
 
 
 def _start_worker(model_dir: str | None) -> None:
-    """A worker process: one torch thread and one numba thread (the cores are the workers'), then the model."""
+    """A worker process: one torch thread (the cores are the workers', and the render runs its voices one at a
+    time on it), then the model."""
     global _WORKER_MODEL
     import torch
 
     torch.set_num_threads(1)
-    _numba_threads(1)
     from mididdsp.render import load_model
 
     _WORKER_MODEL = load_model(model_dir)
-
-
-def _numba_threads(count: int | None = None) -> int | None:
-    """numba's thread count (set it first when ``count`` is given); None without numba."""
-    try:
-        import numba
-    except Exception:  # noqa: BLE001 - numba is optional for the render (the tensor code serves)
-        return None
-    if count is not None:
-        numba.set_num_threads(count)
-    return numba.get_num_threads()
 
 
 def _worker_render(job: Job, data: bytes | None, settings: Settings) -> Outcome:
@@ -201,21 +190,19 @@ def _read(path: str) -> bytes | None:
 # ------------------------------------------------------------------------------------------------ engines
 def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[tuple[Job, Outcome]]:
     """Render ``jobs`` in ``workers`` processes on this machine (each loads the model once), or in this process
-    when ``workers`` is 1. A worker is one core: one torch thread and one numba thread (threads of several workers,
-    or of a job beside them, spinning on the same cores slowed a render tenfold, measured). A process that dies is
+    when ``workers`` is 1. A worker is one core: one torch thread (threads of several workers, or of a job beside them,
+    spinning on the same cores slowed a render tenfold, measured). A process that dies is
     replaced; see :data:`MAX_ATTEMPTS`."""
     if workers <= 1:
         import torch
 
         threads = torch.get_num_threads()
-        numba_threads = _numba_threads()
         try:
             _start_worker(settings.model)  # this process is the one worker: one core, like each of N workers
             for job in jobs:
                 yield job, _worker_render(job, _read(job.input), settings)
         finally:  # the caller's process (render_many from Python) gets its threads back
             torch.set_num_threads(threads)
-            _numba_threads(numba_threads)
         return
     # Each worker has its own pair of pipes, not a pool's shared queues: a worker killed while it sends its result
     # (holding a shared queue's lock, half a message written) once left a ProcessPoolExecutor and the batch waiting

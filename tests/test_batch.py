@@ -197,10 +197,11 @@ def test_a_worker_process_killed_mid_task_is_replaced_and_the_batch_completes(tm
 
 
 def test_the_render_has_the_same_bits_on_one_torch_thread_as_on_two(tmp_path):
-    """What lets a batch worker (one thread) match `mididdsp render` (all cores): MKL's GEMM and oneDNN round
-    differently with the thread count, so the networks run on one thread, and the reverb convolves in scipy."""
+    """What lets a batch worker (one thread, one voice at a time) match `mididdsp render` (its voices and buses on
+    threads, one per core): MKL's GEMM and oneDNN round differently with the thread count, so every network call
+    runs on one torch thread, and the reverb convolves in scipy. Three voices, so two threads share them."""
     model = mididdsp.load_model()
-    score = mididdsp.read_midi(write_song(tmp_path / "duo.mid", 7, (40, 42), seconds=3.0))
+    score = mididdsp.read_midi(write_song(tmp_path / "trio.mid", 7, (40, 42, 71), seconds=3.0))
     threads = torch.get_num_threads()
     audio = []
     try:

@@ -1,7 +1,8 @@
 """The compiled bodies of :mod:`mididdsp.dsp.kernels` (that module imports this one on first use; this one imports
 numba). At module level so that numba's on-disk cache serves every process: defined inside a function (numba
-itself a closure variable there), they missed the cache and the parallel harmonic kernel compiled again in
-every process, about a second of every render."""
+itself a closure variable there), they missed the cache and the harmonic kernel compiled again in every process,
+about a second of every render. Serial and ``nogil``: a render runs its voices on threads (the kernel itself on
+numba's OpenMP pool spun beside one-thread trainings, and gave other bits when freshly compiled, 1 run in 2)."""
 import math
 
 import numba
@@ -21,7 +22,7 @@ def _raised_cosine(position):
     return sine * sine
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(nogil=True, fastmath=True, cache=True)
 def harmonic(sines, cosines, f0, amplitudes, next_weight, fade_weight, nyquist, fade, out):
     """sines / cosines of the fundamental's angle (float32) / f0 (Hz) [B, S*hop]; amplitudes [B, S+1, K];
     next_weight, fade_weight [hop] (fade_weight for the harmonics in the fade band); out [B, S*hop]."""
@@ -30,7 +31,7 @@ def harmonic(sines, cosines, f0, amplitudes, next_weight, fade_weight, nyquist, 
     segments = n_block // hop
     n_harmonics = amplitudes.shape[2]
     fade_start = (1.0 - fade) * nyquist
-    for index in numba.prange(batch * segments):
+    for index in range(batch * segments):
         item = index // segments
         segment = index % segments
         base = segment * hop
@@ -78,7 +79,7 @@ def harmonic(sines, cosines, f0, amplitudes, next_weight, fade_weight, nyquist, 
             out[item, base + n] = total[n]
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def phase(f0, sample_rate, initial, out):
     """Running phase in cycles, wrapped (float64): out[b, n] = phase before sample n. The sum runs unwrapped
     through blocks of PHASE_BLOCK samples (below 2^6 cycles: float64 keeps 1e-14 of a cycle) and each block is

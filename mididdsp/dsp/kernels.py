@@ -5,7 +5,8 @@ Harmonics come from a rotation recurrence instead of one ``sin`` per harmonic an
 ``e^{i k theta} = e^{i (k-1) theta} * e^{i theta}`` in float32 (the error grows like k * 6e-8, -108 dB at k = 60),
 with ``e^{i theta}`` from the float32 angle of the float64 phase by numpy's vectorised sin and cos (a rounding of
 at most 1.2e-7 rad, k times that at harmonic k), so a sample costs two transcendental calls whatever the number of
-harmonics. Work is spread over (item, segment) pairs with ``prange``.
+harmonics. The kernels are serial and release the GIL: a render's parallelism is its voices (threads) and a
+batch's its files (processes).
 
 numba is imported on first use; :func:`available` says whether it can be.
 """
@@ -34,18 +35,6 @@ def _compiled():
     return _numba_kernels.harmonic, _numba_kernels.phase
 
 
-def _one_numba_thread() -> None:
-    """One numba thread for this call. Left at numba's default (every core), the OpenMP pool's idle workers
-    spun beside a one-thread training (a generator step 0.8 -> 2.8 CPU s). Following torch's thread count fixed
-    that, but with two threads a freshly compiled kernel (no on-disk cache yet: a clean clone) gave other bits than
-    the same render later in the process in 1 of 2 runs of the editor's undo test, and 0 of 3 with one thread (seen
-    2026-12-07, not root-caused). One thread keeps every render the same bits; a render's parallelism is its
-    voices' and files' (batch workers), not this kernel's."""
-    import numba
-
-    numba.set_num_threads(1)
-
-
 def wrapped_phase(f0_samples: np.ndarray, sample_rate: int, initial_phase: np.ndarray | None = None):
     """(phase [batch, samples] float64 cycles in [-0.5, 0.5), final phase [batch]) of oscillators at ``f0_samples``."""
     initial = np.zeros(f0_samples.shape[0]) if initial_phase is None else np.asarray(initial_phase, np.float64)
@@ -71,7 +60,6 @@ def harmonic_block(phase_cycles: np.ndarray, f0_samples: np.ndarray, harmonic_am
     """
     out = np.empty(phase_cycles.shape, dtype=np.float32)
     fade_weight = next_weight if fade_weight is None else fade_weight
-    _one_numba_thread()
     # the fundamental's sine and cosine from its float32 angle, by numpy's vectorised float32 functions (libm's
     # float64 sin and cos, per sample in the kernel, cost more than 20 harmonics); the angle's rounding (at most
     # 1.2e-7 rad, k times that at harmonic k) is of the order of the recurrence's own

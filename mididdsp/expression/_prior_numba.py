@@ -7,12 +7,12 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def sigmoid(x):
     return 1.0 / (1.0 + math.exp(-x))
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def quantile(probs, u):
     """ExpressionPrior.inverse_cdf of one [bins] distribution (summing to 1) at u in [0, 1)."""
     bins = probs.shape[0]
@@ -33,7 +33,7 @@ def quantile(probs, u):
     return (index + within) / bins
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def sample_loop(gru_context, gru_previous, gru_hidden, gru_hidden_bias, head_base, head_ar, head_raw, head_bumps,
                 head_out, head_out_bias, lengths, uniforms, fixed_mask, fixed_unit, temperature, point,
                 n_bumps, out):

@@ -10,7 +10,7 @@ import numpy as np
 from mididdsp.synthesis.kernels import BRACKET, MAX_STEPS, POWER_LIMIT, STEP_TOLERANCE
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def tilted(scaled, beta, weights):
     """weights_k = scaled_k * exp(beta k), k = 1..K, up to one common factor (float64, no overflow)."""
     harmonics = scaled.shape[0]
@@ -29,7 +29,7 @@ def tilted(scaled, beta, weights):
             weights[k] = scaled[k] * math.exp(beta * (k + 1) - shift) if scaled[k] > 0.0 else 0.0
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def solve(scaled, target, beta, weights, out):
     """One frame: ``scaled`` [K] = exp(logit - max) (0: masked), ``target`` centroid, ``beta`` the start;
     writes the distribution to ``out`` [K] (float32) and returns the solved beta."""
@@ -65,7 +65,7 @@ def solve(scaled, target, beta, weights, out):
     return beta
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def tilt(logits, centroid, out):
     """logits [F, K] float32 (masked at -1e4), centroid [F] -> out [F, K] float32 distributions."""
     frames, harmonics = logits.shape
@@ -82,7 +82,7 @@ def tilt(logits, centroid, out):
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def tilt_scaled(scaled, centroid, out):
     """scaled [F, K] float32 = exp(logits - max logit) (0: masked), centroid [F] -> out [F, K] float32."""
     frames, harmonics = scaled.shape
