@@ -46,6 +46,28 @@ def measured(out: dict, notes: torch.Tensor = NOTES) -> dict:
         return note_expression(controls, note_index, notes[..., 2], notes.shape[1], ranges=RANGES)
 
 
+def test_the_inference_network_equals_the_training_network() -> None:
+    """The render's time-major stack (three matrix products per dilated convolution, on shifted rows) against
+    the training path's convolutions, with norms and biases far from their initial values and windows shorter than
+    the widest dilation (its outer taps then read only zeros)."""
+    model = random_generator(3, layers=6)
+    with torch.no_grad():
+        for norm in model.norms:
+            norm.weight.normal_(1.0, 0.3)
+            norm.bias.normal_(0.0, 0.3)
+        for conv in model.blocks:
+            conv.bias.normal_(0.0, 0.3)
+    features = torch.randn(2, 300, model.input.in_channels - model.config.instrument_embedding)
+    instrument = torch.tensor([0, 1])
+    for frames in (300, 40, 1):
+        with torch.enable_grad():
+            reference = model.network(features[:, :frames], instrument).detach()
+        with torch.no_grad():
+            fast = model.network(features[:, :frames], instrument)
+        assert fast.shape == reference.shape
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
 def test_frame_layout_matches_score_note_frames() -> None:
     rng = np.random.default_rng(1)
     starts = np.cumsum(rng.uniform(0.05, 0.6, 30))
