@@ -562,7 +562,10 @@ def in_parallel(function, items: list) -> Iterator:
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with one_torch_thread(), ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-voice") as pool:
+    # each pool thread sets its own count too: MKL's is per thread (torch sets it with mkl_set_num_threads_local),
+    # and a new thread's first matrix products would otherwise run on every core, with other rounding
+    with one_torch_thread(), ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-voice",
+                                                initializer=torch.set_num_threads, initargs=(1,)) as pool:
         futures = [pool.submit(function, *item) for item in items]
         try:
             for future in futures:
