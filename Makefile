@@ -94,8 +94,9 @@ eval-expression: install data
 	$(PY) benchmarks/eval_expression.py mididdsp/pretrained/synthesis_coder $(DATA)/corpus --reference written
 
 # The default MIDI model (mididdsp/pretrained/midi): the shipped synthesis coder's controls and note expression
-# cached once (teacher), then the synthesis generator and the expression prior, each exported into the model.
-# Every step resumes where it stopped. Measured times are in docs/RESULTS.md.
+# cached once (teacher), then the synthesis generator and the expression prior, each exported into the model, and
+# the prior's velocity -> level fit on the teacher's recordings (how loud a track plays from its velocities:
+# mididdsp/expression/levels.py). Every step resumes where it stopped. Measured times are in docs/RESULTS.md.
 MIDI_MODEL := mididdsp/pretrained/midi
 model-midi: install data
 	$(PY) -m mididdsp teacher $(DATA)/prepared
@@ -103,6 +104,7 @@ model-midi: install data
 	$(PY) -m mididdsp train expression_prior data.dir=$(DATA)/prepared --run-dir runs/expression_prior
 	$(PY) -m mididdsp export runs/synthesis_generator -o $(MIDI_MODEL)/generator
 	$(PY) -m mididdsp export runs/expression_prior -o $(MIDI_MODEL)/prior
+	$(PY) -m mididdsp calibrate $(MIDI_MODEL)/prior --data $(DATA)/prepared
 
 # The MIDI model's figures (docs/RESULTS.md): control fidelity, physical honesty and reconstruction of the
 # generator; the prior against the extracted expression.

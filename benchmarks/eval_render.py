@@ -12,7 +12,9 @@ bends and CC11 of the SoundFont corpus; no model was trained on them). Each is r
 * dynamics: the same phrase at velocity 40 and 110 (every instrument, prior at temperature 0), the difference of
   the A-weighted loudness averaged in power over the phrase.
 
-Run: ``python benchmarks/eval_render.py [MODEL] --data data/prepared [--json OUT]``.
+Run: ``python benchmarks/eval_render.py [MODEL] --data data/prepared [--json OUT]``; ``--velocity-only``
+measures the dynamics alone (13 phrases x 2 velocities, no held-out files: 7 s on one core), and with
+``--soundfonts A.sf2,B.sf2`` the same phrases played by those SoundFonts (the training corpus's) as a reference.
 """
 from __future__ import annotations
 
@@ -130,6 +132,33 @@ def dynamics(model) -> dict:
     return out
 
 
+def soundfont_dynamics(model, soundfonts: list[str]) -> dict:
+    """The phrase of :func:`dynamics` at velocity 40 and 110 played by each SoundFont (FluidSynth, dry, the
+    instrument's General MIDI program), measured the same way: {instrument: [dB per SoundFont]}, what the
+    recordings the model learned from would show."""
+    import tempfile
+
+    from mididdsp.datasets.corpus import INSTRUMENT_PROGRAMS, render_midi
+    from mididdsp.dsp import compute_loudness
+    from mididdsp.score import Note, Score, Track
+
+    out = {}
+    for name in sorted(model.instruments):
+        shift = int(round(model.median_pitch(name) - 69))
+        out[name] = []
+        for soundfont in soundfonts:
+            levels = []
+            for velocity in (40, 110):
+                track = Track(name, INSTRUMENT_PROGRAMS[name], False, [Note(s, e, p + shift, velocity) for s, e, p in PHRASE])
+                with tempfile.TemporaryDirectory() as folder:
+                    Score([track], PHRASE[-1][1]).write_midi(Path(folder) / "phrase.mid")
+                    audio = render_midi(Path(folder) / "phrase.mid", soundfont, sample_rate=16000)
+                loudness = compute_loudness(torch.from_numpy(audio)[None])[0].numpy()[50:int(4.6 * 250)]
+                levels.append(10 * np.log10(np.mean(10 ** (loudness / 10))))
+            out[name].append(round(float(levels[1] - levels[0]), 2))
+    return out
+
+
 def main() -> None:
     import mididdsp
     from mididdsp.audio import load_audio
@@ -138,9 +167,24 @@ def main() -> None:
     parser.add_argument("model", nargs="?", default=None)
     parser.add_argument("--data", default="data/prepared")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--velocity-only", action="store_true",
+                        help="only the velocity 40 -> 110 level difference per instrument")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--soundfonts", default=None,
+                        help="with --velocity-only: comma-separated .sf2 files that play the same phrases (FluidSynth), "
+                             "the recordings' own velocity response as a reference")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model = mididdsp.load_model(args.model)
+    if args.velocity_only:
+        figures = {"velocity_40_to_110_db": {k: float(v) for k, v in dynamics(model).items()}}
+        if args.soundfonts:
+            figures["soundfonts"] = args.soundfonts.split(",")
+            figures["soundfont_velocity_40_to_110_db"] = soundfont_dynamics(model, figures["soundfonts"])
+        print(json.dumps(figures, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+        return
     pitch_ok = pitch_all = 0
     to_reference, to_written, rests = [], [], []
     files = held_out_midis(Path(args.data))

@@ -122,6 +122,11 @@ class MidiModel:
         self.ranges = {name: tuple(pair) for name, pair in generator.config.ranges.items()}
         prior_ids = model_metadata(prior).get("instruments") or {}
         self.prior_ids = {name: int(prior_ids.get(name, 0)) for name in self.instruments}
+        from mididdsp.expression.levels import CONFIG_KEY, VelocityLevels
+
+        # velocity -> each track's level offset for tables from the prior (None: offset 0, models fitted before it)
+        self.velocity_levels = VelocityLevels.from_config(model_metadata(prior).get(CONFIG_KEY),
+                                                          f"{directory / 'prior' if directory else 'prior'} config")
 
     # ---------------------------------------------------------------------------------------- instruments
     def median_pitch(self, name: str) -> float:
@@ -208,7 +213,11 @@ class MidiModel:
 
         ``fixed`` (a NoteExpression of this score, e.g. an edited earlier result) and ``fixed_columns`` (control
         names, default all seven): those columns keep their values exactly, on every note, and the other columns
-        are sampled consistently with them (the prior conditions on them)."""
+        are sampled consistently with them (the prior conditions on them).
+
+        ``level_offset_db``: a fixed table's own, else each track's level from its velocities by the prior's
+        ``velocity_levels`` fit (:mod:`mididdsp.expression.levels`: the offset that puts the track's median note
+        level where the training recordings with those velocities lie), else 0 (a model without the fit)."""
         import numpy as np
         import torch
 
@@ -251,12 +260,14 @@ class MidiModel:
             with torch.no_grad(), one_torch_thread():
                 sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
                                             fixed_values=fixed_values, fixed_mask=fixed_mask, compiled=True)
+            track_offsets = {} if fixed is not None else self.track_offsets(voices, names, sampled)
             for row, (t, v, voice) in enumerate(voices):
                 for i, note in enumerate(voice):
                     for key, value in zip(columns, (t, v, i, note.start, note.end, note.pitch, note.velocity, names[t])):
                         columns[key].append(value)
                 # a fixed table keeps its recording's level (not a control the prior samples)
-                offset = rows[(t, v)][:, 7:8] if fixed is not None else np.zeros((len(voice), 1), np.float32)
+                offset = (rows[(t, v)][:, 7:8] if fixed is not None
+                          else np.full((len(voice), 1), track_offsets.get(t, 0.0), np.float32))
                 controls.append(np.concatenate([sampled[row, :len(voice)].numpy(), offset], axis=1))
         values = np.concatenate(controls) if controls else np.zeros((0, 8))
         from mididdsp.expression.controls import CONTROL_NAMES, LEVEL_OFFSET
@@ -268,6 +279,23 @@ class MidiModel:
         order = sorted(range(len(columns["start"])), key=lambda r: (columns["track"][r], columns["start"][r],
                                                                      columns["voice"][r]))
         return NoteExpression({k: [v[r] for r in order] for k, v in columns.items()}, self.ranges)
+
+    def track_offsets(self, voices: list, names: list, sampled) -> dict[int, float]:
+        """{track: level_offset_db (dB)} for the prior's ``sampled`` controls ([voices, notes, 7], rows in
+        ``voices`` order) by :attr:`velocity_levels`, ``{}`` without a fit. Per track, over all its voices' notes:
+        a training recording was one track, and its level one number (:mod:`mididdsp.expression.levels`)."""
+        import numpy as np
+
+        if self.velocity_levels is None:
+            return {}
+        low, high = self.ranges["volume"]
+        velocities: dict[int, list] = {}
+        volumes: dict[int, list] = {}
+        for row, (t, _, voice) in enumerate(voices):
+            velocities.setdefault(t, []).extend(note.velocity for note in voice)
+            scaled = sampled[row, :len(voice), 0].numpy().clip(0.0, 1.0)  # as the table and the generator read it
+            volumes.setdefault(t, []).extend(low + scaled * (high - low))
+        return {t: self.velocity_levels.track_offset_db(names[t], velocities[t], volumes[t]) for t in velocities}
 
     # ---------------------------------------------------------------------------------------- render
     def render(self, score, expression=None, seed: int | None = 0, temperature: float = 1.0,

@@ -290,6 +290,42 @@ def test_higher_velocity_plays_louder(model):
     assert levels[1] - levels[0] > 6.0, levels
 
 
+def test_velocity_sets_each_tracks_level_by_the_priors_fit(model):
+    """A render from the prior plays each track at the level of the training recordings with its velocities
+    (mididdsp.expression.levels): the same phrase at velocity 40 and 110 differs in median note level (volume_db +
+    level_offset_db) by the fitted slope x 40 log10(110 / 40), the audio follows, the table says what was played,
+    and without the fit only the offset column changes (to 0, as before the fit)."""
+    import copy
+
+    from mididdsp.dsp import compute_loudness
+
+    assert model.velocity_levels is not None  # the shipped prior carries its fit (`make model-midi`)
+    expected = model.velocity_levels.slope * 40 * np.log10(110 / 40)
+    median_level, audio_level = {}, {}
+    for velocity in (40, 110):
+        score = score_of(phrase_track(velocity=velocity))
+        table = model.expression(score, seed=0, temperature=0.0)
+        assert np.ptp(table.level_offset_db) == 0 and table.level_offset_db[0] != 0  # one level per track
+        median_level[velocity] = float(np.median(table.volume_db + table.level_offset_db))
+        audio = model.render(score, seed=0, temperature=0.0, reverb=False).audio
+        assert np.array_equal(audio, model.render(score, table, seed=0, reverb=False).audio)  # the table is the render
+        loudness = compute_loudness(torch.from_numpy(audio)[None])[0].numpy()
+        audio_level[velocity] = 10 * np.log10(np.mean(10 ** (loudness[25:750] / 10)))
+        plain = copy.copy(model)
+        plain.velocity_levels = None
+        unfitted = plain.expression(score, seed=0, temperature=0.0)
+        assert np.all(unfitted.level_offset_db == 0)
+        assert np.array_equal(unfitted.controls_array(), table.controls_array())
+    assert median_level[110] - median_level[40] == pytest.approx(expected, abs=0.01)
+    assert audio_level[110] - audio_level[40] == pytest.approx(expected, abs=4.0)
+    # per track: the chord's three voices share their track's offset, the quiet melody gets its own
+    chord = Track("chord", 40, False, [Note(0.5, 1.5, 60, 110), Note(0.5, 1.5, 64, 110), Note(0.5, 1.5, 67, 110)])
+    table = model.expression(score_of(phrase_track(velocity=40), chord), seed=0, temperature=0.0)
+    melody, chord_rows = table[table.track == 0], table[table.track == 1]
+    assert len(set(chord_rows.voice.tolist())) == 3 and np.ptp(chord_rows.level_offset_db) == 0
+    assert melody.level_offset_db[0] != chord_rows.level_offset_db[0]
+
+
 def test_a_mix_that_would_clip_is_scaled_and_says_so(model):
     chord = Track("t", 40, False, [Note(0.1, 1.1, 48 + 3 * i, 127) for i in range(12)])
     out = model.render(score_of(chord), seed=0)

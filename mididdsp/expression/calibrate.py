@@ -16,6 +16,11 @@ middle (moved up where it would pass a physical floor: a standard deviation's 0,
 so that data with (nearly) no spread, e.g. an instrument played without vibrato, does not turn a cent of
 tracking noise into the whole scale. Without ``expression_ranges`` (older models, ``--controls analysis``) the
 fixed ranges apply.
+
+On an expression prior (``mididdsp calibrate mididdsp/pretrained/midi/prior --data PREPARED_DIR``) the command
+fits how a recording's level follows its velocities instead, on the teacher cache the prior was trained on, and
+stores it as ``velocity_levels``: the level a render from the prior plays each track at
+(:mod:`mididdsp.expression.levels`).
 """
 from __future__ import annotations
 
@@ -153,13 +158,21 @@ def calibrate(model_dir: str | Path, data_dir: str | Path, split: str = "train",
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model directory to calibrate (its config.yaml is updated)")
+    parser.add_argument("model", help="model directory to calibrate (its config.yaml is updated): a synthesis "
+                                      "coder or autoencoder (expression ranges), or an expression prior "
+                                      "(velocity -> level fit)")
     parser.add_argument("--data", required=True, help="prepared folder (mididdsp prepare) with the model's data")
     parser.add_argument("--split", default="train", choices=("train", "valid", "test"),
                         help="which recordings to measure (default: train)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from mididdsp.models import read_model_config
+
+    if read_model_config(args.model).get("model_type") == "ExpressionPrior":
+        from mididdsp.expression.levels import run_prior
+
+        return run_prior(args)
     ranges = calibrate(args.model, args.data, args.split, progress=sys.stderr.isatty())
     width = max(len(name) for name in ranges)
     from mididdsp.expression.controls import PHYSICAL_OF, PHYSICAL_UNITS
