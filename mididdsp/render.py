@@ -353,7 +353,7 @@ class MidiModel:
         from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
         from mididdsp.dsp.processors import scale_level
         from mididdsp.synthesis import spans as spanning
-        from mididdsp.synthesis.generator import SILENCE_DB, receptive_field, release_frames
+        from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
 
         work = {} if work is None else work
         for key in ("generator_frames", "synthesizer_frames"):
@@ -397,15 +397,15 @@ class MidiModel:
                 voice_spans = spanning.note_spans(note_array, frames, tail, 2 * context)
             else:
                 voice_spans = [(0, frames)]
-            generated = thread_invariant_spans(self.generator, note_array, controls_in, instrument_id, frames,
-                                               voice_spans, voice_seed, counter=voice_work)
+            generated = generate_spans(self.generator, note_array, controls_in, instrument_id, frames,
+                                       voice_spans, voice_seed, counter=voice_work)
             silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
             if sparse and any(stop < frames and not (harmonic[-1] and noise[-1])
                               for (_, stop), (harmonic, noise) in zip(voice_spans, silences)):
                 # a note ended above RELEASE_BOUND_DB, so its release outlasts its span: compute every frame
                 voice_spans = [(0, frames)]
-                generated = thread_invariant_spans(self.generator, note_array, controls_in, instrument_id, frames,
-                                                   voice_spans, voice_seed, counter=voice_work)
+                generated = generate_spans(self.generator, note_array, controls_in, instrument_id, frames,
+                                           voice_spans, voice_seed, counter=voice_work)
                 silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
             voice_clock["generator"] += time.perf_counter() - started
             started = time.perf_counter()
@@ -558,57 +558,48 @@ class MidiModel:
 
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """Run the networks (prior, generator) on one torch thread. MKL's GEMM and oneDNN's convolutions round differently
-    with the number of threads (measured: 1 vs 2 threads changed about 1 % of the 16-bit samples by one step), and a
-    render must be the same bits on one thread (a batch worker) as on several (``mididdsp render``). These networks
-    are small: one thread is no slower here (measured, docs/RESULTS.md "Batch rendering")."""
+    """Run torch on one thread in the calling thread. MKL's GEMM and oneDNN's convolutions round differently with
+    the number of threads (measured: 1 vs 2 threads changed about 1 % of the 16-bit samples by one step), and a
+    render must be the same bits on one thread (a batch worker) as on several (``mididdsp render``). The count is
+    set every time, even where torch already reports one: OpenMP's and MKL's counts are per thread (torch sets
+    MKL's with ``mkl_set_num_threads_local``), and a thread that never set its own (an editor request's executor
+    thread, a pool thread) ran its first matrix products on every core, with other rounding."""
     import torch
 
     threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
     torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        if threads != 1:
+            torch.set_num_threads(threads)
 
 
 def in_parallel(function, items: list) -> Iterator:
     """``function(*item)`` of each item (a voice, a bus), in order, on as many threads as torch has (its cores),
-    every network call on one torch thread (:func:`one_torch_thread`). A voice's bits do not depend on the thread
-    that renders it or on the others, so a render is the same bits one voice at a time (a batch worker, one thread)
-    and with its voices on every core (``mididdsp render``). The networks' ops, the compiled kernels (``nogil``),
-    numpy and scipy's FFT release the GIL: on two cores two voices take about half the time of one after the other."""
+    each on one torch thread (:func:`one_torch_thread`). An item's bits do not depend on the thread that computes
+    it or on the others, so a render is the same bits one voice at a time (a batch worker, one thread) and with its
+    voices on every core (``mididdsp render``). The networks' ops, the compiled kernels (``nogil``), numpy and
+    scipy's FFT release the GIL: on two cores two voices take about half the time of one after the other."""
     import torch
 
     threads = min(torch.get_num_threads(), len(items))
     if threads <= 1:
-        for item in items:
-            yield function(*item)
+        with one_torch_thread():
+            for item in items:
+                yield function(*item)
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    # each pool thread sets its own count too: MKL's is per thread (torch sets it with mkl_set_num_threads_local),
-    # and a new thread's first matrix products would otherwise run on every core, with other rounding
     with one_torch_thread(), ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-voice",
                                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
         futures = [pool.submit(function, *item) for item in items]
         try:
             for future in futures:
                 yield future.result()
-        finally:  # an error (or the caller stopping): the voices not started yet are not rendered
+        finally:  # an error (or the caller stopping): the items not started yet are not computed
             for future in futures:
                 future.cancel()
-
-
-def thread_invariant_spans(*args, **kwargs):
-    """:func:`~mididdsp.synthesis.generator.generate_spans` on one torch thread (:func:`one_torch_thread`)."""
-    from mididdsp.synthesis.generator import generate_spans
-
-    with one_torch_thread():
-        return generate_spans(*args, **kwargs)
 
 
 def midi_volume_gain(cc7, cc11):
