@@ -52,11 +52,10 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike, extra: dict
 
 
 def read_model_config(directory: str | os.PathLike) -> dict:
-    """The plain-dict config of a model directory (ModelError if missing or unreadable)."""
-    try:
-        from omegaconf import OmegaConf
-    except ImportError:  # a bare training machine (torch + Lightning): Lightning's PyYAML reads these plain files
-        OmegaConf = None
+    """The plain-dict config of a model directory (ModelError if missing or unreadable). Read by PyYAML's C loader
+    where it is built (a generator's config, 3 400 lines of data statistics, took OmegaConf 0.16 s and the C loader
+    0.01 s of every render's start-up): model configs are plain YAML that this package writes, no interpolation."""
+    import yaml
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -65,12 +64,7 @@ def read_model_config(directory: str | os.PathLike) -> dict:
     if not config_path.is_file():
         raise ModelError(f"{directory}: not a model directory, {CONFIG_FILE} is missing")
     try:
-        if OmegaConf is None:
-            import yaml
-
-            config = yaml.safe_load(config_path.read_text())
-        else:
-            config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+        config = yaml.load(config_path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except Exception as error:  # noqa: BLE001 - any parse failure is the same user problem
         raise ModelError(f"{config_path}: unreadable model config ({error.__class__.__name__})") from None
     if not isinstance(config, dict) or "model" not in config:
