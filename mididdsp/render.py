@@ -436,7 +436,8 @@ class MidiModel:
 
         out: dict[tuple[int, int], VoiceAudio] = {}
         bar = tqdm(total=len(wanted), desc="render", unit="voice", disable=not progress, file=sys.stderr)
-        for audio, voice_work, voice_clock in in_parallel(one_voice, wanted):
+        sounding = [sum(n.end - n.start for n in notes) for _, _, notes in wanted]  # seconds: the work's measure
+        for audio, voice_work, voice_clock in in_parallel(one_voice, wanted, sounding):
             out[(audio.track, audio.voice)] = audio
             for key, value in voice_work.items():
                 work[key] += value
@@ -575,12 +576,14 @@ def one_torch_thread() -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
-def in_parallel(function, items: list) -> Iterator:
+def in_parallel(function, items: list, costs: list[float] | None = None) -> Iterator:
     """``function(*item)`` of each item (a voice, a bus), in order, on as many threads as torch has (its cores),
     each on one torch thread (:func:`one_torch_thread`). An item's bits do not depend on the thread that computes
     it or on the others, so a render is the same bits one voice at a time (a batch worker, one thread) and with its
     voices on every core (``mididdsp render``). The networks' ops, the compiled kernels (``nogil``), numpy and
-    scipy's FFT release the GIL: on two cores two voices take about half the time of one after the other."""
+    scipy's FFT release the GIL: on two cores two voices take about half the time of one after the other.
+    ``costs``: an estimate of each item's work; the costliest start first, so that no thread is left with a long
+    voice when the others are done (results still come in the items' order)."""
     import torch
 
     threads = min(torch.get_num_threads(), len(items))
@@ -593,7 +596,9 @@ def in_parallel(function, items: list) -> Iterator:
 
     with one_torch_thread(), ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-voice",
                                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        futures = [pool.submit(function, *item) for item in items]
+        order = sorted(range(len(items)), key=lambda index: -costs[index]) if costs else range(len(items))
+        submitted = {index: pool.submit(function, *items[index]) for index in order}
+        futures = [submitted[index] for index in range(len(items))]
         try:
             for future in futures:
                 yield future.result()
