@@ -99,7 +99,7 @@ def profile(folder: Path) -> dict:
 
     import mididdsp
     from mididdsp.audio import save_audio
-    from mididdsp.render import RenderOptions, read_score
+    from mididdsp.render_command import RenderOptions, read_score
 
     torch.set_num_threads(1)
     imports = time.perf_counter() - started

@@ -6,7 +6,7 @@ Python::
 
     rows = mididdsp.render_many(["songs/"], "out/", seed=0, workers=2)   # the report's rows, as dicts
 
-Each input is rendered by :func:`mididdsp.render.render_score`, the code path of a single ``mididdsp render``, so a
+Each input is rendered by :func:`mididdsp.render_command.render_score`, the code path of a single ``mididdsp render``, so a
 file comes out with the same bits as ``mididdsp render FILE -o OUT`` with the same options (WAV and FLAC; an OGG
 file's stream serial number is drawn at random by libsndfile, so two OGG renders differ in those header bytes even
 one file alone, while their decoded samples are equal). A worker loads the
@@ -64,7 +64,7 @@ class Settings:
     whether stems and expression tables are wanted."""
 
     model: str | None
-    options: Any          # mididdsp.render.RenderOptions (imported lazily: this module stays light)
+    options: Any          # mididdsp.render_command.RenderOptions (imported lazily: this module stays light)
     format: str = "wav"
     stems: bool = False
     expression: bool = False
@@ -126,7 +126,7 @@ def render_job(model, job: Job, data: bytes | None, settings: Settings) -> Outco
     temporary folder and return the encoded files. Every error becomes a ``failed`` outcome with one line."""
     import tempfile
 
-    from mididdsp.render import read_score, render_score
+    from mididdsp.render_command import read_score, render_score
 
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught, tempfile.TemporaryDirectory(prefix="mididdsp-") as folder:
@@ -353,7 +353,7 @@ def render_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     ``stems`` / ``expression_out``: folders for each file's stems (``STEMS/a/b/track_00.wav``) and expression
     table (``EXPR/a/b.csv``). Existing outputs are skipped unless ``overwrite``. MididdspError for bad options or
     inputs that cannot be listed; a file that cannot be rendered is a ``failed`` row."""
-    from mididdsp.render import RenderOptions
+    from mididdsp.render_command import RenderOptions
 
     if format not in ("wav", "flac", "ogg"):
         raise MididdspError(f"format {format!r}: expected wav, flac or ogg")
@@ -507,8 +507,8 @@ def _progress(total: int, done: int, enabled: bool):
 
 # ------------------------------------------------------------------------------------------------ the command
 def run(args: argparse.Namespace) -> int:
-    """``mididdsp render`` with several inputs or a folder (see :func:`mididdsp.render.is_batch`)."""
-    from mididdsp.render import _parse_track_instruments
+    """``mididdsp render`` with several inputs or a folder (see :func:`mididdsp.render_command.is_batch`)."""
+    from mididdsp.render_command import _parse_track_instruments
 
     if args.expression_in:
         raise MididdspError("--expression-in plays one table into one MIDI file; render several files without it, "

@@ -12,8 +12,8 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "render": ("mididdsp.render", "render a MIDI file to audio with a MIDI model (expression prior + generator)"),
-    "instruments": ("mididdsp.render", "list a MIDI model's instruments and the General MIDI program table"),
+    "render": ("mididdsp.render_command", "render a MIDI file to audio with a MIDI model (expression prior + generator)"),
+    "instruments": ("mididdsp.render_command", "list a MIDI model's instruments and the General MIDI program table"),
     "edit": ("mididdsp.editor.command", "edit a performance in the browser: a local web page over the render API"),
     "demo": ("mididdsp.demo", "play a bundled example as another instrument (--dsp: a phrase from the DSP core)"),
     "prepare": ("mididdsp.datasets.prepare", "turn audio (+MIDI) into feature shards for training"),
