@@ -232,12 +232,24 @@ def test_resample_keeps_fixed_controls_and_leaves_other_notes_alone(client):
     assert client.json("GET", "/api/session")[1]["notes"] == state["notes"]
 
 
-def test_changing_a_tracks_instrument_rerenders_it(client):
+def test_changing_a_tracks_instrument_rerenders_it(client, model):
     before = client.audio()
+    old_state = client.json("GET", "/api/session")[1]
     status, result = client.json("PATCH", "/api/tracks", {"edits": [{"index": 1, "instrument": "bassoon"}]})
     assert status == 200 and {"index": 1, "instrument": "bassoon"} in result["tracks"]
     state = client.json("GET", "/api/session")[1]
     assert state["tracks"][1]["instrument"] == "bassoon" and note(state, "1.0.0")["instrument"] == "bassoon"
+    # the track moves to the level bassoons have at its velocities (the prior's velocity fit); the others stay
+    old_name = old_state["tracks"][1]["instrument"]
+    shift = model.velocity_levels.instrument_change_db(old_name, "bassoon")
+    levels = model.velocity_levels
+    assert old_name != "bassoon" and shift == pytest.approx(
+        levels.intercepts_db["bassoon"] + levels.references_db["bassoon"]
+        - levels.intercepts_db[old_name] - levels.references_db[old_name]) and abs(shift) > 0.1
+    for old, new in zip(old_state["notes"], state["notes"]):
+        expected = old["level_offset_db"] + (shift if old["track"] == 1 else 0.0)
+        assert new["level_offset_db"] == pytest.approx(expected, abs=1e-4)
+        assert new["controls"] == old["controls"]
     assert not np.array_equal(client.audio(), before)
     assert client.json("POST", "/api/undo")[0] == 200
     assert np.array_equal(client.audio(), before)

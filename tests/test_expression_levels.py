@@ -61,6 +61,20 @@ def test_a_track_is_put_where_the_fit_puts_its_velocities():
     assert levels.track_offset_db("tuba", [40] * 5, volume_db) == 0.0  # an instrument the fit lacks: offset 0
 
 
+def test_an_instrument_change_moves_the_track_to_where_the_fit_puts_the_new_instrument():
+    """The editor's shift on an instrument change: the old track's offset plus it is the offset the fit gives the
+    same notes on the new instrument, whatever their velocities and levels; 0 for an instrument the fit lacks."""
+    levels = VelocityLevels(SLOPE, INTERCEPTS, REFERENCES)
+    names = sorted(INTERCEPTS)
+    old, new = names[0], names[1]
+    volume_db = np.array([-45.0, -40.0, -36.0, -30.0])
+    for velocities in ([40] * 4, [60, 90, 110, 127]):
+        before = levels.track_offset_db(old, velocities, volume_db)
+        after = levels.track_offset_db(new, velocities, volume_db)
+        assert before + levels.instrument_change_db(old, new) == pytest.approx(after)
+    assert levels.instrument_change_db(old, "tuba") == 0.0
+
+
 def test_a_config_entry_that_is_not_a_fit_is_one_clear_error():
     from mididdsp.errors import ModelError
 

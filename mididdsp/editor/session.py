@@ -229,8 +229,15 @@ class EditorSession:
                                         f"{', '.join(sorted(self.model.instruments))}")
                 instruments[index] = name.lower()
             expression = self.expression.copy()
+            levels = self.model.velocity_levels
             for track, name in instruments.items():
-                expression.set("instrument", name, where=expression.track == track)
+                rows = expression.track == track
+                expression.set("instrument", name, where=rows)
+                if levels is not None and name != self.instruments[track]:
+                    # the track keeps its dynamics and moves to the level the new instrument's recordings have at
+                    # the same velocities (mididdsp.expression.levels); a model without the fit keeps the offset
+                    shift = levels.instrument_change_db(self.instruments[track], name)
+                    expression.set(LEVEL_OFFSET, expression[rows, LEVEL_OFFSET] + shift, where=rows)
             self._commit(expression, instruments)
             return {"tracks": [{"index": t, "instrument": n} for t, n in sorted(instruments.items())]}
 

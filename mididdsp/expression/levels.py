@@ -170,6 +170,15 @@ class VelocityLevels:
         fitted = self.intercepts_db[instrument] + self.slope * velocity_level_db(velocities)
         return float(fitted - (np.median(np.asarray(volume_db, dtype=np.float64)) - self.references_db[instrument]))
 
+    def instrument_change_db(self, old: str, new: str) -> float:
+        """dB to add to a track's ``level_offset_db`` when its instrument changes from ``old`` to ``new``: the fit's
+        level for the same velocities moves by the instruments' difference in ``intercept + reference`` (the slope
+        is shared). 0 where the fit does not know either instrument."""
+        if old not in self.intercepts_db or new not in self.intercepts_db:
+            return 0.0
+        return float(self.intercepts_db[new] + self.references_db[new]
+                     - self.intercepts_db[old] - self.references_db[old])
+
 
 # ------------------------------------------------------------------------------------------------ the command
 def teacher_recordings(model_dir: str | Path, data_dir: str | Path, split: str = "train") -> list[Recording]:
