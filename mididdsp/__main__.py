@@ -1,3 +1,3 @@
-from mididdsp.cli import main
+from mididdsp.cli import entry_point
 
-raise SystemExit(main())
+entry_point()

@@ -71,5 +71,34 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = shown
 
 
+def entry_point() -> None:
+    """The ``mididdsp`` command (console script and ``python -m mididdsp``): :func:`main`, then an exit that skips the
+    interpreter's teardown. Clearing torch's, numba's and scipy's modules took 0.35 s of every command (a one-note
+    render 1.94 s as a whole process, 1.54 s without). What the teardown owes is done first: other non-daemon
+    threads are joined and the ``atexit`` handlers run (logging, temporary files, multiprocessing, Lightning and
+    Ray register theirs there), then the standard streams are flushed. ``main()`` itself exits normally (tests
+    call it in process)."""
+    import atexit
+    import os
+    import threading
+
+    try:
+        code = main()
+    except SystemExit as stop:  # argparse: --help, usage errors
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+        if stop.code is not None and not isinstance(stop.code, int):
+            print(stop.code, file=sys.stderr)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`mididdsp instruments | head`)
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
     sys.exit(main())
