@@ -239,7 +239,10 @@ def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[
                     idle.append(worker)
                 yield job, outcome
     finally:  # done, an exception, or the caller stopped early: no process outlives the batch
-        for worker in idle + [worker for worker, _ in busy.values()]:
+        remaining = idle + [worker for worker, _ in busy.values()]
+        for worker in remaining:  # every worker told first, so that they leave together
+            worker.close()
+        for worker in remaining:
             worker.stop()
 
 
@@ -261,10 +264,14 @@ class _Worker:
         except OSError:  # already dead: its result pipe reads end-of-file and the job is tried again
             pass
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Close the parent's pipe ends: a live worker reads end-of-file and leaves."""
         for pipe in (self.jobs, self.results):
             pipe.close()
-        self.process.join(1.0)  # its job pipe closed, a live worker leaves its loop
+
+    def stop(self) -> None:
+        self.close()
+        self.process.join(1.0)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
@@ -276,8 +283,10 @@ def _worker_main(jobs, results, model_dir: str | None) -> None:
     while True:
         try:
             job, data, settings = jobs.recv()
-        except EOFError:
-            return
+        except EOFError:  # the batch is over: leave without the interpreter's teardown (0.35 s with torch loaded)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         results.send(_worker_render(job, data, settings))
 
 
