@@ -13,7 +13,8 @@ import torch
 
 from mididdsp.expression.controls import CONTROL_NAMES, CONTROL_RANGES, note_expression
 from mididdsp.score import Note, note_frames
-from mididdsp.synthesis.generator import (SynthesisGenerator, frame_layout, generate_voice, tilt_to_centroid)
+from mididdsp.synthesis.generator import SynthesisGenerator, frame_layout, generate_voice
+from mididdsp.synthesis.tilt import TILT_TOLERANCE, tilt_to_centroid, without_tilt
 
 RANGES = {name: list(pair) for name, pair in CONTROL_RANGES.items()}
 NOTES = torch.tensor([[[0.10, 0.90, 60, 80], [0.90, 1.80, 64, 90], [2.00, 3.00, 67, 70], [3.2, 4.0, 72, 60]]])
@@ -101,7 +102,7 @@ def test_tilt_solve_without_host_reads_equals_the_shrinking_one() -> None:
     """The accelerator form of the solve (converged frames frozen by a mask, no convergence read back to the host)
     gives the CPU form's betas: each frame stops at the same iteration (to float rounding: a matrix product over
     fewer rows may round differently)."""
-    from mididdsp.synthesis.generator import _solve_tilt
+    from mididdsp.synthesis.tilt import _solve_tilt
 
     torch.manual_seed(1)
     logits = torch.randn(500, 60).cumsum(-1) * 0.3
@@ -124,7 +125,7 @@ def test_compiled_tilt_equals_the_torch_solve() -> None:
     torch.manual_seed(0)
     frames, harmonics = 4000, 60
     raw = torch.randn(frames, harmonics).cumsum(-1) * torch.rand(frames, 1) + torch.randn(frames, harmonics)
-    logits = generator._without_tilt(generator.LOGIT_RANGE * torch.tanh(raw / generator.LOGIT_RANGE))
+    logits = without_tilt(generator.LOGIT_RANGE * torch.tanh(raw / generator.LOGIT_RANGE))
     highest = torch.randint(3, harmonics + 1, (frames,))
     logits = logits.masked_fill(torch.arange(1, harmonics + 1) > highest[:, None], -1e4)
     # inside the reachable range (at its ends the exact tilt is infinite and both solves stop at their bracket)
@@ -135,7 +136,7 @@ def test_compiled_tilt_equals_the_torch_solve() -> None:
         with torch.enable_grad():  # a gradient asked for: the torch solve
             slow = tilt_to_centroid(logits[order].clone().requires_grad_(), target[order]).detach()
         assert (fast - slow).abs().max() < 3e-5  # the torch solve's float32 exponents round to ~1e-5
-        assert ((fast * k).sum(-1) - target[order]).abs().max() < generator.TILT_TOLERANCE
+        assert ((fast * k).sum(-1) - target[order]).abs().max() < TILT_TOLERANCE
         torch.testing.assert_close(fast.sum(-1), torch.ones(frames))
         assert fast[(k > highest[order][:, None])].max() == 0.0
     with torch.no_grad():  # tilt_to_centroid itself takes the compiled solve when no gradient is wanted

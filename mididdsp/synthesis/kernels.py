@@ -4,13 +4,13 @@ Training runs the tensor code in :mod:`mididdsp.synthesis.generator`, which thes
 (tests/test_synthesis_generator.py). In a render the generator's cost is per frame, and outside its convolutions
 most of it was elementwise passes over [T, 60] and [T, 65] tensors and the centroid solve:
 
-* the centroid tilt. :func:`~mididdsp.synthesis.generator.tilt_to_centroid` finds, per frame, the ``beta`` for
+* the centroid tilt. :func:`~mididdsp.synthesis.tilt.tilt_to_centroid` finds, per frame, the ``beta`` for
   which ``h = softmax(logits + beta k)`` has the centroid asked for, with batched torch Newton steps (a softmax
   over all harmonics of every open frame per step, convergence checked every 4 steps). Here each frame is solved
   on its own in float64 (one exp per harmonic, then the tilt ``exp(beta)^k`` by products): Newton steps inside a
   shrinking bracket, started from the previous frame's ``beta`` (neighbouring frames differ little, so most frames
   take 2-3 steps), until the step is below float32 resolution. The result is the exact solution rounded to
-  float32; the torch solve approaches it to :data:`~mididdsp.synthesis.generator.TILT_TOLERANCE` and then takes a
+  float32; the torch solve approaches it to :data:`~mididdsp.synthesis.tilt.TILT_TOLERANCE` and then takes a
   last Newton step, so the two agree to float rounding, whatever the start.
 * and, in torch but in place (their tanh and exp are vectorised there, 4x faster than libm's per element), the
   harmonic logits before the tilt and the noise bands' magnitudes.
@@ -65,8 +65,9 @@ def tilt_to_centroid_inference(logits: torch.Tensor, centroid: torch.Tensor) -> 
 def harmonic_distribution(raw: torch.Tensor, nyquist_ok: torch.Tensor, centroid: torch.Tensor, squash: float
                           ) -> torch.Tensor:
     """The generator's harmonic distribution from its raw harmonic outputs: logits ``squash * tanh(raw / squash)``
-    less their least-squares line in k (``generator._without_tilt``), harmonics not ``nyquist_ok`` masked, tilted
-    to ``centroid``. The elementwise part stays in torch (its tanh and exp are vectorised), in place.
+    less their least-squares line in k (:func:`~mididdsp.synthesis.tilt.without_tilt`), harmonics not
+    ``nyquist_ok`` masked, tilted to ``centroid``. The elementwise part stays in torch (its tanh and exp are
+    vectorised), in place.
 
     Args:
         raw: [B, T, K] network outputs (any strides); nyquist_ok: [B, T, K] bool; centroid: [B, T] reachable target
@@ -74,9 +75,9 @@ def harmonic_distribution(raw: torch.Tensor, nyquist_ok: torch.Tensor, centroid:
     Returns:
         [B, T, K] float32 distributions.
     """
-    from mididdsp.synthesis.generator import _without_tilt
+    from mididdsp.synthesis.tilt import without_tilt
 
-    logits = _without_tilt(torch.tanh(raw / squash).mul_(squash)).masked_fill_(~nyquist_ok, -1e4)
+    logits = without_tilt(torch.tanh(raw / squash).mul_(squash)).masked_fill_(~nyquist_ok, -1e4)
     scaled = logits.sub_(logits.amax(-1, keepdim=True)).exp_().reshape(-1, raw.shape[-1])
     out = torch.empty(raw.shape)  # torch's allocation (aligned as oneDNN wants it), written through numpy
     _compiled()["tilt_scaled"](_numpy(scaled), _numpy(centroid.reshape(-1)), out.numpy().reshape(scaled.shape))
