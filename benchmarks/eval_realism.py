@@ -98,7 +98,8 @@ def fit(audio: np.ndarray, n_samples: int) -> np.ndarray:
 
 def ablations(midi_model, score, table, extracted: dict, n_samples: int, seed: int = 0) -> dict[str, np.ndarray]:
     """The generator's controls for ``table`` with each of ABLATIONS taken from ``extracted`` ([1, T, ...]), played
-    by the generator's synthesizer; also ``generator`` (none replaced) and ``teacher all``."""
+    by the generator's synthesizer; also ``generator`` (none replaced), ``teacher all``, and ``generator, dry`` and
+    ``teacher amplitude, dry`` (the same without the reverb, at the level it gives)."""
     from mididdsp.dsp import n_frames as count_frames
     from mididdsp.render import match_expression
     from mididdsp.synthesis.generator import generate_voice
@@ -132,6 +133,13 @@ def ablations(midi_model, score, table, extracted: dict, n_samples: int, seed: i
             controls = {key: replaced.get(key, generated[key]) for key in ABLATIONS}
             noise = torch.rand(1, n_samples, generator=torch.Generator().manual_seed(0)) * 2 - 1
             out[label] = generator.synth.render(controls, n_samples, ids, noise=noise)[0].numpy()
+        # without the learned reverb (its tail and body filter), at the level the reverb gives: how much of the
+        # loudness contour's distance is the reverb's
+        for label, replaced in (("generator, dry", {}), ("teacher amplitude, dry", {"amplitude": teacher["amplitude"]})):
+            controls = generator.synth.dry_at_wet_level({key: replaced.get(key, generated[key]) for key in ABLATIONS},
+                                                         ids)
+            noise = torch.rand(1, n_samples, generator=torch.Generator().manual_seed(0)) * 2 - 1
+            out[label] = generator.synth.render(controls, n_samples, ids, reverb=False, noise=noise)[0].numpy()
     return out
 
 
