@@ -135,7 +135,8 @@ def ablations(midi_model, score, table, extracted: dict, n_samples: int, seed: i
             out[label] = generator.synth.render(controls, n_samples, ids, noise=noise)[0].numpy()
         # without the learned reverb (its tail and body filter), at the level the reverb gives: how much of the
         # loudness contour's distance is the reverb's
-        for label, replaced in (("generator, dry", {}), ("teacher amplitude, dry", {"amplitude": teacher["amplitude"]})):
+        dry_variants = {"generator, dry": {}, "teacher amplitude, dry": {"amplitude": teacher["amplitude"]}}
+        for label, replaced in dry_variants.items():
             controls = generator.synth.dry_at_wet_level({key: replaced.get(key, generated[key]) for key in ABLATIONS},
                                                          ids)
             noise = torch.rand(1, n_samples, generator=torch.Generator().manual_seed(0)) * 2 - 1

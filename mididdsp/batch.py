@@ -6,11 +6,11 @@ Python::
 
     rows = mididdsp.render_many(["songs/"], "out/", seed=0, workers=2)   # the report's rows, as dicts
 
-Each input is rendered by :func:`mididdsp.render_command.render_score`, the code path of a single ``mididdsp render``, so a
-file comes out with the same bits as ``mididdsp render FILE -o OUT`` with the same options (WAV and FLAC; an OGG
-file's stream serial number is drawn at random by libsndfile, so two OGG renders differ in those header bytes even
-one file alone, while their decoded samples are equal). A worker loads the
-model once and renders file after file on one torch thread (the render's bits do not depend on the thread count).
+Each input is rendered by :func:`mididdsp.render_command.render_score`, the code path of a single ``mididdsp
+render``, so a file comes out with the same bits as ``mididdsp render FILE -o OUT`` with the same options (WAV and
+FLAC; an OGG file's stream serial number is drawn at random by libsndfile, so two OGG renders differ in those header
+bytes even one file alone, while their decoded samples are equal). A worker loads the model once and renders file
+after file on one torch thread (the render's bits do not depend on the thread count).
 
 The driver (this process) reads each MIDI file, hands its bytes to a worker, gets the encoded outputs back and
 writes them: the workers never touch the output folder, so the same code serves processes on this machine and
@@ -190,9 +190,9 @@ def _read(path: str) -> bytes | None:
 # ------------------------------------------------------------------------------------------------ engines
 def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[tuple[Job, Outcome]]:
     """Render ``jobs`` in ``workers`` processes on this machine (each loads the model once), or in this process
-    when ``workers`` is 1. A worker is one core: one torch thread (threads of several workers, or of a job beside them,
-    spinning on the same cores slowed a render tenfold, measured). A process that dies is
-    replaced; see :data:`MAX_ATTEMPTS`."""
+    when ``workers`` is 1. A worker is one core: one torch thread (threads of several workers, or of a job beside
+    them, spinning on the same cores slowed a render tenfold, measured). A process that dies is replaced; see
+    :data:`MAX_ATTEMPTS`."""
     if workers <= 1:
         import torch
 

@@ -12,7 +12,8 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "render": ("mididdsp.render_command", "render a MIDI file to audio with a MIDI model (expression prior + generator)"),
+    "render": ("mididdsp.render_command", "render a MIDI file to audio with a MIDI model (expression prior + "
+                                          "generator)"),
     "instruments": ("mididdsp.render_command", "list a MIDI model's instruments and the General MIDI program table"),
     "edit": ("mididdsp.editor.command", "edit a performance in the browser: a local web page over the render API"),
     "demo": ("mididdsp.demo", "play a bundled example as another instrument (--dsp: a phrase from the DSP core)"),
@@ -84,9 +85,9 @@ def entry_point() -> None:
 
     try:
         code = main()
-    except SystemExit as stop:  # argparse: --help, usage errors
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
-        if stop.code is not None and not isinstance(stop.code, int):
+    except SystemExit as stop:  # argparse's --help and usage errors; mapped as the interpreter maps them
+        code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+        if not isinstance(stop.code, (int, type(None))):
             print(stop.code, file=sys.stderr)
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:

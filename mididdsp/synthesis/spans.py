@@ -199,14 +199,13 @@ def reverberate_bus(dry: np.ndarray, impulse_response: torch.Tensor, block: int,
     response_spectrum = scipy.fft.rfft(response, n_fft)
     # in place: a block is written after it was read, and later blocks read only later samples (a new array of
     # a 10-minute bus cost more in page faults than its silent blocks save)
-    out = dry
     tail: np.ndarray | None = None  # [taps - 1] wet audio owed to the samples after the last block
     for first in range(0, len(dry), block):
         piece = dry[first:first + block]
         if not piece.any():
             if tail is not None:
                 count = min(len(piece), len(tail))
-                out[first:first + count] = tail[:count]
+                dry[first:first + count] = tail[:count]
                 tail = tail[count:] if count < len(tail) else None
             continue
         wet = scipy.fft.irfft(scipy.fft.rfft(piece, n_fft) * response_spectrum, n_fft)[:len(piece) + taps - 1]
@@ -214,8 +213,8 @@ def reverberate_bus(dry: np.ndarray, impulse_response: torch.Tensor, block: int,
             wet[:len(tail)] += tail[:len(wet)]
             if len(tail) > len(wet):
                 wet = np.concatenate([wet, tail[len(wet):]])
-        out[first:first + len(piece)] += wet[:len(piece)]
+        dry[first:first + len(piece)] += wet[:len(piece)]
         tail = wet[len(piece):]
         if counter is not None:
             counter["reverb_blocks"] = counter.get("reverb_blocks", 0) + 1
-    return out
+    return dry
