@@ -284,9 +284,9 @@ def _worker_main(jobs, results, model_dir: str | None) -> None:
         try:
             job, data, settings = jobs.recv()
         except EOFError:  # the batch is over: leave without the interpreter's teardown (0.35 s with torch loaded)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+            from mididdsp.cli import exit_without_teardown
+
+            exit_without_teardown(0)
         results.send(_worker_render(job, data, settings))
 
 
