@@ -172,3 +172,18 @@ def save_audio(path: str | os.PathLike, audio: Any, sample_rate: int = SAMPLE_RA
 
     with atomic_path(path, suffix=path.suffix) as temp:
         sf.write(temp, data, int(sample_rate), format=fmt[0], subtype=fmt[1])
+
+
+def float_wav_bytes(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """A mono 32-bit float WAV file's bytes (RIFF, ``WAVE_FORMAT_IEEE_FLOAT``) of ``audio`` [samples].
+
+    Written here rather than by libsndfile, which adds a PEAK chunk holding the time of writing: the same audio
+    would give other bytes a second later (the editor's undo promises the same bytes back)."""
+    import struct
+
+    data = np.ascontiguousarray(audio, dtype="<f4").tobytes()
+    n_samples = len(data) // 4
+    fmt = struct.pack("<HHIIHHH", 3, 1, int(sample_rate), 4 * int(sample_rate), 4, 32, 0)  # cbSize 0
+    chunks = (b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<II", 4, n_samples)
+              + b"data" + struct.pack("<I", len(data)) + data)
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mididdsp.audio import AudioInfo, audio_info, load_audio, resample, save_audio
+from mididdsp.audio import AudioInfo, audio_info, float_wav_bytes, load_audio, resample, save_audio
 from mididdsp.errors import InputFileError, MididdspError
 
 
@@ -30,6 +30,21 @@ def test_lossless_round_trip(tmp_path, ext):
     y = load_audio(path)
     assert y.dtype == np.float32 and y.shape == x.shape
     np.testing.assert_allclose(y, x, atol=1.0 / 32768 + 1e-6)  # 16-bit PCM quantization
+
+
+def test_float_wav_bytes_read_back_exactly_with_no_time_stamp():
+    import io
+
+    import scipy.io.wavfile
+
+    audio = np.random.default_rng(0).uniform(-1, 1, 1001).astype(np.float32)
+    data = float_wav_bytes(audio, 22050)
+    rate, read = scipy.io.wavfile.read(io.BytesIO(data))
+    assert rate == 22050 and read.dtype == np.float32 and np.array_equal(read, audio)
+    read, rate = sf.read(io.BytesIO(data), dtype="float32")
+    assert rate == 22050 and np.array_equal(read, audio)
+    # libsndfile's float WAV holds the time of writing (its PEAK chunk); these hold the header and the samples only
+    assert len(data) == 58 + 4 * len(audio) and b"PEAK" not in data[:58]
 
 
 def test_ogg_round_trip_keeps_pitch_and_level(tmp_path):

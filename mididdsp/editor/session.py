@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import io
 import math
 import tempfile
 import threading
@@ -355,7 +354,8 @@ class EditorSession:
 
     def render_wav(self, request: Any = None) -> tuple[bytes, list[str]]:
         """``POST /api/render``: a float32 WAV of the current state (``{"start": s, "end": s}`` optional)."""
-        import soundfile
+        from mididdsp.audio import float_wav_bytes
+        from mididdsp.dsp import SAMPLE_RATE
 
         request = {} if request is None else request
         if not isinstance(request, dict) or set(request) - {"start", "end"}:
@@ -367,9 +367,7 @@ class EditorSession:
         if start is not None and end is not None and end <= start:
             raise ApiError(400, f"end {end!r} <= start {start!r}")
         audio, messages = self.render(start, end)
-        buffer = io.BytesIO()
-        soundfile.write(buffer, audio, 16000, format="WAV", subtype="FLOAT")
-        return buffer.getvalue(), messages
+        return float_wav_bytes(audio, SAMPLE_RATE), messages
 
     def curves(self, ident: Any) -> dict[str, Any]:
         """``GET /api/notes/{id}/curves``: the level (dB) and pitch (Hz) the generator made for the note, frame by
