@@ -26,14 +26,13 @@ and tracks no family member fits use :data:`FAMILY_FALLBACK`, then the best fit 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 PRETRAINED_MIDI = Path(__file__).resolve().parent / "pretrained" / "midi"
 SYNTH_CHUNK_S = 4.0         # synthesizer pieces: less per-piece overhead than 1 s pieces (a 5-minute render 4.52
@@ -219,6 +218,7 @@ class MidiModel:
 
         from mididdsp.errors import MididdspError
         from mididdsp.expression.table import NoteExpression
+        from mididdsp.parallel import one_torch_thread
 
         if not temperature >= 0 or not math.isfinite(temperature):
             raise MididdspError(f"temperature {temperature}: expected a number >= 0")
@@ -295,7 +295,7 @@ class MidiModel:
     def render(self, score, expression=None, seed: int | None = 0, temperature: float = 1.0,
                instrument: str | None = None, track_instruments: dict[int, str] | None = None, reverb: bool = True,
                sample_rate: int = 16000, progress: bool = False, timings: dict | None = None,
-               stems: bool = True, sparse: bool = True) -> Rendered:
+               stems: bool = True, sparse: bool = True, processes: int = 1) -> Rendered:
         """Render every melodic track of ``score`` with ``expression`` (default: sampled from the prior with
         ``seed`` and ``temperature``); see the module docstring. ``timings``: a dict that receives the seconds
         spent per stage (``prior``, ``generator``, ``synthesizer``, ``reverb``, ``mix``), for benchmarks.
@@ -307,7 +307,7 @@ class MidiModel:
         every frame of every voice instead: the reference the sparse render equals (tests; same audio to float
         rounding). ``stems=False`` leaves ``Rendered.stems`` empty (fewer reverb buses). ``Rendered.work`` counts
         ``generator_frames`` (frames the generator computed, context included), ``synthesizer_frames`` (frames the
-        synthesizer ran over) and ``reverb_blocks`` (blocks convolved)."""
+        synthesizer ran over) and ``reverb_blocks`` (blocks convolved). ``processes``: see :meth:`render_voices`."""
         import time
 
         from mididdsp.errors import MididdspError
@@ -322,7 +322,8 @@ class MidiModel:
             expression = self.expression(score, seed, temperature, instrument, track_instruments)
         clock["prior"] += time.perf_counter() - started
         voice_audio = self.render_voices(score, expression, seed, instrument, track_instruments, reverb=reverb,
-                                         sparse=sparse, progress=progress, work=work, clock=clock)
+                                         sparse=sparse, progress=progress, work=work, clock=clock,
+                                         processes=processes)
         result = self.mix_voices(score, voice_audio, reverb=reverb, sample_rate=sample_rate, stems=stems, work=work,
                                  clock=clock)
         result.messages[:0] = messages
@@ -333,12 +334,15 @@ class MidiModel:
     def render_voices(self, score, expression, seed: int | None = 0, instrument: str | None = None,
                       track_instruments: dict[int, str] | None = None, reverb: bool = True, sparse: bool = True,
                       only=None, progress: bool = False, work: dict | None = None,
-                      clock: dict | None = None) -> dict[tuple[int, int], VoiceAudio]:
+                      clock: dict | None = None, processes: int = 1) -> dict[tuple[int, int], VoiceAudio]:
         """The dry synthesis of each voice, ``{(track, voice): VoiceAudio}`` (of the voices in ``only``, a set of
         ``(track, voice)``, when given): the part of :meth:`render` that one voice's notes, expression and instrument
         decide. :meth:`mix_voices` of every voice's result is :meth:`render`, bit for bit; so a caller that changes
         a few notes (the editor) renders only their voices again and mixes them with the others it kept.
-        ``work`` and ``clock``: dicts that receive the counts and seconds :meth:`render` reports."""
+        ``work`` and ``clock``: dicts that receive the counts and seconds :meth:`render` reports. The voices run on
+        one torch thread each, on torch's threads in this process (:func:`mididdsp.parallel.in_threads`), or with
+        ``processes`` > 1 in that many forked copies of it (:func:`mididdsp.parallel.in_processes`; Linux, and
+        only from a process whose other threads hold no lock: ``mididdsp render`` asks for it); the same bits."""
         import time
         import numpy as np
         import torch
@@ -346,6 +350,7 @@ class MidiModel:
 
         from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
         from mididdsp.dsp.processors import scale_level
+        from mididdsp.parallel import in_processes, in_threads
         from mididdsp.synthesis import spans as spanning
         from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
 
@@ -428,18 +433,22 @@ class MidiModel:
             voice_clock["synthesizer"] += time.perf_counter() - started
             return VoiceAudio(t, v, name, segments, curves), voice_work, voice_clock
 
-        out: dict[tuple[int, int], VoiceAudio] = {}
         bar = tqdm(total=len(wanted), desc="render", unit="voice", disable=not progress, file=sys.stderr)
         sounding = [sum(n.end - n.start for n in notes) for _, _, notes in wanted]  # seconds: the work's measure
-        for audio, voice_work, voice_clock in in_parallel(one_voice, wanted, sounding):
-            out[(audio.track, audio.voice)] = audio
+        if processes > 1:
+            finished = in_processes(one_voice, wanted, sounding, processes)
+        else:
+            finished = enumerate(in_threads(one_voice, wanted, sounding))
+        done: dict[int, VoiceAudio] = {}
+        for index, (audio, voice_work, voice_clock) in finished:
+            done[index] = audio
             for key, value in voice_work.items():
                 work[key] += value
             for key, value in voice_clock.items():
                 clock[key] += value
             bar.update(1)
         bar.close()
-        return out
+        return {(audio.track, audio.voice): audio for audio in (done[index] for index in range(len(wanted)))}
 
     def _render_samples(self, voices) -> int:
         """Samples of a render of these voices (their last note's end + :data:`TAIL_S`); refuses absurd lengths."""
@@ -471,6 +480,7 @@ class MidiModel:
         from mididdsp.audio import resample
         from mididdsp.dsp import SAMPLE_RATE
         from mididdsp.errors import MididdspError
+        from mididdsp.parallel import in_threads
         from mididdsp.synthesis.spans import reverberate_bus
 
         work = {} if work is None else work
@@ -515,7 +525,7 @@ class MidiModel:
                 bus = reverberate_bus(bus, impulse_response, block, bus_work)
             return key, bus_voices, bus, bus_work["reverb_blocks"]
 
-        for key, bus_voices, bus, blocks in in_parallel(one_bus, to_compute):  # scipy's FFT releases the GIL
+        for key, bus_voices, bus, blocks in in_threads(one_bus, to_compute):  # scipy's FFT releases the GIL
             buses[key] = bus
             work["reverb_blocks"] += blocks
             if wet_cache is not None:
@@ -549,56 +559,6 @@ class MidiModel:
             out_audio = resample(out_audio, SAMPLE_RATE, sample_rate)
             out_stems = {k: resample(s, SAMPLE_RATE, sample_rate) for k, s in out_stems.items()}
         return Rendered(out_audio, int(sample_rate), out_stems, gain_db, messages, work)
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch on one thread in the calling thread. MKL's GEMM and oneDNN's convolutions round differently with
-    the number of threads (measured: 1 vs 2 threads changed about 1 % of the 16-bit samples by one step), and a
-    render must be the same bits on one thread (a batch worker) as on several (``mididdsp render``). The count is
-    set every time, even where torch already reports one: OpenMP's and MKL's counts are per thread (torch sets
-    MKL's with ``mkl_set_num_threads_local``), and a thread that never set its own (an editor request's executor
-    thread, a pool thread) ran its first matrix products on every core, with other rounding."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if threads != 1:
-            torch.set_num_threads(threads)
-
-
-def in_parallel(function, items: list, costs: list[float] | None = None) -> Iterator:
-    """``function(*item)`` of each item (a voice, a bus), in order, on as many threads as torch has (its cores),
-    each on one torch thread (:func:`one_torch_thread`). An item's bits do not depend on the thread that computes
-    it or on the others, so a render is the same bits one voice at a time (a batch worker, one thread) and with its
-    voices on every core (``mididdsp render``). The networks' ops, the compiled kernels (``nogil``), numpy and
-    scipy's FFT release the GIL: on two cores two voices take about half the time of one after the other.
-    ``costs``: an estimate of each item's work; the costliest start first, so that no thread is left with a long
-    voice when the others are done (results still come in the items' order)."""
-    import torch
-
-    threads = min(torch.get_num_threads(), len(items))
-    if threads <= 1:
-        with one_torch_thread():
-            for item in items:
-                yield function(*item)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with one_torch_thread(), ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-voice",
-                                                initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        order = sorted(range(len(items)), key=lambda index: -costs[index]) if costs else range(len(items))
-        submitted = {index: pool.submit(function, *items[index]) for index in order}
-        futures = [submitted[index] for index in range(len(items))]
-        try:
-            for future in futures:
-                yield future.result()
-        finally:  # an error (or the caller stopping): the items not started yet are not computed
-            for future in futures:
-                future.cancel()
 
 
 def midi_volume_gain(cc7, cc11):

@@ -1,0 +1,224 @@
+"""A render's voices (and reverb buses) on every core, with the same bits as one after another.
+
+Each item (a voice, a bus) is computed on one torch thread, so its bits do not depend on where it runs:
+:func:`in_threads` runs the items on threads of this process (the editor, any caller), :func:`in_processes` on
+copies of this process made by ``fork`` (``mididdsp render``, Linux). Threads share one interpreter: the Python
+between the networks' ops holds its lock and page faults serialise on the process's memory map, so two voice
+threads on two cores ran 1.5x one (test04.mid); two forked processes ran 1.9x.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+from typing import Callable, Iterator
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread in the calling thread. MKL's GEMM and oneDNN's convolutions round differently with
+    the number of threads (measured: 1 vs 2 threads changed about 1 % of the 16-bit samples by one step), and a
+    render must be the same bits on one thread (a batch worker) as on several (``mididdsp render``). The count is
+    set every time, even where torch already reports one: OpenMP's and MKL's counts are per thread (torch sets
+    MKL's with ``mkl_set_num_threads_local``), and a thread that never set its own (an editor request's executor
+    thread, a pool thread) ran its first matrix products on every core, with other rounding."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads != 1:
+            torch.set_num_threads(threads)
+
+
+def in_threads(function: Callable, items: list, costs: list[float] | None = None) -> Iterator:
+    """``function(*item)`` of each item, in order, on as many threads as torch has (its cores), each on one torch
+    thread. The networks' ops, the compiled kernels (``nogil``), numpy and scipy's FFT release the GIL.
+    ``costs``: an estimate of each item's work; the costliest start first, so that no thread is left with a long
+    item when the others are done (results still come in the items' order)."""
+    import torch
+
+    threads = min(torch.get_num_threads(), len(items))
+    if threads <= 1:
+        with one_torch_thread():
+            for item in items:
+                yield function(*item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with one_torch_thread(), ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-voice",
+                                                initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        submitted = {index: pool.submit(function, *items[index]) for index in _costliest_first(items, costs)}
+        futures = [submitted[index] for index in range(len(items))]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:  # an error (or the caller stopping): the items not started yet are not computed
+            for future in futures:
+                future.cancel()
+
+
+def can_fork() -> bool:
+    """Whether :func:`in_processes` may fork here: on Linux (elsewhere ``fork`` is missing, or unsafe with the
+    system's libraries), from the main thread of a process with no other thread (which could hold a lock the copy
+    then waits on for ever) but tqdm's monitor (it only sleeps and reads its own bars, which a copy never uses)."""
+    if not (sys.platform.startswith("linux") and hasattr(os, "fork")):
+        return False
+    current = threading.current_thread()
+    return current is threading.main_thread() and all(
+        thread is current or type(thread).__name__ == "TMonitor" for thread in threading.enumerate())
+
+
+def in_processes(function: Callable, items: list, costs: list[float] | None = None,
+                 processes: int = 2) -> Iterator[tuple[int, object]]:
+    """``(index, function(*items[index]))`` for every item, in the order they finish, computed by this process
+    and ``processes - 1`` forked copies of it, each on one torch thread. The items are handed out one at a time
+    (costliest first) through a pipe that every process reads from, so the copies stay busy to the end; a copy
+    sends each result back pickled. The caller's process is one of the workers: the copies inherit the loaded
+    model and need no start-up.
+
+    Where :func:`can_fork` says no, the items run on threads (:func:`in_threads`). The copies run ``function``
+    and leave with ``os._exit``, without the interpreter's teardown. A copy's error is raised here; a copy that
+    dies leaves its items to this process."""
+    order = list(_costliest_first(items, costs))
+    processes = min(processes, len(items))
+    if processes <= 1 or not can_fork() or 4 * len(items) > 65536:  # the job list must fit in the pipe's buffer
+        for index, result in zip(range(len(items)), in_threads(function, items, costs)):
+            yield index, result
+        return
+    jobs_read, jobs_write = os.pipe()
+    os.write(jobs_write, b"".join(struct.pack("<i", index) for index in order))
+    os.close(jobs_write)  # every process reads indices until the pipe is empty: end of file, no more work
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children: list[tuple[int, _Results]] = []
+    reaped: set[int] = set()
+    try:
+        for _ in range(processes - 1):
+            results_read, results_write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the copy: never returns
+                os.close(results_read)
+                _child(function, items, jobs_read, results_write)
+            os.close(results_write)
+            children.append((pid, _Results(results_read)))
+        done = set()
+        with one_torch_thread():
+            while True:
+                index = _next_job(jobs_read)
+                if index is None:
+                    break
+                result = function(*items[index])
+                done.add(index)
+                yield index, result
+                for index, result in _arrived(children):
+                    done.add(index)
+                    yield index, result
+        for pid, results in children:
+            results.join()
+            os.waitpid(pid, 0)
+            reaped.add(pid)
+        for index, result in _arrived(children):
+            done.add(index)
+            yield index, result
+        missing = [index for index in range(len(items)) if index not in done]  # a copy died (killed, out of memory)
+        with one_torch_thread():
+            for index in missing:
+                yield index, function(*items[index])
+    finally:
+        os.close(jobs_read)
+        for pid, results in children:  # an error here or in a copy, or the caller stopped: the copies stop too
+            if pid not in reaped:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                results.join()
+
+
+def _costliest_first(items: list, costs: list[float] | None) -> list[int]:
+    return sorted(range(len(items)), key=lambda index: -costs[index]) if costs else list(range(len(items)))
+
+
+def _next_job(jobs_read: int) -> int | None:
+    data = os.read(jobs_read, 4)  # reads of 4 bytes from a pipe are atomic: each index goes to one process
+    return struct.unpack("<i", data)[0] if len(data) == 4 else None
+
+
+def _child(function: Callable, items: list, jobs_read: int, results_write: int) -> None:
+    """The forked copy: compute the items it takes from the job pipe, send each result, leave."""
+    status = 0
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        with os.fdopen(results_write, "wb") as out:
+            while (index := _next_job(jobs_read)) is not None:
+                try:
+                    result = ("ok", function(*items[index]))
+                except Exception as error:  # noqa: BLE001 - raised again in the parent, by name and message
+                    result = ("error", _picklable(error))
+                data = pickle.dumps((index, result), protocol=pickle.HIGHEST_PROTOCOL)
+                out.write(struct.pack("<q", len(data)))
+                out.write(data)
+                out.flush()
+                if result[0] == "error":
+                    break
+    except BaseException:  # noqa: BLE001 - Ctrl-C or a broken pipe: the parent recomputes or reports
+        status = 1
+    finally:
+        os._exit(status)  # no atexit, no flushing of the parent's buffers, no teardown of its threads
+
+
+def _picklable(error: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001
+        from mididdsp.errors import MididdspError
+
+        return MididdspError(f"{type(error).__name__}: {error}")
+
+
+class _Results:
+    """A copy's results, read from its pipe by a thread (the copy would block on a full pipe while this process
+    computes its own items), kept as pickled bytes until :func:`_arrived` takes them."""
+
+    def __init__(self, fd: int):
+        self.fd, self.messages = fd, []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, name="mididdsp-results", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with os.fdopen(self.fd, "rb") as source:
+            while len(header := source.read(8)) == 8:
+                data = source.read(struct.unpack("<q", header)[0])
+                with self.lock:
+                    self.messages.append(data)
+
+    def take(self) -> list[bytes]:
+        with self.lock:
+            messages, self.messages = self.messages, []
+        return messages
+
+    def join(self) -> None:
+        self.thread.join()
+
+
+def _arrived(children: list) -> Iterator[tuple[int, object]]:
+    for _, results in children:
+        for data in results.take():
+            try:
+                index, (kind, value) = pickle.loads(data)
+            except Exception:  # noqa: BLE001 - a copy killed mid-message: its items are recomputed here
+                continue
+            if kind == "error":
+                raise value
+            yield index, value
