@@ -89,6 +89,18 @@ def test_edit_listen_undo_save_and_a_bad_table_in_the_page(server, tmp_path):
             assert page.locator("#file-name").text_content() == "duet.mid"
             assert page.locator("#tracks select").count() == 2
             assert page.locator("#tracks select").first.input_value() == "violin"
+            # every note is painted where its rectangle is: the roll is redrawn when the page's own layout (the
+            # tracks table filling in) changes its width, not stretched from an earlier picture
+            saturation = page.evaluate("""() => {
+                const canvas = document.getElementById("roll"), context = canvas.getContext("2d");
+                const scale = canvas.width / canvas.clientWidth;
+                return window.editor.session.notes.map((note) => {
+                    const box = noteBox(note, rollGeometry());
+                    const [r, g, b] = context.getImageData(Math.round((box.x + box.w / 2) * scale),
+                                                           Math.round((box.y + box.h / 2) * scale), 1, 1).data;
+                    return Math.max(r, g, b) - Math.min(r, g, b);  // the grid is grey, the notes coloured
+                }); }""")
+            assert len(saturation) == 9 and min(saturation) > 60, saturation
             before = page_audio(page)
 
             # select the violin's fourth note with the mouse, move its volume slider to the top

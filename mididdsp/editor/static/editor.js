@@ -452,7 +452,14 @@ function setUpToolbar() {
     event.preventDefault();
     $(event.shiftKey ? "redo" : "undo").click();
   });
-  window.addEventListener("resize", () => { drawRoll(); guarded(drawCurves); });
+  // redraw when a canvas changes size: the window, and the page's own layout (the tracks table filling in, a
+  // scroll bar appearing), which a window "resize" event does not report
+  let pending = false;
+  new ResizeObserver(() => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; drawRoll(); guarded(drawCurves); });
+  }).observe($("roll"));
 }
 
 window.addEventListener("error", (event) => showError(`page error: ${event.message}`));
