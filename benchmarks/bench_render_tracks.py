@@ -135,9 +135,12 @@ def render_work(package_root: Path, warm_up: Path, path: Path) -> float:
 
 
 def peak_memory_mb(package_root: Path, midi: Path, out: Path) -> float:
+    """Peak resident memory of ``mididdsp render``: the process's own peak plus its largest child's (the forked
+    copies that render voices; pages they share with the process are counted twice: an upper bound)."""
     code = ("import resource\nfrom mididdsp.cli import main\n"
             f"assert main(['render', {str(midi)!r}, '-o', {str(out)!r}, '--quiet']) == 0\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
+            " + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env_for(package_root), check=True, cwd=package_root)
     return int(result.stdout.strip().splitlines()[-1]) / 1024
