@@ -26,12 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import table  # noqa: E402
+from common import table, tree_peak_pss_mb  # noqa: E402
 from bench_render import melody_track  # noqa: E402  (the same generated melodies)
 
 FLUID_TIMEOUT_S = 120
@@ -135,15 +134,72 @@ def render_work(package_root: Path, warm_up: Path, path: Path) -> float:
 
 
 def peak_memory_mb(package_root: Path, midi: Path, out: Path) -> float:
-    """Peak resident memory of ``mididdsp render``: the process's own peak plus its largest child's (the forked
-    copies that render voices; pages they share with the process are counted twice: an upper bound)."""
-    code = ("import resource\nfrom mididdsp.cli import main\n"
-            f"assert main(['render', {str(midi)!r}, '-o', {str(out)!r}, '--quiet']) == 0\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
-            " + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env_for(package_root), check=True, cwd=package_root)
-    return int(result.stdout.strip().splitlines()[-1]) / 1024
+    """Peak memory of ``mididdsp render`` as a whole process: the sum of the PSS of it and the forked copies that
+    render its voices, sampled every 20 ms (:func:`common.tree_peak_pss_mb`)."""
+    peak, status = tree_peak_pss_mb([sys.executable, "-m", "mididdsp", "render", str(midi), "-o", str(out),
+                                     "--quiet"], env=env_for(package_root), cwd=package_root)
+    assert status == 0, status
+    return peak
+
+
+def speed(args, codes: dict, folder: Path, fluidsynth: str, soundfont) -> None:
+    """(a) the work ratio and (b, c) whole process against FluidSynth, printed as tables."""
+    groups = seventeen_tracks()
+    at_once = write(folder / "at_once.mid", [track for group in groups for track in group])
+    spread = write(folder / "spread.mid", one_after_another(groups))
+    from mididdsp.score import Note, Track, read_midi
+
+    one_note = write(folder / "one_note.mid", [Track("one", 40, False, [Note(0.1, 0.6, 67, 80)])])
+    five = write(folder / "five.mid", [melody_track(300, 0, 40, 62, "violin")])
+    durations = {p: read_midi(p).duration for p in (at_once, spread)}
+
+    # (a) work ratio, in process; codes and files interleaved (one process per measurement)
+    measured: dict = {(label, name): [] for label in codes for name in ("one", "at", "spread")}
+    for _ in range(args.repeats):
+        for label, root in codes.items():
+            for name, midi in (("one", one_note), ("at", at_once), ("spread", spread)):
+                measured[(label, name)].append(render_work(root, one_note, midi))
+    work_rows = []
+    for label in codes:
+        base, at, sp = (statistics.median(measured[(label, name)]) for name in ("one", "at", "spread"))
+        work_rows.append({"code": label, "one note s": f"{base:.2f}", "at once s": f"{at - base:.2f}",
+                          "one after another s": f"{sp - base:.2f}",
+                          "work ratio": f"{(sp - base) / (at - base):.2f}"})
+    print(f"(a) seventeen tracks at once ({durations[at_once]:.0f} s) and one after another "
+          f"({durations[spread]:.0f} s, x{durations[spread] / durations[at_once]:.2f}); in-process render "
+          f"seconds minus a one-note file's, medians of {args.repeats}; target <= 1.5")
+    print(table(work_rows, ["code", "one note s", "at once s", "one after another s", "work ratio"]))
+
+    # (b, c) whole process against FluidSynth, interleaved
+    files = {"test04.mid": test04_path(), "17 tracks at once": at_once, "one track, 5 min": five}
+    rows = []
+    for name, midi in files.items():
+        theirs = ["timeout", str(FLUID_TIMEOUT_S), fluidsynth, "-ni", "-q", "-r", "16000", "-F",
+                  str(folder / "fluid.wav"), str(soundfont), str(midi)]
+        ours = [sys.executable, "-m", "mididdsp", "render", str(midi), "-o", str(folder / "ours.wav"), "--quiet"]
+        labels = [label for label in codes if not (name == "test04.mid" and label == "before"
+                                                   and args.skip_test04_baseline)]
+        times: dict[str, list[float]] = {label: [] for label in ["fluidsynth", *labels]}
+        wall(theirs, env_for(ROOT))  # page cache
+        for _ in range(args.repeats):
+            times["fluidsynth"].append(wall(theirs, env_for(ROOT), FLUID_TIMEOUT_S + 5))
+            for label in labels:
+                times[label].append(wall(ours, env_for(codes[label])))
+        fluid = statistics.median(times["fluidsynth"])
+        row = {"file": name, "FluidSynth s": f"{fluid:.2f}"}
+        for label in labels:
+            value = statistics.median(times[label])
+            row[f"mididdsp {label} s"] = f"{value:.2f}"
+            row[f"{label} / FluidSynth"] = f"{value / fluid:.2f}"
+        if "before" in labels:
+            ratio = statistics.median(times["after"]) / statistics.median(times["before"])
+            row["after / before"] = f"{ratio:.2f}"
+        rows.append(row)
+    columns = ["file", "FluidSynth s"] + [c for c in rows[-1] if c not in ("file", "FluidSynth s")]
+    print(f"\n(b, c) whole process, interleaved, medians of {args.repeats} (2 threads); target <= 2.0 "
+          "against FluidSynth on test04 and the 17 tracks, the 5-minute file no slower than before")
+    print(table(rows, columns))
+
 
 
 def main() -> None:
@@ -152,6 +208,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-test04-baseline", action="store_true",
                         help="time test04 with our code only (the old render takes minutes)")
+    parser.add_argument("--memory-only", action="store_true", help="only the 10-minute 20-track file's memory")
     args = parser.parse_args()
     from mididdsp.datasets.corpus import check_fluidsynth
 
@@ -161,68 +218,14 @@ def main() -> None:
         codes = {"before": args.baseline_path.resolve(), "after": ROOT}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        groups = seventeen_tracks()
-        at_once = write(folder / "at_once.mid", [track for group in groups for track in group])
-        spread = write(folder / "spread.mid", one_after_another(groups))
-        from mididdsp.score import Note, Track, read_midi
-
-        one_note = write(folder / "one_note.mid", [Track("one", 40, False, [Note(0.1, 0.6, 67, 80)])])
-        five = write(folder / "five.mid", [melody_track(300, 0, 40, 62, "violin")])
-        durations = {p: read_midi(p).duration for p in (at_once, spread)}
-        voices = {p: sum(len(t.notes) > 0 for t in read_midi(p).tracks) for p in (at_once, spread)}
-
-        # (a) work ratio, in process; codes and files interleaved (one process per measurement)
-        measured: dict = {(label, name): [] for label in codes for name in ("one", "at", "spread")}
-        for _ in range(args.repeats):
-            for label, root in codes.items():
-                for name, midi in (("one", one_note), ("at", at_once), ("spread", spread)):
-                    measured[(label, name)].append(render_work(root, one_note, midi))
-        work_rows = []
-        for label in codes:
-            base, at, sp = (statistics.median(measured[(label, name)]) for name in ("one", "at", "spread"))
-            work_rows.append({"code": label, "one note s": f"{base:.2f}", "at once s": f"{at - base:.2f}",
-                              "one after another s": f"{sp - base:.2f}",
-                              "work ratio": f"{(sp - base) / (at - base):.2f}"})
-        print(f"(a) seventeen tracks at once ({durations[at_once]:.0f} s) and one after another "
-              f"({durations[spread]:.0f} s, x{durations[spread] / durations[at_once]:.2f}); in-process render "
-              f"seconds minus a one-note file's, medians of {args.repeats}; target <= 1.5")
-        print(table(work_rows, ["code", "one note s", "at once s", "one after another s", "work ratio"]))
-
-        # (b, c) whole process against FluidSynth, interleaved
-        files = {"test04.mid": test04_path(), "17 tracks at once": at_once, "one track, 5 min": five}
-        rows = []
-        for name, midi in files.items():
-            theirs = ["timeout", str(FLUID_TIMEOUT_S), fluidsynth, "-ni", "-q", "-r", "16000", "-F",
-                      str(folder / "fluid.wav"), str(soundfont), str(midi)]
-            ours = [sys.executable, "-m", "mididdsp", "render", str(midi), "-o", str(folder / "ours.wav"), "--quiet"]
-            labels = [label for label in codes if not (name == "test04.mid" and label == "before"
-                                                       and args.skip_test04_baseline)]
-            times: dict[str, list[float]] = {label: [] for label in ["fluidsynth", *labels]}
-            wall(theirs, env_for(ROOT))  # page cache
-            for _ in range(args.repeats):
-                times["fluidsynth"].append(wall(theirs, env_for(ROOT), FLUID_TIMEOUT_S + 5))
-                for label in labels:
-                    times[label].append(wall(ours, env_for(codes[label])))
-            fluid = statistics.median(times["fluidsynth"])
-            row = {"file": name, "FluidSynth s": f"{fluid:.2f}"}
-            for label in labels:
-                value = statistics.median(times[label])
-                row[f"mididdsp {label} s"] = f"{value:.2f}"
-                row[f"{label} / FluidSynth"] = f"{value / fluid:.2f}"
-            if "before" in labels:
-                ratio = statistics.median(times["after"]) / statistics.median(times["before"])
-                row["after / before"] = f"{ratio:.2f}"
-            rows.append(row)
-        columns = ["file", "FluidSynth s"] + [c for c in rows[-1] if c not in ("file", "FluidSynth s")]
-        print(f"\n(b, c) whole process, interleaved, medians of {args.repeats} (2 threads); target <= 2.0 "
-              "against FluidSynth on test04 and the 17 tracks, the 5-minute file no slower than before")
-        print(table(rows, columns))
+        if not args.memory_only:
+            speed(args, codes, folder, fluidsynth, soundfont)
 
         # memory: 10 minutes, 20 tracks
         twenty = write(folder / "twenty.mid", [melody_track(600, 100 + i, *MELODY_VOICES[i % 8], f"t{i}", rest_s=2.0)
                                                for i in range(20)])
         memory = {label: peak_memory_mb(root, twenty, folder / "twenty.wav") for label, root in codes.items()}
-        print("\npeak resident memory, 10-minute 20-track MIDI: "
+        print("\npeak memory (PSS of the process and its forked copies), 10-minute 20-track MIDI: "
               + ", ".join(f"{label} {value:.0f} MB" for label, value in memory.items()) + " (target < 2048 MB)")
 
 
