@@ -94,22 +94,12 @@ def analyse_render(model, midi: Path, reference_audio: np.ndarray | None = None)
     audio = model.mix_voices(score, voices).audio
     ours, starts, after_rest, f0, confidence = onsets(audio, score)
     frames = len(f0)
-    pitch_ok = pitch_all = played_ok = played_all = 0
+    pitch_ok, pitch_all = pitch_within(f0, confidence, score)
+    played_ok = played_all = 0
     for track_index, track in enumerate(score.tracks):
         if track.is_drum or not track.notes:
             continue
         bend = track.control_frames(frames)["pitch_bend"]
-        for voice in track.voices():
-            for note in voice:
-                first, last = int(round(note.start * 250)), min(frames, int(round(note.end * 250)))
-                inside = np.arange(first + 10, max(first + 10, last - 5))
-                inside = inside[inside < frames]
-                if len(inside):
-                    written = note.pitch + bend[inside]
-                    cents = 1200 * np.log2(np.maximum(f0[inside], 1) / (440 * 2 ** ((written - 69) / 12)))
-                    voiced = confidence[inside] >= 0.85
-                    pitch_ok += int((np.abs(cents[voiced]) <= 50).sum())
-                    pitch_all += int(voiced.sum())
         for voice_index, notes in enumerate(track.voices()):  # the same frames of the f0 the synthesizer got
             played = np.zeros(frames)
             for first, curve, _ in voices[(track_index, voice_index)].curves:
@@ -127,9 +117,36 @@ def analyse_render(model, midi: Path, reference_audio: np.ndarray | None = None)
     result = {"pitch_ok": pitch_ok, "pitch_frames": pitch_all, "onset_to_written": ours - starts,
               "after_rest": after_rest, "played_ok": played_ok, "played_frames": played_all}
     if reference_audio is not None:
-        reference, _, _, _, _ = onsets(reference_audio, score)
+        reference, _, _, reference_f0, reference_confidence = onsets(reference_audio, score)
         result["onset_to_reference"] = ours - reference
+        # the same figure read from the recording the MIDI file was made with: what the tracker makes of the
+        # performer's own vibrato and bends
+        result["recording_pitch_ok"], result["recording_pitch_frames"] = pitch_within(
+            reference_f0, reference_confidence, score)
     return result
+
+
+def pitch_within(f0: np.ndarray, confidence: np.ndarray, score, cents_limit: float = 50.0) -> tuple[int, int]:
+    """(frames within ``cents_limit`` of the written pitch + bend, voiced frames): inside every note (its first 40
+    ms and last 20 ms left out), frames with CREPE confidence >= 0.85."""
+    frames = len(f0)
+    ok = voiced_all = 0
+    for track in score.tracks:
+        if track.is_drum or not track.notes:
+            continue
+        bend = track.control_frames(frames)["pitch_bend"]
+        for voice in track.voices():
+            for note in voice:
+                first, last = int(round(note.start * 250)), min(frames, int(round(note.end * 250)))
+                inside = np.arange(first + 10, max(first + 10, last - 5))
+                inside = inside[inside < frames]
+                if len(inside):
+                    written = note.pitch + bend[inside]
+                    cents = 1200 * np.log2(np.maximum(f0[inside], 1) / (440 * 2 ** ((written - 69) / 12)))
+                    voiced = confidence[inside] >= 0.85
+                    ok += int((np.abs(cents[voiced]) <= cents_limit).sum())
+                    voiced_all += int(voiced.sum())
+    return ok, voiced_all
 
 
 def dynamics(model) -> dict:
@@ -188,6 +205,7 @@ def main() -> None:
     parser.add_argument("--velocity-only", action="store_true",
                         help="only the velocity 40 -> 110 level difference per instrument")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--only", default=None, help="comma-separated recording ids: only these files")
     parser.add_argument("--soundfonts", default=None,
                         help="with --velocity-only: comma-separated .sf2 files that play the same phrases (FluidSynth), "
                              "the recordings' own velocity response as a reference")
@@ -206,6 +224,8 @@ def main() -> None:
     pitch_ok = pitch_all = 0
     to_reference, to_written, rests = [], [], []
     files = held_out_midis(Path(args.data))
+    if args.only:
+        files = [(name, midi) for name, midi in files if name in args.only.split(",")]
     per_file: dict[str, dict] = {}
     for name, midi in files:
         reference = load_audio(midi.with_suffix(".wav")) if midi.with_suffix(".wav").is_file() else None
@@ -218,8 +238,11 @@ def main() -> None:
             to_reference.append(result["onset_to_reference"])
         played = result["played_ok"] / max(result["played_frames"], 1)
         per_file[name] = {"pitch": result["pitch_ok"] / max(result["pitch_frames"], 1), "as_played": played}
+        if "recording_pitch_frames" in result:
+            per_file[name]["recording"] = result["recording_pitch_ok"] / max(result["recording_pitch_frames"], 1)
         print(f"{name}: pitch {per_file[name]['pitch']:.3f} of {result['pitch_frames']} frames within 50 cents "
-              f"(as played, the synthesizer's own f0: {played:.3f})", flush=True)
+              f"(as played, the synthesizer's own f0: {played:.3f}; the recording: "
+              f"{per_file[name].get('recording', float('nan')):.3f})", flush=True)
     written = np.concatenate(to_written)
     relative = np.concatenate(to_reference)
     rest = np.concatenate(rests)
@@ -237,6 +260,8 @@ def main() -> None:
                "onsets_vs_written_within_20ms": share(written)[0], "onsets_vs_written_median_ms": share(written)[1],
                "velocity_40_to_110_db": {k: float(v) for k, v in dynamics(model).items()},
                "pitch_worst_file": min(per_file.items(), key=lambda item: item[1]["pitch"]),
+               "recording_pitch_worst_file": min(((k, v) for k, v in per_file.items() if "recording" in v),
+                                                 key=lambda item: item[1]["recording"], default=None),
                "per_file": per_file}
     print(json.dumps(figures, indent=1))
     if args.json:
