@@ -99,13 +99,14 @@ def in_processes(function: Callable, items: list, costs: list[float] | None = No
     sys.stderr.flush()
     children: list[tuple[int, _Results]] = []
     reaped: set[int] = set()
+    parent = os.getpid()
     try:
         for _ in range(processes - 1):
             results_read, results_write = os.pipe()
             pid = os.fork()
             if pid == 0:  # the copy: never returns
                 os.close(results_read)
-                _child(function, items, jobs_read, results_write)
+                _child(function, items, jobs_read, results_write, parent)
             os.close(results_write)
             children.append((pid, _Results(results_read)))
         done = set()
@@ -151,10 +152,11 @@ def _next_job(jobs_read: int) -> int | None:
     return struct.unpack("<i", data)[0] if len(data) == 4 else None
 
 
-def _child(function: Callable, items: list, jobs_read: int, results_write: int) -> None:
+def _child(function: Callable, items: list, jobs_read: int, results_write: int, parent: int) -> None:
     """The forked copy: compute the items it takes from the job pipe, send each result, leave."""
     status = 0
     try:
+        _die_with(parent)
         import torch
 
         torch.set_num_threads(1)
@@ -174,6 +176,17 @@ def _child(function: Callable, items: list, jobs_read: int, results_write: int) 
         status = 1
     finally:
         os._exit(status)  # no atexit, no flushing of the parent's buffers, no teardown of its threads
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this copy when the process that forked it ends (killed, or Ctrl-C'ed alone), rather
+    than leave it computing voices nobody will read."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it ended before the request was made
+        os._exit(1)
 
 
 def _picklable(error: Exception) -> Exception:

@@ -111,6 +111,21 @@ def check_dead_copy_items_computed_here() -> None:
     assert not children()
 
 
+def sleeps_in_a_copy(index: int, folder: str):
+    if os.getpid() != PARENT:
+        Path(folder, "copy.pid").write_text(str(os.getpid()))
+        time.sleep(120)
+    else:
+        time.sleep(120)  # the process is killed meanwhile
+    return index
+
+
+def check_copy_dies_with_the_process(folder: str) -> None:
+    from mididdsp.parallel import in_processes
+
+    list(in_processes(sleeps_in_a_copy, [(index, folder) for index in range(4)], processes=2))
+
+
 def check_render_same_bits(folder: str) -> None:
     """The trio of tests/test_batch.py: its voices in a forked copy and here, on threads, one after another."""
     import numpy as np
@@ -146,6 +161,32 @@ def test_an_error_is_raised_in_the_caller_whichever_process_met_it():
 
 def test_the_items_of_a_copy_that_died_are_computed_by_the_caller():
     isolated("check_dead_copy_items_computed_here")
+
+
+def test_a_copy_ends_when_the_process_that_forked_it_is_killed(tmp_path):
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, __file__, "check_copy_dies_with_the_process", str(tmp_path)],
+                               env=env)
+    pid_file = tmp_path / "copy.pid"
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    copy = int(pid_file.read_text())
+    process.kill()
+    process.wait()
+
+    def running() -> bool:
+        try:
+            with open(f"/proc/{copy}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running()  # not left computing for nobody
 
 
 def test_a_render_has_the_same_bits_in_forked_copies_as_on_threads(tmp_path):
