@@ -256,6 +256,7 @@ class MidiModel:
             with torch.no_grad(), one_torch_thread():
                 sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
                                             fixed_values=fixed_values, fixed_mask=fixed_mask, compiled=True)
+            self._leave_vibrato_to_bends(score, voices, sampled, fixed_mask)
             track_offsets = {} if fixed is not None else self.track_offsets(voices, names, sampled)
             for row, (t, v, voice) in enumerate(voices):
                 for i, note in enumerate(voice):
@@ -275,6 +276,27 @@ class MidiModel:
         order = sorted(range(len(columns["start"])), key=lambda r: (columns["track"][r], columns["start"][r],
                                                                      columns["voice"][r]))
         return NoteExpression({k: [v[r] for r in order] for k, v in columns.items()}, self.ranges)
+
+    @staticmethod
+    def _leave_vibrato_to_bends(score, voices: list, sampled, fixed_mask=None) -> None:
+        """Zero the sampled vibrato (``sampled`` [voices, notes, 7], in place) of every note whose track's pitch
+        bend already carries vibrato (:func:`~mididdsp.expression.vibrato.bend_vibrato_extent` at least
+        :data:`~mididdsp.expression.vibrato.BEND_VIBRATO_CENTS`): the file's vibrato is played, not the prior's on
+        top of it (two vibratos at once: the prior does not see the bends). A vibrato the caller fixed stays."""
+        from mididdsp.expression.vibrato import BEND_VIBRATO_CENTS, bend_vibrato_extent
+        from mididdsp.synthesis.generator import EXPRESSION_INPUTS
+
+        column = EXPRESSION_INPUTS.index("vibrato")
+        frames = int(math.ceil(max((n.end for _, _, notes in voices for n in notes), default=0.0) * 250)) + 2
+        bends: dict[int, Any] = {}
+        for row, (t, _, notes) in enumerate(voices):
+            if not score.tracks[t].pitch_bends:
+                continue
+            if t not in bends:
+                bends[t] = score.tracks[t].control_frames(frames)["pitch_bend"]
+            for i, extent in enumerate(bend_vibrato_extent(bends[t], notes)):
+                if extent >= BEND_VIBRATO_CENTS and not (fixed_mask is not None and bool(fixed_mask[row, i, column])):
+                    sampled[row, i, column] = 0.0
 
     def track_offsets(self, voices: list, names: list, sampled) -> dict[int, float]:
         """{track: level_offset_db (dB)} for the prior's ``sampled`` controls ([voices, notes, 7], rows in

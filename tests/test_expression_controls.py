@@ -78,6 +78,23 @@ def test_sinusoidal_vibrato_extent_and_rate(rate, extent, seconds, delay):
     assert out["vibrato"][0].item() == pytest.approx(out["vibrato_extent_cents"][0].item() / 60.0, abs=1e-6)
 
 
+def test_the_vibrato_a_pitch_bend_carries_is_measured_as_in_an_f0():
+    """A 5.5 Hz, 30-cent bend vibrato on the second note reads 30 cents; a step, no bend and a slow ramp read 0."""
+    import numpy as np
+
+    from mididdsp.expression.vibrato import bend_vibrato_extent
+    from mididdsp.score import Note
+
+    t = np.arange(1200) / FR
+    bend = np.where((t > 1.0) & (t < 2.5), 0.30 * np.sin(2 * np.pi * 5.5 * t), 0.0)
+    bend += np.where((t > 0.5) & (t < 1.0), 1.0, 0.0)  # a step inside the first note
+    bend += np.where(t > 3.0, 0.5 * (t - 3.0), 0.0)  # a slow ramp over the last
+    notes = [Note(0.1, 0.95, 60, 80), Note(1.0, 2.5, 62, 80), Note(2.6, 2.9, 65, 80), Note(3.0, 4.5, 64, 80)]
+    extent = bend_vibrato_extent(bend, notes)
+    assert extent[1] == pytest.approx(30.0, abs=2.0)
+    assert extent[0] == 0.0 and extent[2] == 0.0 and extent[3] < 0.01  # the ramp: a trend, float rounding
+
+
 @pytest.mark.parametrize("transition_s", [0.05, 0.13])
 def test_vibrato_ignores_a_legato_transition_from_the_previous_pitch(transition_s):
     # The first frames of a legato note still read the previous note, 2 semitones below (its release rings

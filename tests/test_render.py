@@ -262,6 +262,22 @@ def test_pitch_bend_and_channel_volume_are_heard(model):
     assert abs(before) < 0.5 and abs(drop - 11.9) < 1.5, (before, drop)
 
 
+def test_a_note_whose_bend_carries_vibrato_gets_no_vibrato_from_the_prior(model):
+    """The file's vibrato is played, not the prior's on top of it; notes without one keep what the prior drew, and a
+    vibrato the caller fixed stays."""
+    t = np.arange(int(3.2 * 250)) / 250
+    wobble = np.where((t > 1.6) & (t < 2.4), 0.3 * np.sin(2 * np.pi * 5.5 * t), 0.0)  # the fourth note's
+    bends = [(float(time), float(value)) for time, value in zip(t, wobble)]
+    plain = score_of(phrase_track())
+    bent = score_of(phrase_track(pitch_bends=bends))
+    drawn = model.expression(plain, seed=0, temperature=0.0)
+    played = model.expression(bent, seed=0, temperature=0.0)
+    assert drawn["vibrato"][3] > 0.05 and played["vibrato"][3] == 0.0
+    assert np.array_equal(np.delete(played["vibrato"], 3), np.delete(drawn["vibrato"], 3))
+    asked = model.expression(bent, seed=0, temperature=0.0, fixed=drawn, fixed_columns=["vibrato"])
+    assert np.array_equal(asked["vibrato"], drawn["vibrato"])
+
+
 def test_modulation_wheel_deepens_the_vibrato(model):
     """CC1 at 127 over a note adds half the vibrato scale to it (and a rate where it had none)."""
     from mididdsp.render import DEFAULT_VIBRATO_RATE_HZ, MODULATION_VIBRATO, apply_modulation
