@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from mididdsp.dsp.core import FRAME_RATE
@@ -231,7 +232,7 @@ def vibrato_gate(rate_hz: torch.Tensor, duration_s: torch.Tensor, analysed_s: to
 BEND_VIBRATO_CENTS = 5.0  # a note whose pitch bend carries at least this much vibrato plays the file's own
 
 
-def bend_vibrato_extent(bend_semitones, notes) -> "np.ndarray":
+def bend_vibrato_extent(bend_semitones, notes) -> np.ndarray:
     """The vibrato a MIDI file's pitch bend already carries inside each note of one voice, as ``mididdsp
     extract`` measures it in an f0 (:func:`vibrato`: cents, at 3-9 Hz, gated; a bend ramp or a held bend is a
     trend, not vibrato).
@@ -242,8 +243,6 @@ def bend_vibrato_extent(bend_semitones, notes) -> "np.ndarray":
     Returns:
         [N] float64 extents in cents (0 for notes whose bend does not move).
     """
-    import numpy as np
-
     from mididdsp.expression.controls import NoteFrames
 
     bend = np.asarray(bend_semitones, np.float64)
