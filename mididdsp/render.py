@@ -16,8 +16,9 @@ A MIDI model is a directory holding two model directories: ``generator/`` (:clas
 synthesizer and reverb) and ``prior/`` (:class:`ExpressionPrior`). Each track's notes are split into monophonic
 voices (:func:`mididdsp.score.split_voices`: every onset stays where the file puts it); the prior writes each
 note's expression (velocity-aware), the generator turns each voice into synthesis controls, pitch bend is added
-to f0, CC7 and CC11 scale the level with the General MIDI law (40 log10(value / 127) dB each), CC1 deepens the
-vibrato, and the voices are synthesised and summed. A mix that would clip is scaled down, and the caller is told.
+to f0 (a note whose bend already carries vibrato gets none from the prior), CC7 and CC11 scale the level with the
+General MIDI law (40 log10(value / 127) dB each), CC1 deepens the vibrato, and the voices are synthesised and
+summed. A mix that would clip is scaled down, and the caller is told.
 
 General MIDI program -> instrument: the exact instrument where the model has it; else an instrument of the same
 family (strings, brass, reed, pipe), the one whose training pitch range best fits the track (its median pitch
