@@ -123,7 +123,24 @@ def analyse_render(model, midi: Path, reference_audio: np.ndarray | None = None)
         # performer's own vibrato and bends
         result["recording_pitch_ok"], result["recording_pitch_frames"] = pitch_within(
             reference_f0, reference_confidence, score)
+        result["loudness_r"] = loudness_r_inside_notes(audio, reference_audio, score)
     return result
+
+
+def loudness_r_inside_notes(audio: np.ndarray, reference_audio: np.ndarray, score) -> float:
+    """r between the render's and the recording's A-weighted loudness (dB) over the frames inside notes: how the
+    render's dynamics follow the recording's, where the file (velocities, CC7, CC11) says what they are."""
+    from mididdsp.dsp import compute_loudness
+
+    ours, theirs = (compute_loudness(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None])[0].numpy()
+                    for x in (audio, reference_audio))
+    frames = min(len(ours), len(theirs))
+    inside = np.zeros(frames, bool)
+    for track in score.tracks:
+        if not track.is_drum:
+            for note in track.notes:
+                inside[int(round(note.start * 250)):int(round(note.end * 250))] = True
+    return float(np.corrcoef(ours[:frames][inside], theirs[:frames][inside])[0, 1])
 
 
 def pitch_within(f0: np.ndarray, confidence: np.ndarray, score, cents_limit: float = 50.0) -> tuple[int, int]:
@@ -240,9 +257,11 @@ def main() -> None:
         per_file[name] = {"pitch": result["pitch_ok"] / max(result["pitch_frames"], 1), "as_played": played}
         if "recording_pitch_frames" in result:
             per_file[name]["recording"] = result["recording_pitch_ok"] / max(result["recording_pitch_frames"], 1)
+            per_file[name]["loudness_r"] = result["loudness_r"]
         print(f"{name}: pitch {per_file[name]['pitch']:.3f} of {result['pitch_frames']} frames within 50 cents "
               f"(as played, the synthesizer's own f0: {played:.3f}; the recording: "
-              f"{per_file[name].get('recording', float('nan')):.3f})", flush=True)
+              f"{per_file[name].get('recording', float('nan')):.3f}); loudness r against the recording "
+              f"{per_file[name].get('loudness_r', float('nan')):.3f}", flush=True)
     written = np.concatenate(to_written)
     relative = np.concatenate(to_reference)
     rest = np.concatenate(rests)
@@ -260,6 +279,8 @@ def main() -> None:
                "onsets_vs_written_within_20ms": share(written)[0], "onsets_vs_written_median_ms": share(written)[1],
                "velocity_40_to_110_db": {k: float(v) for k, v in dynamics(model).items()},
                "pitch_worst_file": min(per_file.items(), key=lambda item: item[1]["pitch"]),
+               "loudness_r_against_recordings_mean": float(np.mean([v["loudness_r"] for v in per_file.values()
+                                                                     if "loudness_r" in v] or [np.nan])),
                "recording_pitch_worst_file": min(((k, v) for k, v in per_file.items() if "recording" in v),
                                                  key=lambda item: item[1]["recording"], default=None),
                "per_file": per_file}
