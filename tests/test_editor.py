@@ -369,8 +369,13 @@ def test_edit_command_serves_prints_its_address_and_stops_on_ctrl_c(midi_path):
         port = int(url.rsplit(":", 1)[1].strip("/"))
         assert Client(port).json("GET", "/api/session")[1]["file"] == "duet.mid"
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=90) == 0  # (seconds here; generous for a loaded CI machine)
-        err = process.stderr.read()
+        try:  # both pipes drained while it stops: a full pipe cannot block its last writes
+            _, err = process.communicate(timeout=90)  # (seconds here; generous for a loaded CI machine)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+            raise AssertionError(f"still running 90 s after Ctrl-C; its stderr: {err[-3000:]}") from None
+        assert process.returncode == 0, err
         assert "stopped" in err and "Traceback" not in err
     finally:
         if process.poll() is None:

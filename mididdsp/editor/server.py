@@ -231,5 +231,8 @@ class EditorServer:
         if self.runner is not None:
             asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
             self.runner = None
+            # the worker threads of the requests (not daemons): idle, they would wait for work until the loop is
+            # collected, and a process that joins its threads before leaving would wait with them
+            asyncio.run_coroutine_threadsafe(self.loop.shutdown_default_executor(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
