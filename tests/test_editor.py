@@ -361,8 +361,11 @@ def test_edit_command_refuses_bad_input_in_one_line(tmp_path, capsys):
 
 def test_edit_command_serves_prints_its_address_and_stops_on_ctrl_c(midi_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    # Ctrl-C as a terminal delivers it: a test run started in the background (`make test &`, nohup) passes its
+    # children SIGINT ignored, and Python then leaves it ignored
     process = subprocess.Popen([sys.executable, "-m", "mididdsp", "edit", midi_path, "--port", "0", "--no-browser"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         url = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/"), process.stderr.read()
