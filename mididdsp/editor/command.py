@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
                                 name=Path(args.midi).name)
     except MididdspError as error:
         raise MididdspError(f"{args.expression_in}: {error}" if args.expression_in else str(error)) from None
-    session.update_audio()  # warm: every voice rendered once before the page asks
+    import torch
+
+    # warm: every voice rendered once before the page asks, in forked copies while no server thread runs yet
+    session.update_audio(processes=torch.get_num_threads())
     server = EditorServer(session, args.host, args.port).start()
     print(server.url, flush=True)
     if args.browser:

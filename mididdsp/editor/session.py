@@ -317,8 +317,10 @@ class EditorSession:
         rows = match_expression(self.expression, self.voices, self.model.ranges)
         return {(t, v): self.instruments[t].encode() + b"\0" + rows[(t, v)].tobytes() for t, v, _ in self.voices}
 
-    def update_audio(self) -> dict[str, int]:
-        """Render the voices whose inputs changed since their audio was made (from the memo where it has them)."""
+    def update_audio(self, processes: int = 1) -> dict[str, int]:
+        """Render the voices whose inputs changed since their audio was made (from the memo where it has them).
+        ``processes``: see :meth:`~mididdsp.render.MidiModel.render_voices` (the command's first render, before
+        the server's threads start, forks)."""
         with self.lock:
             inputs = self._voice_inputs()
             stale = {key for key, data in inputs.items() if self.voice_inputs.get(key) != data}
@@ -331,7 +333,8 @@ class EditorSession:
                     stale.discard(key)
             if stale:
                 rendered = self.model.render_voices(self.score, self.expression, self.seed,
-                                                    track_instruments=self.instruments, only=stale)
+                                                    track_instruments=self.instruments, only=stale,
+                                                    processes=processes)
                 for key, audio in rendered.items():
                     self.voice_audio[key], self.voice_inputs[key] = audio, inputs[key]
                     self.memo[repr(key).encode() + inputs[key]] = audio
