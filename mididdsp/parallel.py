@@ -89,8 +89,7 @@ def in_processes(function: Callable, items: list, costs: list[float] | None = No
     order = list(_costliest_first(items, costs))
     processes = min(processes, len(items))
     if processes <= 1 or not can_fork() or 4 * len(items) > 65536:  # the job list must fit in the pipe's buffer
-        for index, result in zip(range(len(items)), in_threads(function, items, costs)):
-            yield index, result
+        yield from enumerate(in_threads(function, items, costs))
         return
     jobs_read, jobs_write = os.pipe()
     os.write(jobs_write, b"".join(struct.pack("<i", index) for index in order))

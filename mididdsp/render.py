@@ -35,6 +35,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mididdsp.controllers import apply_modulation, leave_vibrato_to_bends, midi_volume_gain
+
 PRETRAINED_MIDI = Path(__file__).resolve().parent / "pretrained" / "midi"
 SYNTH_CHUNK_S = 4.0         # synthesizer pieces: less per-piece overhead than 1 s pieces (a 5-minute render 4.52
                             # -> 3.45 s as a whole process), 64 000 samples x 60 harmonics of working memory
@@ -45,8 +47,6 @@ HEADROOM_PEAK = 0.99        # a mix peaking above this is scaled down to it
 MAX_VOICES_PER_TRACK = 16   # more simultaneous notes than this in one track are dropped, with a warning
 MAX_RENDER_S = 3600.0       # a longer file is refused: an absurd tempo, not music (and gigabytes of audio)
 MAX_RANGE_MISFIT = 12.0     # semitones between a track's median pitch and a family member's: beyond, next family
-MODULATION_VIBRATO = 0.5    # CC1 at 127 adds this much of the vibrato scale
-DEFAULT_VIBRATO_RATE_HZ = 5.5
 # General MIDI names of the instruments a model may know that pretty_midi cannot look up by their short name
 GM_ALIASES = {"saxophone": 65, "sax": 65, "horn": 60, "french horn": 60, "contrabass": 43, "double bass": 43,
               "bass": 43}
@@ -257,7 +257,7 @@ class MidiModel:
             with torch.no_grad(), one_torch_thread():
                 sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
                                             fixed_values=fixed_values, fixed_mask=fixed_mask, compiled=True)
-            self._leave_vibrato_to_bends(score, voices, sampled, fixed_mask)
+            leave_vibrato_to_bends(score, voices, sampled, fixed_mask)
             track_offsets = {} if fixed is not None else self.track_offsets(voices, names, sampled)
             for row, (t, v, voice) in enumerate(voices):
                 for i, note in enumerate(voice):
@@ -277,27 +277,6 @@ class MidiModel:
         order = sorted(range(len(columns["start"])), key=lambda r: (columns["track"][r], columns["start"][r],
                                                                      columns["voice"][r]))
         return NoteExpression({k: [v[r] for r in order] for k, v in columns.items()}, self.ranges)
-
-    @staticmethod
-    def _leave_vibrato_to_bends(score, voices: list, sampled, fixed_mask=None) -> None:
-        """Zero the sampled vibrato (``sampled`` [voices, notes, 7], in place) of every note whose track's pitch
-        bend already carries vibrato (:func:`~mididdsp.expression.vibrato.bend_vibrato_extent` at least
-        :data:`~mididdsp.expression.vibrato.BEND_VIBRATO_CENTS`): the file's vibrato is played, not the prior's on
-        top of it (two vibratos at once: the prior does not see the bends). A vibrato the caller fixed stays."""
-        from mididdsp.expression.vibrato import BEND_VIBRATO_CENTS, bend_vibrato_extent
-        from mididdsp.synthesis.generator import EXPRESSION_INPUTS
-
-        column = EXPRESSION_INPUTS.index("vibrato")
-        frames = int(math.ceil(max((n.end for _, _, notes in voices for n in notes), default=0.0) * 250)) + 2
-        bends: dict[int, Any] = {}
-        for row, (t, _, notes) in enumerate(voices):
-            if not score.tracks[t].pitch_bends:
-                continue
-            if t not in bends:
-                bends[t] = score.tracks[t].control_frames(frames)["pitch_bend"]
-            for i, extent in enumerate(bend_vibrato_extent(bends[t], notes)):
-                if extent >= BEND_VIBRATO_CENTS and not (fixed_mask is not None and bool(fixed_mask[row, i, column])):
-                    sampled[row, i, column] = 0.0
 
     def track_offsets(self, voices: list, names: list, sampled) -> dict[int, float]:
         """{track: level_offset_db (dB)} for the prior's ``sampled`` controls ([voices, notes, 7], rows in
@@ -373,7 +352,7 @@ class MidiModel:
 
         from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
         from mididdsp.dsp.processors import scale_level
-        from mididdsp.parallel import in_processes, in_threads
+        from mididdsp.parallel import in_processes
         from mididdsp.synthesis import spans as spanning
         from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
 
@@ -458,12 +437,8 @@ class MidiModel:
 
         bar = tqdm(total=len(wanted), desc="render", unit="voice", disable=not progress, file=sys.stderr)
         sounding = [sum(n.end - n.start for n in notes) for _, _, notes in wanted]  # seconds: the work's measure
-        if processes > 1:
-            finished = in_processes(one_voice, wanted, sounding, processes)
-        else:
-            finished = enumerate(in_threads(one_voice, wanted, sounding))
         done: dict[int, VoiceAudio] = {}
-        for index, (audio, voice_work, voice_clock) in finished:
+        for index, (audio, voice_work, voice_clock) in in_processes(one_voice, wanted, sounding, processes):
             done[index] = audio
             for key, value in voice_work.items():
                 work[key] += value
@@ -582,32 +557,6 @@ class MidiModel:
             out_audio = resample(out_audio, SAMPLE_RATE, sample_rate)
             out_stems = {k: resample(s, SAMPLE_RATE, sample_rate) for k, s in out_stems.items()}
         return Rendered(out_audio, int(sample_rate), out_stems, gain_db, messages, work)
-
-
-def midi_volume_gain(cc7, cc11):
-    """General MIDI level law: CC7 and CC11 each give 40 log10(value / 127) dB; linear gain [frames], float32."""
-    import numpy as np
-
-    db = 40 * np.log10(np.maximum(cc7, 0.5) / 127.0) + 40 * np.log10(np.maximum(cc11, 0.5) / 127.0)
-    return np.power(10.0, np.maximum(db, -100.0) / 20.0).astype(np.float32)
-
-
-def apply_modulation(controls, notes, cc1):
-    """Deepen each note's vibrato by its mean CC1 (127 adds :data:`MODULATION_VIBRATO` of the scale); a note
-    given vibrato this way without a rate gets :data:`DEFAULT_VIBRATO_RATE_HZ`. controls [N, 7] float32."""
-    import numpy as np
-
-    if not np.any(cc1 > 0):
-        return controls
-    controls = controls.copy()
-    for i, (start, end, _, _) in enumerate(notes):
-        first, last = int(round(start * 250)), max(int(round(end * 250)), int(round(start * 250)) + 1)
-        amount = float(np.mean(cc1[first:last])) / 127.0 if last > first and first < len(cc1) else 0.0
-        if amount > 0:
-            controls[i, 3] = min(1.0, controls[i, 3] + MODULATION_VIBRATO * amount)
-            if controls[i, 6] < 1.0:
-                controls[i, 6] = DEFAULT_VIBRATO_RATE_HZ
-    return controls
 
 
 def match_expression(expression, voices, ranges) -> dict:

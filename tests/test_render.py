@@ -280,7 +280,7 @@ def test_a_note_whose_bend_carries_vibrato_gets_no_vibrato_from_the_prior(model)
 
 def test_modulation_wheel_deepens_the_vibrato(model):
     """CC1 at 127 over a note adds half the vibrato scale to it (and a rate where it had none)."""
-    from mididdsp.render import DEFAULT_VIBRATO_RATE_HZ, MODULATION_VIBRATO, apply_modulation
+    from mididdsp.controllers import DEFAULT_VIBRATO_RATE_HZ, MODULATION_VIBRATO, apply_modulation
 
     controls = np.array([[0.5, 0.2, 0.5, 0.1, 0.5, 0.5, 0.0], [0.5, 0.2, 0.5, 0.1, 0.5, 0.5, 6.0]], np.float32)
     notes = np.array([[0.0, 1.0, 60, 90], [1.0, 2.0, 62, 90]], np.float32)
