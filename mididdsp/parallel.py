@@ -15,7 +15,7 @@ import signal
 import struct
 import sys
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -62,6 +62,26 @@ def in_threads(function: Callable, items: list, costs: list[float] | None = None
         finally:  # an error (or the caller stopping): the items not started yet are not computed
             for future in futures:
                 future.cancel()
+
+
+def ordered_map(function: Callable, items: Iterable, pool, ahead: int) -> Iterator:
+    """``function(item)`` of each item, in order, computed on ``pool`` (a ``concurrent.futures`` executor) at most
+    ``ahead`` items ahead of the caller: unlike ``Executor.map``, which submits every item at once, the results
+    waiting to be read (a reverb block each, half a megabyte) stay bounded."""
+    from collections import deque
+
+    items = iter(items)
+    waiting: deque = deque(pool.submit(function, item) for _, item in zip(range(ahead), items))
+    try:
+        while waiting:
+            result = waiting.popleft().result()
+            for item in items:  # one item in for each result out
+                waiting.append(pool.submit(function, item))
+                break
+            yield result
+    finally:  # an error (or the caller stopping): the items not started yet are not computed
+        for future in waiting:
+            future.cancel()
 
 
 def can_fork() -> bool:

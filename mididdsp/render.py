@@ -472,14 +472,16 @@ class MidiModel:
         takes its reverberated audio from it instead of computing it again (the editor's re-mix after an edit)."""
         import time
         import warnings as warning_filter
+        from concurrent.futures import ThreadPoolExecutor
+
         import numpy as np
         import torch
 
         from mididdsp.audio import resample
         from mididdsp.dsp import SAMPLE_RATE
         from mididdsp.errors import MididdspError
-        from mididdsp.parallel import in_threads
-        from mididdsp.synthesis.spans import reverberate_bus
+        from mididdsp.parallel import ordered_map
+        from mididdsp.synthesis.spans import reverberated_bus
 
         work = {} if work is None else work
         work.setdefault("reverb_blocks", 0)
@@ -500,44 +502,47 @@ class MidiModel:
             members.setdefault(t if stems else voice.instrument, []).append(voice)
         use_reverb = reverb and synth.reverb is not None
         block = 8 * int(round(self.generator.config.reverb_seconds * SAMPLE_RATE))
+        keep = stems or wet_cache is not None  # whole buses are needed (else each block goes into the mix)
+        mix = np.zeros(n_samples, np.float32)
         buses: dict = {}
-        to_compute = []
-        for key, bus_voices in members.items():
-            cached = wet_cache.get(key) if wet_cache is not None else None
-            if cached is not None and len(cached[0]) == len(bus_voices) and all(
-                    a is b for a, b in zip(cached[0], bus_voices)) and cached[2] == (use_reverb, n_samples):
-                buses[key] = cached[1]
-            else:
-                to_compute.append((key, bus_voices))
-
-        def one_bus(key, bus_voices: list):
-            bus = np.zeros(n_samples, np.float32)
-            for voice in bus_voices:
-                for first_sample, audio in voice.segments:
-                    bus[first_sample:first_sample + len(audio)] += audio
-            bus_work = {"reverb_blocks": 0}
-            if use_reverb:
-                instrument_id = self.instruments[bus_voices[0].instrument]
-                with torch.no_grad():
-                    impulse_response = synth.reverb.get_impulse_response(torch.tensor([instrument_id]))
-                bus = reverberate_bus(bus, impulse_response, block, bus_work)
-            return key, bus_voices, bus, bus_work["reverb_blocks"]
-
-        for key, bus_voices, bus, blocks in in_threads(one_bus, to_compute):  # scipy's FFT releases the GIL
-            buses[key] = bus
-            work["reverb_blocks"] += blocks
-            if wet_cache is not None:
-                wet_cache[key] = (tuple(bus_voices), bus, (use_reverb, n_samples))
-        buses = {key: buses[key] for key in members}  # the order of the sum below, whatever was cached
+        threads = torch.get_num_threads()
+        # the buses in the score's voice order (the order of the mix's sum), each bus's blocks on every core
+        # (scipy's FFT and numpy release the GIL; each block's bits do not depend on its thread)
+        with ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-reverb") as pool:
+            map_blocks = (lambda function, items: ordered_map(function, items, pool, 2 * threads)
+                          ) if threads > 1 else map
+            for key, bus_voices in members.items():
+                cached = wet_cache.get(key) if wet_cache is not None else None
+                if cached is not None and len(cached[0]) == len(bus_voices) and all(
+                        a is b for a, b in zip(cached[0], bus_voices)) and cached[2] == (use_reverb, n_samples):
+                    buses[key] = bus = cached[1]
+                    mix += bus
+                    continue
+                impulse_response = None
+                if use_reverb:
+                    with torch.no_grad():
+                        impulse_response = synth.reverb.get_impulse_response(
+                            torch.tensor([self.instruments[bus_voices[0].instrument]]))
+                segments = [segment for voice in bus_voices for segment in voice.segments]
+                blocks = reverberated_bus(segments, n_samples, impulse_response, block, map_blocks, work)
+                if not keep:
+                    for first, audio in blocks:
+                        mix[first:first + len(audio)] += audio
+                    continue
+                buses[key] = bus = np.zeros(n_samples, np.float32)
+                for first, audio in blocks:
+                    bus[first:first + len(audio)] = audio
+                mix += bus
+                if wet_cache is not None:
+                    wet_cache[key] = (tuple(bus_voices), bus, (use_reverb, n_samples))
         if wet_cache is not None:
-            for key in [key for key in wet_cache if key not in buses]:
+            for key in [key for key in wet_cache if key not in members]:
                 del wet_cache[key]
         clock["reverb"] += time.perf_counter() - started
         started = time.perf_counter()
-        mix = np.zeros(n_samples, np.float32)
-        for bus in buses.values():
-            mix += bus
-        out_stems = {key: bus.copy() for key, bus in sorted(buses.items())} if stems else {}
+        # a cached bus is the caller's (scaled below in place otherwise); a fresh one is the stem itself
+        out_stems = ({key: bus.copy() if wet_cache is not None else bus for key, bus in sorted(buses.items())}
+                     if stems else {})
         clock["mix"] += time.perf_counter() - started
         messages: list[str] = []
         peak = float(np.abs(mix).max()) if mix.size else 0.0

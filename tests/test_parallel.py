@@ -214,5 +214,40 @@ def test_with_other_threads_or_one_process_the_items_run_here():
     assert list(in_processes(square, [(3,)], processes=4)) == [(0, (9, PARENT))]
 
 
+def test_ordered_map_keeps_order_and_stays_a_bounded_number_of_items_ahead():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mididdsp.parallel import ordered_map
+
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def slow_square(item: int) -> int:
+        with lock:
+            started.append(item)
+        time.sleep(0.002 * (item % 3))  # finish out of order
+        return item * item
+
+    with ThreadPoolExecutor(3) as pool:
+        results = ordered_map(slow_square, range(30), pool, ahead=4)
+        for read, value in enumerate(results):
+            assert value == read * read
+            with lock:
+                assert len(started) <= read + 1 + 4  # never more than 4 items beyond the one read
+        # an error stops the rest: what was not started is never computed
+        started.clear()
+
+        def fails_on_two(item: int) -> int:
+            started.append(item)
+            if item == 2:
+                raise ValueError("two")
+            return item
+
+        with pytest.raises(ValueError, match="two"):
+            list(ordered_map(fails_on_two, range(100), pool, ahead=2))
+        assert max(started) < 10
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

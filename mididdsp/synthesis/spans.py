@@ -9,12 +9,15 @@ exactly silent (0, not 1e-5), and :func:`sounding_runs` cuts the frames into run
 synthesised on its own (:func:`synthesize_run`), its oscillator starting at phase 0 (a silent oscillator has no
 audible phase) and its noise read from an excitation that is a fixed function of the absolute sample
 (:func:`noise_excitation`), so what a run sounds like does not depend on which other frames were computed. The dry
-runs of the voices that share a reverb are summed on a bus and reverberated once (:func:`reverberate_bus`).
+runs of the voices that share a reverb are summed on a bus and reverberated once, block by block
+(:func:`reverberated_bus`).
 
 Units: frames at :data:`~mididdsp.dsp.FRAME_RATE` (250 Hz, frame ``i`` centred on sample ``i * hop``), samples at
 the synthesizer's rate; spans and runs are half-open ``(first, stop)`` frame ranges.
 """
 from __future__ import annotations
+
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -171,50 +174,88 @@ def synthesize_run(synth, controls: dict[str, torch.Tensor], first_sample: int, 
     return torch.cat(pieces, dim=1)[0]
 
 
-def reverberate_bus(dry: np.ndarray, impulse_response: torch.Tensor, block: int,
-                    counter: dict | None = None) -> np.ndarray:
-    """Dry + reverb of a whole bus (the sum of the dry voices sharing ``impulse_response``; the reverb is linear),
-    by blocks of ``block`` samples with the tail carried; blocks that are silent with no tail pending are left 0,
-    and a silent block under a tail only takes the tail (no convolution).
+def reverberated_bus(segments: list[tuple[int, np.ndarray]], n_samples: int,
+                     impulse_response: torch.Tensor | None, block: int, map_blocks: Callable = map,
+                     counter: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Dry + reverb of a bus (the dry voices sharing ``impulse_response``; the reverb is linear, so it runs once on
+    their sum), block by block: ``(first_sample, audio)`` for every block of ``block`` samples that is not silent,
+    in time order. A block no segment touches is skipped unless a tail is pending (then it is the tail alone, no
+    convolution); a silent block under no tail is never yielded. Nothing of the bus's length is allocated: a caller
+    that needs only the mix adds each block into it (a 10-minute bus is 38 MB, and first-touching a fresh array of
+    that size cost more than summing into it).
 
     The convolution runs in ``scipy.fft`` (one thread): torch's MKL FFT rounds differently with the number of torch
     threads, and a render must be the same bits however many threads (or batch workers) run it; scipy is also
-    about 4x faster on these sizes.
+    about 4x faster on these sizes. Each block's sum and convolution depend on that block alone, so ``map_blocks``
+    (``map``, or :func:`mididdsp.parallel.ordered_map` over threads) may compute them in any order and on any thread:
+    the carried tail is added here, in order, and the bits are the same.
 
     Args:
-        dry: [S] float32 bus, overwritten by the result.
-        impulse_response: [1, taps] wet impulse response (tap 0 is 0: the dry path is added).
+        segments: the bus's dry audio as ``(first_sample, [length] float32)`` pieces, summed in this order
+            (voice order, then each voice's runs).
+        n_samples: the bus's length; audio past it is dropped.
+        impulse_response: [1, taps] wet impulse response (tap 0 is 0: the dry path is added), or None: the dry sum.
         counter: if given, ``counter["reverb_blocks"]`` counts the blocks convolved.
-    Returns:
-        ``dry`` itself, now equal (to float rounding) to :func:`~mididdsp.dsp.effects.apply_reverb` of the whole
-        bus.
+    Yields:
+        ``(first_sample, audio)``: the bus's final samples from ``first_sample`` on (at most ``block`` of them),
+        equal (to float rounding) to :func:`~mididdsp.dsp.effects.apply_reverb` of the whole summed bus.
     """
     import scipy.fft
 
     from mididdsp.dsp.core import _fast_fft_size
 
+    touching: dict[int, list[tuple[int, np.ndarray]]] = {}  # block index -> the segments over it, in sum order
+    for first, audio in segments:
+        stop = min(first + len(audio), n_samples)
+        for index in range(first // block, (stop - 1) // block + 1):
+            touching.setdefault(index, []).append((first, audio))
+    sounding = sorted(touching)
+    if not sounding:
+        return
+
+    def dry(index: int) -> np.ndarray:
+        start = index * block
+        piece = np.zeros(min(block, n_samples - start), np.float32)
+        for first, audio in touching[index]:
+            low, high = max(first, start), min(first + len(audio), start + len(piece))
+            piece[low - start:high - start] += audio[low - first:high - first]
+        return piece
+
+    if impulse_response is None:
+        yield from ((index * block, piece) for index, piece in zip(sounding, map_blocks(dry, sounding)))
+        return
     response = impulse_response.detach().reshape(-1).numpy().astype(np.float32)
     taps = len(response)
-    n_fft = _fast_fft_size(min(block, len(dry)) + taps - 1)
+    n_fft = _fast_fft_size(min(block, n_samples) + taps - 1)
     response_spectrum = scipy.fft.rfft(response, n_fft)
-    # in place: a block is written after it was read, and later blocks read only later samples (a new array of
-    # a 10-minute bus cost more in page faults than its silent blocks save)
-    tail: np.ndarray | None = None  # [taps - 1] wet audio owed to the samples after the last block
-    for first in range(0, len(dry), block):
-        piece = dry[first:first + block]
+
+    def convolved(index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        piece = dry(index)
         if not piece.any():
-            if tail is not None:
-                count = min(len(piece), len(tail))
-                dry[first:first + count] = tail[:count]
-                tail = tail[count:] if count < len(tail) else None
+            return piece, None
+        return piece, scipy.fft.irfft(scipy.fft.rfft(piece, n_fft) * response_spectrum, n_fft)[:len(piece) + taps - 1]
+
+    results = iter(map_blocks(convolved, sounding))
+    tail: np.ndarray | None = None  # [<= taps - 1] wet audio owed to the samples after the last block
+    for index in range(sounding[0], -(-n_samples // block)):
+        start = index * block
+        length = min(block, n_samples - start)
+        piece, wet = next(results) if index in touching else (None, None)
+        if wet is None:
+            if tail is None:
+                if index > sounding[-1]:
+                    break
+                continue
+            count = min(length, len(tail))
+            yield start, tail[:count]
+            tail = tail[count:] if count < len(tail) else None
             continue
-        wet = scipy.fft.irfft(scipy.fft.rfft(piece, n_fft) * response_spectrum, n_fft)[:len(piece) + taps - 1]
         if tail is not None:
             wet[:len(tail)] += tail[:len(wet)]
             if len(tail) > len(wet):
                 wet = np.concatenate([wet, tail[len(wet):]])
-        dry[first:first + len(piece)] += wet[:len(piece)]
-        tail = wet[len(piece):]
+        piece += wet[:length]
+        yield start, piece
+        tail = wet[length:]
         if counter is not None:
             counter["reverb_blocks"] = counter.get("reverb_blocks", 0) + 1
-    return dry
