@@ -10,7 +10,10 @@
 * Files per core-hour, and what bounds it: the per-file work of one worker profiled in a fresh process (MIDI
   parse, prior, generator, synthesizer, reverb, mix, writing), its start-up (imports, model load) and its peak
   resident memory.
-Run: ``python benchmarks/bench_batch.py [--repeats 2]`` (needs the shipped MIDI model and FluidSynth).
+* ``--baseline-path DIR`` (a checkout of the code before a change, e.g. ``git archive main | tar -x -C DIR``) also
+  times ``--workers 2`` with that package, interleaved with the rest, so before / after come from one run.
+Run: ``python benchmarks/bench_batch.py [--repeats 2] [--baseline-path DIR]`` (needs the shipped MIDI model and
+FluidSynth).
 """
 from __future__ import annotations
 
@@ -75,10 +78,13 @@ def make_folder(folder: Path, seed: int = 0) -> tuple[Path, float]:
     return folder, total
 
 
-def wall(command: list[str] | str, shell: bool = False) -> float:
+def wall(command: list[str] | str, shell: bool = False, root: Path = ROOT) -> float:
+    """Seconds of ``command`` run from ``root`` with that package first on the path (``python -m`` puts the
+    working directory first)."""
+    env = ENV if root == ROOT else {**ENV, "PYTHONPATH": str(root)}
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=ENV, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   cwd=ROOT)
+    subprocess.run(command, check=True, env=env, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   cwd=root)
     return time.perf_counter() - start
 
 
@@ -130,6 +136,7 @@ def profile(folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--baseline-path", type=Path, default=None, help="checkout of the code before a change")
     parser.add_argument("--profile", default=None, help=argparse.SUPPRESS)  # the fresh process of the profile
     args = parser.parse_args()
     if args.profile:
@@ -140,14 +147,19 @@ def main() -> None:
         folder, music_s = make_folder(temp / "midi")
         count = len(list(folder.rglob("*.mid")))
         runs: dict[str, list[float]] = {"ours2": [], "ours1": [], "fluid": []}
+        if args.baseline_path is not None:
+            runs["before2"] = []
         ours = [sys.executable, "-m", "mididdsp", "render", str(folder), "--quiet", "--overwrite"]
         for repeat in range(args.repeats):
-            for out in ("o2", "o1", "of"):
+            for out in ("o2", "o1", "of", "ob"):
                 shutil.rmtree(temp / out, ignore_errors=True)
                 (temp / out).mkdir()
             runs["ours2"].append(wall([*ours, "-o", str(temp / "o2"), "--workers", "2"]))
             runs["fluid"].append(wall(fluidsynth_command(folder, temp / "of"), shell=True))
             runs["ours1"].append(wall([*ours, "-o", str(temp / "o1"), "--workers", "1"]))
+            if args.baseline_path is not None:
+                runs["before2"].append(wall([*ours, "-o", str(temp / "ob"), "--workers", "2"],
+                                            root=args.baseline_path.resolve()))
             print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in runs.items()), flush=True)
         rows = list(__import__("csv").DictReader(open(temp / "o2" / "render-report.csv")))
         failed = [row for row in rows if row["status"] != "ok"]
@@ -165,6 +177,10 @@ def main() -> None:
          "files per core-hour": f"{count / (2 * fluid) * 3600:.0f}"}], ["renderer", "seconds", "files per core-hour"]))
     print(f"\nours (2 workers) / FluidSynth (2 at a time): {ours2 / fluid:.2f} (target <= 1.0)")
     print(f"2 workers vs 1: {ours1 / ours2:.2f}x (target >= 1.7)")
+    if args.baseline_path is not None:
+        before = statistics.median(runs["before2"])
+        print(f"--workers 2, the code at {args.baseline_path}: {before:.1f} s ({before / fluid:.2f} of FluidSynth); "
+              f"now / before {ours2 / before:.2f}")
     stages = profiled["stages"]
     work = sum(v for k, v in stages.items() if not k.startswith("start-up"))
     print(f"\none worker, in a fresh process, 1 torch thread: {profiled['audio_seconds'] / 60:.1f} minutes of audio, "
