@@ -13,7 +13,11 @@ contours can reach at best:
   position, all measured from the recording;
 * ``best unimodal``: the closest curve (least squares) that rises to the note's measured peak and falls after it
   (isotonic regression on either side), the upper bound of any one-peak contour with that peak, the learned shape
-  included.
+  included;
+* ``+2 curvatures``, ``+3 shape numbers``: what more numbers per note would buy (would new table controls pay?):
+  the tent with each side bent by its own power (rise ``((p - x) / p) ** a``, fall ``((x - p) / (1 - p)) ** b``,
+  a and b fitted per note on a grid of 0.25 .. 8), and the same with the two sides' depths in a fitted ratio, each
+  standardised to the note's mean and deviation like the tent.
 
 The recordings' loudness is taken as the render would have to reproduce it; a render adds its own differences
 (synthesizer, reverb), so the render's r sits under these figures.
@@ -31,6 +35,9 @@ from scipy.optimize import isotonic_regression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_realism import note_mask, notes_only  # noqa: E402
+
+
+NAMES = ("flat", "tent", "+2 curvatures", "+3 shape numbers", "best unimodal")
 
 
 def note_frames(score, n_frames: int) -> list[tuple[int, int]]:
@@ -66,14 +73,44 @@ def tent_fit(values: np.ndarray, peak: int) -> np.ndarray:
     return values.mean() + values.std() * (body - body.mean()) / body.std()
 
 
+CURVATURES = np.geomspace(0.25, 8.0, 7)
+SIDE_SHARES = np.array([0.15, 0.3, 0.5, 0.7, 0.85])  # the rise's share of the two sides' depths
+
+
+def shaped_fit(values: np.ndarray, peak: int, shares: np.ndarray) -> np.ndarray:
+    """The best (least squares) of the bent tents over :data:`CURVATURES` x :data:`CURVATURES` x ``shares``,
+    standardised to ``values``' mean and deviation."""
+    count = len(values)
+    if count < 3 or values.std() == 0:
+        return np.full(count, values.mean())
+    position = (np.arange(count) + 0.5) / count
+    at = (peak + 0.5) / count
+    left = np.clip((at - position) / at, 0, None)             # 1 at the start .. 0 at the peak
+    right = np.clip((position - at) / (1 - at), 0, None)      # 0 at the peak .. 1 at the end
+    a = CURVATURES[:, None, None, None]
+    b = CURVATURES[None, :, None, None]
+    share = shares[None, None, :, None]
+    body = -(share * left ** a + (1 - share) * right ** b)    # [a, b, share, count]
+    body = body - body.mean(-1, keepdims=True)
+    spread = body.std(-1, keepdims=True)
+    body = np.where(spread > 0, body / np.where(spread > 0, spread, 1), 0.0)
+    target = (values - values.mean()) / values.std()
+    # the standardised curve's best scale is its correlation with the target; the best curve has the highest
+    score = (body * target).mean(-1)
+    index = np.unravel_index(np.argmax(score), score.shape)
+    return values.mean() + values.std() * body[index]
+
+
 def contours(loudness: np.ndarray, spans: list[tuple[int, int]]) -> dict[str, np.ndarray]:
-    out = {name: loudness.copy() for name in ("flat", "tent", "best unimodal")}
+    out = {name: loudness.copy() for name in NAMES}
     for first, stop in spans:
         values = loudness[first:stop].astype(np.float64)
         peak = int(np.argmax(values))
         out["flat"][first:stop] = values.mean()
         out["tent"][first:stop] = tent_fit(values, peak)
         out["best unimodal"][first:stop] = unimodal_fit(values, peak)
+        out["+2 curvatures"][first:stop] = shaped_fit(values, peak, np.array([0.5]))
+        out["+3 shape numbers"][first:stop] = shaped_fit(values, peak, SIDE_SHARES)
     return out
 
 
@@ -108,7 +145,7 @@ def main() -> int:
                 row[name] = float(np.corrcoef(curve[mask], loudness[mask])[0, 1])
             rows.append(row)
             print(f"{corpus.name} {meta['name']}: " + ", ".join(f"{k} {row[k]:.3f}" for k in fitted), file=sys.stderr)
-    names = ("flat", "tent", "best unimodal")
+    names = NAMES
     print("loudness r inside notes against the recording's own (mean over recordings; lowest instrument)")
     for corpus in args.corpora:
         chosen = [r for r in rows if r["corpus"] == corpus.name]
