@@ -1,0 +1,78 @@
+"""Would bfloat16 pay for the generator's convolution stack on this CPU? (issue 26, render cost)
+
+    python benchmarks/bf16_network_probe.py [--frames 76000]
+
+Times the shipped generator's inference stack (``SynthesisGenerator._network_inference``, float32, one thread)
+against the same stack with every weight and activation in bfloat16 (the matrix products on the CPU's bf16 units
+where it has them, e.g. AMX), on the same random inputs, and prints how far the bf16 raw outputs move. A probe, not a
+render path: see docs/RESULTS.md for why it is not used.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def bf16_stack(generator):
+    """A function [T, F] float32 inputs -> [T, outputs] float32 raw outputs, the stack run in bfloat16."""
+    bf16 = torch.bfloat16
+    input_weight, input_bias = generator.input.weight[:, :, 0].t().to(bf16), generator.input.bias.to(bf16)
+    layers = [([conv.weight[:, :, tap].t().contiguous().to(bf16) for tap in range(conv.kernel_size[0])],
+               conv.bias.to(bf16), norm.weight.to(bf16), norm.bias.to(bf16), conv.dilation[0],
+               conv.kernel_size[0] // 2, norm.eps) for conv, norm in zip(generator.blocks, generator.norms)]
+    output_weight, output_bias = generator.output.weight[:, :, 0].t().to(bf16), generator.output.bias.to(bf16)
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        frames = inputs.shape[0]
+        hidden = torch.addmm(input_bias, inputs.to(bf16), input_weight)
+        for taps, bias, norm_weight, norm_bias, dilation, centre, eps in layers:
+            normed = F.leaky_relu_(F.layer_norm(hidden, hidden.shape[1:], norm_weight, norm_bias, eps), 0.1)
+            hidden.add_(bias)
+            for tap, weight in enumerate(taps):
+                shift = (tap - centre) * dilation
+                if abs(shift) >= frames:
+                    continue
+                if shift >= 0:
+                    hidden[:frames - shift].addmm_(normed[shift:], weight)
+                else:
+                    hidden[-shift:].addmm_(normed[:frames + shift], weight)
+        return torch.addmm(output_bias, F.leaky_relu_(hidden, 0.1), output_weight).float()
+
+    return run
+
+
+def main() -> None:
+    from mididdsp.render import load_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=76000, help="frames of one call (76 000: a 5-minute voice)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    generator = load_model().generator
+    inputs = torch.randn(args.frames, generator.input.weight.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = generator._network_inference(inputs)
+        run = bf16_stack(generator)
+        error = (run(inputs) - reference).abs()
+        times = {}
+        for name, function in (("float32", lambda: generator._network_inference(inputs)), ("bfloat16", lambda: run(inputs))):
+            function()
+            samples = []
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                function()
+                samples.append(time.perf_counter() - started)
+            times[name] = statistics.median(samples)
+    print(f"{args.frames} frames, one thread: float32 {1000 * times['float32']:.0f} ms, bfloat16 "
+          f"{1000 * times['bfloat16']:.0f} ms ({times['float32'] / times['bfloat16']:.2f}x)")
+    print(f"raw outputs: |bf16 - fp32| mean {error.mean():.4f}, max {error.max():.3f} (their std {reference.std():.2f});"
+          f" the f0 head's max moves f0 by up to {50 * error[:, 4].max():.1f} cents before its smoothing")
+
+
+if __name__ == "__main__":
+    main()
