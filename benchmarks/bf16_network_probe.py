@@ -10,39 +10,18 @@ render path: see docs/RESULTS.md for why it is not used.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 
 def bf16_stack(generator):
-    """A function [T, F] float32 inputs -> [T, outputs] float32 raw outputs, the stack run in bfloat16."""
-    bf16 = torch.bfloat16
-    input_weight, input_bias = generator.input.weight[:, :, 0].t().to(bf16), generator.input.bias.to(bf16)
-    layers = [([conv.weight[:, :, tap].t().contiguous().to(bf16) for tap in range(conv.kernel_size[0])],
-               conv.bias.to(bf16), norm.weight.to(bf16), norm.bias.to(bf16), conv.dilation[0],
-               conv.kernel_size[0] // 2, norm.eps) for conv, norm in zip(generator.blocks, generator.norms)]
-    output_weight, output_bias = generator.output.weight[:, :, 0].t().to(bf16), generator.output.bias.to(bf16)
-
-    def run(inputs: torch.Tensor) -> torch.Tensor:
-        frames = inputs.shape[0]
-        hidden = torch.addmm(input_bias, inputs.to(bf16), input_weight)
-        for taps, bias, norm_weight, norm_bias, dilation, centre, eps in layers:
-            normed = F.leaky_relu_(F.layer_norm(hidden, hidden.shape[1:], norm_weight, norm_bias, eps), 0.1)
-            hidden.add_(bias)
-            for tap, weight in enumerate(taps):
-                shift = (tap - centre) * dilation
-                if abs(shift) >= frames:
-                    continue
-                if shift >= 0:
-                    hidden[:frames - shift].addmm_(normed[shift:], weight)
-                else:
-                    hidden[-shift:].addmm_(normed[:frames + shift], weight)
-        return torch.addmm(output_bias, F.leaky_relu_(hidden, 0.1), output_weight).float()
-
-    return run
+    """A function [T, F] float32 inputs -> [T, outputs] float32 raw outputs: the generator's own inference stack
+    (``_network_inference``) on a copy of it whose weights are bfloat16, fed bfloat16."""
+    stack = copy.deepcopy(generator).to(torch.bfloat16)
+    return lambda inputs: stack._network_inference(inputs.to(torch.bfloat16)).float()
 
 
 def main() -> None:

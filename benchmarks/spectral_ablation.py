@@ -59,14 +59,15 @@ def noise_variants(teacher: np.ndarray, generated: np.ndarray, notes: np.ndarray
 
     level, colour = db.mean(1, keepdims=True), db - db.mean(1, keepdims=True)
     generated_level = generated_db.mean(1, keepdims=True)
-    in_db = {NOISE_VARIANTS[0]: _segment_mean(db, _segments(notes, frames)),
-             NOISE_VARIANTS[1]: _segment_mean(db, _segments(notes, frames, attack_frames=10)),
+    per_note, attack_apart = _segments(notes, frames), _segments(notes, frames, attack_frames=10)
+    in_db = {NOISE_VARIANTS[0]: _segment_mean(db, per_note),
+             NOISE_VARIANTS[1]: _segment_mean(db, attack_apart),
              NOISE_VARIANTS[3]: smoothed(25), NOISE_VARIANTS[4]: smoothed(101),
              NOISE_VARIANTS[5]: level + generated_db - generated_level,
              NOISE_VARIANTS[6]: generated_level + colour}
     # what a per-note sustained-noise control imposed in closed form would do: the generator's own shape and colour,
     # each note's frames after the 40 ms attack window moved to the teacher's mean level there (rests untouched)
-    segments = _segments(notes, frames, attack_frames=10)
+    segments = attack_apart
     in_notes = np.zeros(frames, bool)
     for start, end in notes[:, :2]:
         first, stop = int(round(start * 250)) + 10, int(round(end * 250))
@@ -77,7 +78,7 @@ def noise_variants(teacher: np.ndarray, generated: np.ndarray, notes: np.ndarray
                      / _segment_mean((generated.astype(np.float64) ** 2).mean(1, keepdims=True), segments))
     in_db[NOISE_VARIANTS[8]] = generated_db + np.where(in_notes[:, None], 10 * power, 0.0)
     out = {key: 10 ** (value / 20) for key, value in in_db.items()}
-    out[NOISE_VARIANTS[2]] = np.sqrt(_segment_mean(teacher.astype(np.float64) ** 2, _segments(notes, frames)))
+    out[NOISE_VARIANTS[2]] = np.sqrt(_segment_mean(teacher.astype(np.float64) ** 2, per_note))
     return out
 
 
