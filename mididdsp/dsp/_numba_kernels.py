@@ -31,17 +31,19 @@ def harmonic(sines, cosines, f0, amplitudes, next_weight, fade_weight, nyquist, 
     segments = n_block // hop
     n_harmonics = amplitudes.shape[2]
     fade_start = (1.0 - fade) * nyquist
+    # float32 recurrence: 8 lanes per AVX2 register; its error grows like k * 6e-8 (-108 dB at k = 60), while the
+    # fundamental's angle itself comes from the float64 phase. The work arrays are made once per call (made per
+    # segment, their allocation took longer than the harmonics of a 440 Hz tone).
+    sin_1 = np.empty(hop, np.float32)
+    cos_1 = np.empty(hop, np.float32)
+    sin_k = np.empty(hop, np.float32)
+    cos_k = np.empty(hop, np.float32)
+    total = np.empty(hop, np.float32)
     for index in range(batch * segments):
         item = index // segments
         segment = index % segments
         base = segment * hop
-        # float32 recurrence: 8 lanes per AVX2 register; its error grows like k * 6e-8 (-108 dB at k = 60),
-        # while the fundamental's angle itself comes from the float64 phase.
-        sin_1 = np.empty(hop, np.float32)
-        cos_1 = np.empty(hop, np.float32)
-        sin_k = np.empty(hop, np.float32)
-        cos_k = np.empty(hop, np.float32)
-        total = np.zeros(hop, np.float32)
+        total[:] = 0.0
         lowest = 1e30
         highest = 0.0
         for n in range(hop):
@@ -98,3 +100,82 @@ def phase(f0, sample_rate, initial, out):
             value -= math.floor(value + 0.5)
         final[item] = value
     return final
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def harmonic_frame_amplitudes(f0, amplitude, distribution, nyquist, fade, out):
+    """Per-frame amplitude of every harmonic: ``amplitude`` x the distribution with the harmonics at and above
+    Nyquist removed (raised-cosine fade below it) and renormalised to sum 1, as ``normalize_harmonic_distribution``.
+    f0 (Hz), amplitude [frames]; distribution, out [frames, K] (float32)."""
+    frames, n_harmonics = distribution.shape
+    fade_start = (1.0 - fade) * nyquist
+    for frame in range(frames):
+        total = np.float32(0.0)
+        for k in range(n_harmonics):
+            frequency = f0[frame] * (k + 1)
+            gain = np.float32(1.0)
+            if frequency >= nyquist:
+                gain = np.float32(0.0)
+            elif fade > 0.0 and frequency > fade_start:
+                gain = np.float32(0.5 - 0.5 * math.cos(math.pi * (nyquist - frequency) / (fade * nyquist)))
+            weight = distribution[frame, k] * gain
+            out[frame, k] = weight
+            total += weight
+        scale = amplitude[frame] / max(total, np.float32(1e-7))
+        for k in range(n_harmonics):
+            out[frame, k] *= scale
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def filtered_noise_add(responses, excitation, first_segment, hop, delay, out):
+    """Add filtered noise to ``out`` [N]: segment ``first_segment + j`` (``hop`` samples of ``excitation`` from
+    sample (first_segment + j) * hop) through the FIR filter ``responses[j]`` ([segments, taps]), whole linear
+    convolutions overlap-added, read ``delay`` samples late (the filters' linear-phase delay).
+
+    Direct convolution, which ``filtered_noise_causal`` computes with FFTs: at 64-sample blocks and 128 taps the
+    arithmetic is alike, and this needs no temporaries and skips silent segments."""
+    segments, taps = responses.shape
+    n_out = out.shape[0]
+    block = np.empty(hop + taps - 1, np.float32)
+    for index in range(segments):
+        response = responses[index]
+        silent = True
+        for tap in range(taps):
+            if response[tap] != 0.0:
+                silent = False
+                break
+        if silent:
+            continue
+        block[:] = 0.0
+        base = (first_segment + index) * hop
+        for n in range(hop):
+            sample = excitation[base + n]
+            shifted = block[n:n + taps]
+            for tap in range(taps):
+                shifted[tap] += sample * response[tap]
+        first = base - delay
+        for n in range(max(0, -first), min(hop + taps - 1, n_out - first)):
+            out[first + n] += block[n]
+
+
+@numba.njit(nogil=True, cache=True)
+def oscillator_angle(f0_frames, position, sample_rate, f0_samples, angle):
+    """f0 [F] Hz at the frames -> f0_samples [(F-1)*hop] (linear between frames, ``position`` [hop] the next
+    frame's weight) and ``angle`` [(F-1)*hop] float32 radians, 2 pi x the running phase (phase 0 at sample 0),
+    summed in float64 as :func:`phase` does and wrapped to [-pi, pi)."""
+    hop = position.shape[0]
+    samples = f0_samples.shape[0]
+    for frame in range(f0_frames.shape[0] - 1):
+        left = f0_frames[frame]
+        step = f0_frames[frame + 1] - left
+        for n in range(hop):
+            f0_samples[frame * hop + n] = left + step * position[n]
+    value = 0.0
+    for first in range(0, samples, PHASE_BLOCK):
+        stop = min(first + PHASE_BLOCK, samples)
+        running = value
+        for n in range(first, stop):
+            wrapped = running - math.floor(running + 0.5)
+            angle[n] = np.float32(2.0 * math.pi * wrapped)
+            running += f0_samples[n] / sample_rate
+        value = running - math.floor(running + 0.5)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import torch
 
 PHASE_BLOCK = 64  # samples the running phase sums unwrapped (at most 0.5 cycle each)
+NOISE_DESIGN_BLOCK = 2048  # segments whose noise filters are designed at once
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,6 +35,13 @@ def _compiled():
     from mididdsp.dsp import _numba_kernels
 
     return _numba_kernels.harmonic, _numba_kernels.phase
+
+
+@functools.lru_cache(maxsize=1)
+def _run_kernels():
+    from mididdsp.dsp import _numba_kernels
+
+    return _numba_kernels.harmonic_frame_amplitudes, _numba_kernels.filtered_noise_add, _numba_kernels.oscillator_angle
 
 
 def wrapped_phase(f0_samples: np.ndarray, sample_rate: int, initial_phase: np.ndarray | None = None):
@@ -69,3 +78,64 @@ def harmonic_block(phase_cycles: np.ndarray, f0_samples: np.ndarray, harmonic_am
                 np.ascontiguousarray(fade_weight, np.float32), float(sample_rate) / 2.0, float(max(nyquist_fade, 0.0)),
                 out)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def noise_taps_operator(n_bands: int, taps: int) -> np.ndarray:
+    """[n_bands, taps] float32: magnitudes -> the taps of ``frequency_impulse_response``'s filter (it is linear in
+    them); built in float64."""
+    from mididdsp.dsp.core import frequency_impulse_response
+
+    identity = torch.eye(n_bands, dtype=torch.float64)
+    return np.ascontiguousarray(frequency_impulse_response(identity, taps).numpy().astype(np.float32))
+
+
+def dry_synthesis(f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distribution: np.ndarray,
+                  noise_magnitudes: np.ndarray, excitation: np.ndarray, hop_size: int, sample_rate: int,
+                  nyquist_fade: float, amplitude_upsampling: str = "hann") -> np.ndarray:
+    """Harmonic plus filtered noise of ``F`` frames in one pass: what ``StreamingRenderer`` without reverb returns
+    for them, given ``excitation`` and phase 0 at frame 0 (equal to float rounding; tests/test_render_sparse.py).
+
+    Args:
+        f0_hz, amplitude: [F] Hz and linear.
+        harmonic_distribution: [F, n_harmonics] non-negative weights (renormalised here below Nyquist).
+        noise_magnitudes: [F, n_bands] linear filter magnitudes, 0 Hz .. Nyquist.
+        excitation: [(F - 1) * hop_size] the noise filters' input.
+    Returns:
+        [(F - 1) * hop_size] float32 audio, the noise's linear-phase delay compensated.
+    """
+    frames = f0_hz.shape[0]
+    n_samples = max(frames - 1, 0) * hop_size
+    out = np.zeros((1, n_samples), np.float32)
+    if n_samples == 0:
+        return out[0]
+    frame_amplitudes, noise_add, oscillator_angle = _run_kernels()
+    f0 = np.ascontiguousarray(f0_hz, np.float32)
+    position = np.arange(hop_size, dtype=np.float32) / np.float32(hop_size)
+    f0_samples = np.empty((1, n_samples), np.float32)
+    angle = np.empty(n_samples, np.float32)
+    oscillator_angle(f0, position, float(sample_rate), f0_samples[0], angle)
+    amplitudes = np.empty((1,) + harmonic_distribution.shape, np.float32)
+    frame_amplitudes(f0, np.ascontiguousarray(amplitude, np.float32),
+                     np.ascontiguousarray(harmonic_distribution, np.float32), float(sample_rate) / 2.0,
+                     float(max(nyquist_fade, 0.0)), amplitudes[0])
+    if amplitude_upsampling == "hann":
+        next_weight = np.sin(np.float32(0.5 * np.pi) * position) ** 2
+    elif amplitude_upsampling == "linear":
+        next_weight = position
+    else:
+        raise ValueError(f"unknown amplitude_upsampling {amplitude_upsampling!r}; expected 'hann' or 'linear'")
+    _compiled()[0](np.sin(angle)[None], np.cos(angle)[None], f0_samples, amplitudes, next_weight, position,
+                   float(sample_rate) / 2.0, float(max(nyquist_fade, 0.0)), out)
+    n_bands = noise_magnitudes.shape[-1]
+    taps = 2 * (n_bands - 1)
+    # The filters, designed per block of segments by one matrix product (the design is linear in the magnitudes;
+    # torch's, on the thread's one torch thread); a block bounds the working memory.
+    operator = torch.from_numpy(noise_taps_operator(n_bands, taps))
+    magnitudes = torch.from_numpy(np.ascontiguousarray(noise_magnitudes, np.float32))
+    excitation = np.ascontiguousarray(excitation, np.float32)
+    for first in range(0, frames - 1, NOISE_DESIGN_BLOCK):
+        stop = min(first + NOISE_DESIGN_BLOCK, frames - 1)
+        mean = 0.5 * (magnitudes[first:stop] + magnitudes[first + 1:stop + 1])
+        noise_add((mean @ operator).numpy(), excitation, first, hop_size, taps // 2, out[0])
+    return out[0]

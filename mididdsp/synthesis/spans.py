@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from mididdsp.dsp import FRAME_RATE
+from mididdsp.dsp import FRAME_RATE, kernels
 from mididdsp.dsp.graph import CONTROL_NAMES, StreamingRenderer
 
 RUN_EDGE_FRAMES = 2     # silent frames kept either side of a run: the first and last segments ramp from / to 0, and
@@ -153,7 +153,7 @@ def _block_seed(seed: int, block: int) -> int:
 
 
 def synthesize_run(synth, controls: dict[str, torch.Tensor], first_sample: int, seed: int,
-                   chunk_frames: int) -> torch.Tensor:
+                   chunk_frames: int, backend: str = "auto") -> torch.Tensor:
     """The dry audio of one run of frames: harmonic (phase 0 at the run's first frame) + filtered noise.
 
     Args:
@@ -161,12 +161,26 @@ def synthesize_run(synth, controls: dict[str, torch.Tensor], first_sample: int, 
         controls: [1, F, ...] controls of the run's F frames (gated; silent at both ends, see :func:`sounding_runs`).
         first_sample: absolute sample of the run's first frame (its noise excitation, :func:`noise_excitation`).
         seed: the voice's noise seed.
-        chunk_frames: frames per synthesis piece (bounded working memory).
+        chunk_frames: frames per synthesis piece (bounded working memory) of the tensor path.
+        backend: ``"numba"`` (one compiled pass over the run: :func:`mididdsp.dsp.kernels.dry_synthesis`),
+            ``"torch"`` (the synthesizer's streaming tensor code), or ``"auto"``: numba where it imports.
     Returns:
         [(F - 1) * hop] float32 audio from ``first_sample`` on (frame ``F - 1`` is where it ends).
     """
     frames = controls["f0_hz"].shape[1]
     n_samples = (frames - 1) * synth.hop_size
+    if backend != "torch" and kernels.available() and controls["f0_hz"].device.type == "cpu":
+        # The whole run at once: the tensor path's per-piece work (normalising, upsampling, two FFTs a frame
+        # for the noise filters) was about two thirds of the synthesizer's time in a render.
+        harmonic = synth.harmonic
+        audio = kernels.dry_synthesis(
+            controls["f0_hz"][0].numpy(), controls["amplitude"][0].numpy(),
+            controls["harmonic_distribution"][0].numpy(), controls["noise_magnitudes"][0].numpy(),
+            noise_excitation(seed, first_sample, n_samples)[0].numpy(), synth.hop_size, synth.sample_rate,
+            harmonic.nyquist_fade, harmonic.amplitude_upsampling)
+        return torch.from_numpy(audio)
+    if backend not in ("auto", "torch"):
+        raise RuntimeError("the numba backend needs numba and CPU tensors")
     stream = StreamingRenderer(synth, reverb=False, noise=noise_excitation(seed, first_sample, n_samples))
     pieces = [stream.push({name: controls[name][:, first:first + chunk_frames] for name in CONTROL_NAMES})
               for first in range(0, frames, chunk_frames)]
