@@ -31,6 +31,7 @@ def harmonic(sines, cosines, f0, amplitudes, next_weight, fade_weight, nyquist, 
     segments = n_block // hop
     n_harmonics = amplitudes.shape[2]
     fade_start = (1.0 - fade) * nyquist
+    inverse_fade = 1.0 / (fade * nyquist) if fade > 0.0 else 0.0
     # float32 recurrence: 8 lanes per AVX2 register; its error grows like k * 6e-8 (-108 dB at k = 60), while the
     # fundamental's angle itself comes from the float64 phase. The work arrays are made once per call (made per
     # segment, their allocation took longer than the harmonics of a 440 Hz tone).
@@ -65,15 +66,21 @@ def harmonic(sines, cosines, f0, amplitudes, next_weight, fade_weight, nyquist, 
                     rotated = sin_k[n] * cos_1[n] + cos_k[n] * sin_1[n]
                     cos_k[n] = cos_k[n] * cos_1[n] - sin_k[n] * sin_1[n]
                     sin_k[n] = rotated
-            else:  # the fade band near Nyquist: per-sample gain, zero at and above Nyquist; fade_weight
+            elif fade > 0.0:  # the fade band near Nyquist: per-sample gain, zero at and above Nyquist; fade_weight
                 for n in range(hop):
-                    frequency = k * abs(f0[item, base + n])
-                    if frequency < nyquist:
-                        gain = 1.0
-                        if fade > 0.0 and frequency > fade_start:
-                            position = (nyquist - frequency) / (fade * nyquist)
-                            gain = _raised_cosine(position)
-                        total[n] += (start + step * fade_weight[n]) * sin_k[n] * gain
+                    # branch-free, so that the loop vectorises (with branches these few harmonics cost more than
+                    # all the others of a 440 Hz tone): the position clamped to [0, 1] gives 1 below the band
+                    # (to the polynomial's 1e-9) and 0 at and above Nyquist
+                    position = min(max((nyquist - k * abs(f0[item, base + n])) * inverse_fade, 0.0), 1.0)
+                    gain = np.float32(_raised_cosine(position))
+                    total[n] += (start + step * fade_weight[n]) * sin_k[n] * gain
+                    rotated = sin_k[n] * cos_1[n] + cos_k[n] * sin_1[n]
+                    cos_k[n] = cos_k[n] * cos_1[n] - sin_k[n] * sin_1[n]
+                    sin_k[n] = rotated
+            else:  # no fade: a hard cut at Nyquist
+                for n in range(hop):
+                    if k * abs(f0[item, base + n]) < nyquist:
+                        total[n] += (start + step * fade_weight[n]) * sin_k[n]
                     rotated = sin_k[n] * cos_1[n] + cos_k[n] * sin_1[n]
                     cos_k[n] = cos_k[n] * cos_1[n] - sin_k[n] * sin_1[n]
                     sin_k[n] = rotated
