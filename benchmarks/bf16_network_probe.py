@@ -16,12 +16,14 @@ import time
 
 import torch
 
+INSTRUMENT = torch.tensor(0)
+
 
 def bf16_stack(generator):
-    """A function [T, F] float32 inputs -> [T, outputs] float32 raw outputs: the generator's own inference stack
-    (``_network_inference``) on a copy of it whose weights are bfloat16, fed bfloat16."""
+    """A function [T, F] float32 features -> [T, outputs] float32 raw outputs (instrument 0): the generator's own
+    inference stack (``_network_inference``) on a copy of it whose weights are bfloat16, fed bfloat16."""
     stack = copy.deepcopy(generator).to(torch.bfloat16)
-    return lambda inputs: stack._network_inference(inputs.to(torch.bfloat16)).float()
+    return lambda inputs: stack._network_inference(inputs.to(torch.bfloat16), INSTRUMENT).float()
 
 
 def main() -> None:
@@ -33,13 +35,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     generator = load_model().generator
-    inputs = torch.randn(args.frames, generator.input.weight.shape[1], generator=torch.Generator().manual_seed(0))
+    n_features = generator.input.weight.shape[1] - generator.embedding.weight.shape[1]
+    inputs = torch.randn(args.frames, n_features, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        reference = generator._network_inference(inputs)
+        reference = generator._network_inference(inputs, INSTRUMENT)
         run = bf16_stack(generator)
         error = (run(inputs) - reference).abs()
         times = {}
-        for name, function in (("float32", lambda: generator._network_inference(inputs)), ("bfloat16", lambda: run(inputs))):
+        for name, function in (("float32", lambda: generator._network_inference(inputs, INSTRUMENT)), ("bfloat16", lambda: run(inputs))):
             function()
             samples = []
             for _ in range(args.repeats):

@@ -67,6 +67,9 @@ def test_the_inference_network_equals_the_training_network() -> None:
             fast = model.network(features[:, :frames], instrument)
         assert fast.shape == reference.shape
         torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():  # one item, as a render runs it (its own path: no stacking)
+            single = model.network(features[1:, :frames], instrument[1:])
+        torch.testing.assert_close(single, reference[1:], rtol=1e-5, atol=1e-5)
 
 
 def test_frame_layout_matches_score_note_frames() -> None:
