@@ -133,6 +133,9 @@ def harmonic_frame_amplitudes(f0, amplitude, distribution, nyquist, fade, out):
             out[frame, k] *= scale
 
 
+NOISE_TILE = 8  # segments whose convolutions are summed in one work buffer
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def filtered_noise_add(responses, excitation, first_segment, hop, delay, out):
     """Add filtered noise to ``out`` [N]: segment ``first_segment + j`` (``hop`` samples of ``excitation`` from
@@ -140,29 +143,29 @@ def filtered_noise_add(responses, excitation, first_segment, hop, delay, out):
     convolutions overlap-added, read ``delay`` samples late (the filters' linear-phase delay).
 
     Direct convolution, which ``filtered_noise_causal`` computes with FFTs: at 64-sample blocks and 128 taps the
-    arithmetic is alike, and this needs no temporaries and skips silent segments."""
+    arithmetic is alike, and this needs no temporaries. The loop runs tap by tap over a tile of segments, so that
+    each inner loop adds one scaled block into a buffer that no neighbouring iteration has just written (sample by
+    sample, each block shifted by one from the last, the stores stalled the loads: 1.4-1.6x the time). Zero taps, and
+    so silent segments, are skipped."""
     segments, taps = responses.shape
     n_out = out.shape[0]
-    block = np.empty(hop + taps - 1, np.float32)
-    for index in range(segments):
-        response = responses[index]
-        silent = True
+    buffer = np.empty(NOISE_TILE * hop + taps - 1, np.float32)
+    for tile in range(0, segments, NOISE_TILE):
+        count = min(NOISE_TILE, segments - tile)
+        buffer[:] = 0.0
+        base = (first_segment + tile) * hop
         for tap in range(taps):
-            if response[tap] != 0.0:
-                silent = False
-                break
-        if silent:
-            continue
-        block[:] = 0.0
-        base = (first_segment + index) * hop
-        for n in range(hop):
-            sample = excitation[base + n]
-            shifted = block[n:n + taps]
-            for tap in range(taps):
-                shifted[tap] += sample * response[tap]
+            for index in range(count):
+                value = responses[tile + index, tap]
+                if value == 0.0:
+                    continue
+                target = buffer[index * hop + tap:index * hop + tap + hop]
+                source = excitation[base + index * hop:base + index * hop + hop]
+                for n in range(hop):
+                    target[n] += source[n] * value
         first = base - delay
-        for n in range(max(0, -first), min(hop + taps - 1, n_out - first)):
-            out[first + n] += block[n]
+        for n in range(max(0, -first), min(count * hop + taps - 1, n_out - first)):
+            out[first + n] += buffer[n]
 
 
 @numba.njit(nogil=True, cache=True)
