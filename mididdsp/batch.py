@@ -68,6 +68,7 @@ class Settings:
     format: str = "wav"
     stems: bool = False
     expression: bool = False
+    scratch: str | None = None  # where a worker makes its per-file temporary folder (None: the system's)
 
 
 @dataclasses.dataclass
@@ -129,7 +130,8 @@ def render_job(model, job: Job, data: bytes | None, settings: Settings) -> Outco
     from mididdsp.render_command import read_score, render_score
 
     started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught, tempfile.TemporaryDirectory(prefix="mididdsp-") as folder:
+    with warnings.catch_warnings(record=True) as caught, \
+            tempfile.TemporaryDirectory(prefix="mididdsp-", dir=settings.scratch) as folder:
         warnings.simplefilter("always")
         try:
             if data is None:
@@ -208,8 +210,14 @@ def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[
     # (holding a shared queue's lock, half a message written) once left a ProcessPoolExecutor and the batch waiting
     # forever. Here the dead worker's pipe reads end-of-file, its file goes back on the list, and a new one starts.
     import multiprocessing
+    import shutil
+    import tempfile
     from multiprocessing.connection import wait
 
+    # The workers' temporary folders go under one folder of the batch's, removed when it ends: a worker killed
+    # mid-file (kill -9, out of memory) cannot remove its own.
+    scratch = tempfile.mkdtemp(prefix="mididdsp-batch-")
+    settings = dataclasses.replace(settings, scratch=scratch)
     queue = list(reversed(jobs))
     attempts: dict[Job, int] = {}
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
@@ -244,6 +252,7 @@ def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[
             worker.close()
         for worker in remaining:
             worker.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _Worker:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -169,7 +170,13 @@ def test_a_run_killed_with_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_pa
     assert all(row["status"] in ("ok", "skipped") for row in rows.values()) and len(rows) == 6
 
 
-def test_a_worker_process_killed_mid_task_is_replaced_and_the_batch_completes(tmp_path):
+def test_a_worker_process_killed_mid_task_is_replaced_and_the_batch_completes(tmp_path, monkeypatch):
+    # this process's temporary folders (the batch's scratch folder among them) in one place, to check that the
+    # killed worker's leftovers go with the batch
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    monkeypatch.setenv("TMPDIR", str(system_temp))  # and the workers' (spawned: they read it afresh)
     songs = tmp_path / "songs"
     for index in range(6):
         write_song(songs / f"s{index}.mid", 30 + index, (40,), seconds=2.5)
@@ -191,6 +198,7 @@ def test_a_worker_process_killed_mid_task_is_replaced_and_the_batch_completes(tm
     assert victims, "no worker process was found to kill"
     assert not batch.is_alive(), "the batch did not finish within 10 minutes of the kill"
     assert [row["status"] for row in rows] == ["ok"] * 6
+    assert list(system_temp.iterdir()) == []
     for index in range(6):
         alone = single_render(songs / f"s{index}.mid", tmp_path / "alone" / f"s{index}.wav")
         assert (out / f"s{index}.wav").read_bytes() == alone
