@@ -8,6 +8,10 @@ at most 1.2e-7 rad, k times that at harmonic k), so a sample costs two transcend
 harmonics. The kernels are serial and release the GIL: a render's parallelism is its voices (threads) and a
 batch's its files (processes).
 
+:func:`dry_synthesis` is a render's whole run of frames in one pass (harmonic plus filtered noise, no reverb): the
+synthesizer's streaming tensor code, which it equals to float rounding, spent most of its time in per-piece torch
+calls around the kernels.
+
 numba is imported on first use; :func:`available` says whether it can be.
 """
 from __future__ import annotations
