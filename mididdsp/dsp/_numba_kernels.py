@@ -169,10 +169,11 @@ def filtered_noise_add(responses, excitation, first_segment, hop, delay, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def oscillator_angle(f0_frames, position, sample_rate, f0_samples, angle):
+def oscillator_angle(f0_frames, position, sample_rate, initial, f0_samples, angle):
     """f0 [F] Hz at the frames -> f0_samples [(F-1)*hop] (linear between frames, ``position`` [hop] the next
-    frame's weight) and ``angle`` [(F-1)*hop] float32 radians, 2 pi x the running phase (phase 0 at sample 0),
-    summed in float64 as :func:`phase` does and wrapped to [-pi, pi)."""
+    frame's weight) and ``angle`` [(F-1)*hop] float32 radians, 2 pi x the running phase (``initial`` cycles at
+    sample 0), summed in float64 as :func:`phase` does and wrapped to [-pi, pi). Returns the phase after the last
+    sample (cycles, wrapped)."""
     hop = position.shape[0]
     samples = f0_samples.shape[0]
     for frame in range(f0_frames.shape[0] - 1):
@@ -180,7 +181,7 @@ def oscillator_angle(f0_frames, position, sample_rate, f0_samples, angle):
         step = f0_frames[frame + 1] - left
         for n in range(hop):
             f0_samples[frame * hop + n] = left + step * position[n]
-    value = 0.0
+    value = initial
     for first in range(0, samples, PHASE_BLOCK):
         stop = min(first + PHASE_BLOCK, samples)
         running = value
@@ -189,3 +190,4 @@ def oscillator_angle(f0_frames, position, sample_rate, f0_samples, angle):
             angle[n] = np.float32(2.0 * math.pi * wrapped)
             running += f0_samples[n] / sample_rate
         value = running - math.floor(running + 0.5)
+    return value

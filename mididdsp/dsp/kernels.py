@@ -23,6 +23,7 @@ import torch
 
 PHASE_BLOCK = 64  # samples the running phase sums unwrapped (at most 0.5 cycle each)
 NOISE_DESIGN_BLOCK = 2048  # segments whose noise filters are designed at once
+DRY_CHUNK_FRAMES = 4096  # frames of a run's oscillator work at a time (16 s at 250 frames a second)
 
 
 @functools.lru_cache(maxsize=1)
@@ -96,41 +97,52 @@ def noise_taps_operator(n_bands: int, taps: int) -> np.ndarray:
 
 def dry_synthesis(f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distribution: np.ndarray,
                   noise_magnitudes: np.ndarray, excitation: np.ndarray, hop_size: int, sample_rate: int,
-                  nyquist_fade: float, amplitude_upsampling: str = "hann") -> np.ndarray:
+                  nyquist_fade: float, amplitude_upsampling: str = "hann",
+                  chunk_frames: int = DRY_CHUNK_FRAMES) -> np.ndarray:
     """Harmonic plus filtered noise of ``F`` frames in one pass: what ``StreamingRenderer`` without reverb returns
-    for them, given ``excitation`` and phase 0 at frame 0 (equal to float rounding; tests/test_render_sparse.py).
+    for them, given ``excitation`` and phase 0 at frame 0 (equal to float rounding; tests/test_dsp_synths.py).
 
     Args:
         f0_hz, amplitude: [F] Hz and linear.
         harmonic_distribution: [F, n_harmonics] non-negative weights (renormalised here below Nyquist).
         noise_magnitudes: [F, n_bands] linear filter magnitudes, 0 Hz .. Nyquist.
         excitation: [(F - 1) * hop_size] the noise filters' input.
+        chunk_frames: frames of oscillator work at a time (the phase carried across): the working memory beside
+            the output and the excitation is bounded by it, whatever the run's length.
     Returns:
         [(F - 1) * hop_size] float32 audio, the noise's linear-phase delay compensated.
     """
     frames = f0_hz.shape[0]
     n_samples = max(frames - 1, 0) * hop_size
-    out = np.zeros((1, n_samples), np.float32)
+    out = np.zeros(n_samples, np.float32)
     if n_samples == 0:
-        return out[0]
+        return out
     frame_amplitudes, noise_add, oscillator_angle = _run_kernels()
     f0 = np.ascontiguousarray(f0_hz, np.float32)
+    amplitude = np.ascontiguousarray(amplitude, np.float32)
+    harmonic_distribution = np.ascontiguousarray(harmonic_distribution, np.float32)
     position = np.arange(hop_size, dtype=np.float32) / np.float32(hop_size)
-    f0_samples = np.empty((1, n_samples), np.float32)
-    angle = np.empty(n_samples, np.float32)
-    oscillator_angle(f0, position, float(sample_rate), f0_samples[0], angle)
-    amplitudes = np.empty((1,) + harmonic_distribution.shape, np.float32)
-    frame_amplitudes(f0, np.ascontiguousarray(amplitude, np.float32),
-                     np.ascontiguousarray(harmonic_distribution, np.float32), float(sample_rate) / 2.0,
-                     float(max(nyquist_fade, 0.0)), amplitudes[0])
     if amplitude_upsampling == "hann":
         next_weight = np.sin(np.float32(0.5 * np.pi) * position) ** 2
     elif amplitude_upsampling == "linear":
         next_weight = position
     else:
         raise ValueError(f"unknown amplitude_upsampling {amplitude_upsampling!r}; expected 'hann' or 'linear'")
-    _compiled()[0](np.sin(angle)[None], np.cos(angle)[None], f0_samples, amplitudes, next_weight, position,
-                   float(sample_rate) / 2.0, float(max(nyquist_fade, 0.0)), out)
+    nyquist, fade = float(sample_rate) / 2.0, float(max(nyquist_fade, 0.0))
+    # the harmonic part chunk by chunk (it writes its samples; the noise is added after, as it reaches 64 samples
+    # into the neighbouring chunks)
+    phase = 0.0
+    for first in range(0, frames - 1, max(1, int(chunk_frames))):
+        stop = min(first + max(1, int(chunk_frames)), frames - 1)  # segments first .. stop - 1
+        count = (stop - first) * hop_size
+        f0_samples = np.empty((1, count), np.float32)
+        angle = np.empty(count, np.float32)
+        phase = oscillator_angle(f0[first:stop + 1], position, float(sample_rate), phase, f0_samples[0], angle)
+        amplitudes = np.empty((1, stop + 1 - first, harmonic_distribution.shape[1]), np.float32)
+        frame_amplitudes(f0[first:stop + 1], amplitude[first:stop + 1], harmonic_distribution[first:stop + 1],
+                         nyquist, fade, amplitudes[0])
+        _compiled()[0](np.sin(angle)[None], np.cos(angle)[None], f0_samples, amplitudes, next_weight, position,
+                       nyquist, fade, out[None, first * hop_size:stop * hop_size])
     n_bands = noise_magnitudes.shape[-1]
     taps = 2 * (n_bands - 1)
     # The filters, designed per block of segments by one matrix product (the design is linear in the magnitudes;
@@ -141,5 +153,5 @@ def dry_synthesis(f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distributio
     for first in range(0, frames - 1, NOISE_DESIGN_BLOCK):
         stop = min(first + NOISE_DESIGN_BLOCK, frames - 1)
         mean = 0.5 * (magnitudes[first:stop] + magnitudes[first + 1:stop + 1])
-        noise_add((mean @ operator).numpy(), excitation, first, hop_size, taps // 2, out[0])
-    return out[0]
+        noise_add((mean @ operator).numpy(), excitation, first, hop_size, taps // 2, out)
+    return out
