@@ -194,30 +194,88 @@ def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[
     """Render ``jobs`` in ``workers`` processes on this machine (each loads the model once), or in this process
     when ``workers`` is 1. A worker is one core: one torch thread (threads of several workers, or of a job beside
     them, spinning on the same cores slowed a render tenfold, measured). A process that dies is replaced; see
-    :data:`MAX_ATTEMPTS`."""
-    if workers <= 1:
-        import torch
+    :data:`MAX_ATTEMPTS`.
 
-        threads = torch.get_num_threads()
-        try:
-            _start_worker(settings.model)  # this process is the one worker: one core, like each of N workers
-            for job in jobs:
-                yield job, _worker_render(job, _read(job.input), settings)
-        finally:  # the caller's process (render_many from Python) gets its threads back
-            torch.set_num_threads(threads)
-        return
+    The workers' temporary folders go under one scratch folder of the batch's, removed when it ends: a worker
+    killed mid-file (kill -9, out of memory) cannot remove its own. A batch that is itself killed leaves its
+    scratch folder, which the next batch on this machine removes (:func:`remove_stale_scratch`)."""
+    import shutil
+
+    remove_stale_scratch()
+    scratch = _make_scratch()
+    settings = dataclasses.replace(settings, scratch=scratch)
+    try:
+        yield from (_in_this_process(jobs, settings) if workers <= 1 else _in_workers(jobs, settings, workers))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+SCRATCH_PREFIX = "mididdsp-batch-"
+
+
+def _scratch_tag(pid: int) -> str:
+    import socket
+
+    return f"{SCRATCH_PREFIX}{socket.gethostname()}.{pid}."
+
+
+def _make_scratch() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=_scratch_tag(os.getpid()))
+
+
+def remove_stale_scratch() -> list[Path]:
+    """Remove the scratch folders that batches on this host left when they were killed (their process is gone);
+    returns them. A folder of a process that still runs, or of another host sharing the folder, is left alone."""
+    import shutil
+    import tempfile
+
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        for pid in _pids_in(folder.name):
+            if folder.name.startswith(_scratch_tag(pid)) and not _alive(pid):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+                break
+    return removed
+
+
+def _pids_in(name: str) -> list[int]:
+    """Candidate process ids in a scratch folder's name (the host name may itself contain dots)."""
+    parts = name[len(SCRATCH_PREFIX):].split(".")
+    return [int(part) for part in parts[1:-1] if part.isdigit()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _in_this_process(jobs: list[Job], settings: Settings) -> Iterator[tuple[Job, Outcome]]:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        _start_worker(settings.model)  # this process is the one worker: one core, like each of N workers
+        for job in jobs:
+            yield job, _worker_render(job, _read(job.input), settings)
+    finally:  # the caller's process (render_many from Python) gets its threads back
+        torch.set_num_threads(threads)
+
+
+def _in_workers(jobs: list[Job], settings: Settings, workers: int) -> Iterator[tuple[Job, Outcome]]:
     # Each worker has its own pair of pipes, not a pool's shared queues: a worker killed while it sends its result
     # (holding a shared queue's lock, half a message written) once left a ProcessPoolExecutor and the batch waiting
     # forever. Here the dead worker's pipe reads end-of-file, its file goes back on the list, and a new one starts.
     import multiprocessing
-    import shutil
-    import tempfile
     from multiprocessing.connection import wait
 
-    # The workers' temporary folders go under one folder of the batch's, removed when it ends: a worker killed
-    # mid-file (kill -9, out of memory) cannot remove its own.
-    scratch = tempfile.mkdtemp(prefix="mididdsp-batch-")
-    settings = dataclasses.replace(settings, scratch=scratch)
     queue = list(reversed(jobs))
     attempts: dict[Job, int] = {}
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
@@ -252,7 +310,6 @@ def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[
             worker.close()
         for worker in remaining:
             worker.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _Worker:

@@ -141,13 +141,18 @@ def test_bad_files_are_failed_rows_with_a_reason_and_the_batch_goes_on(tmp_path,
     assert set(again) == {"good.mid", "drums.mid"}
 
 
-def test_a_run_killed_with_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
+def test_a_run_killed_with_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     songs = tmp_path / "songs"
     for index in range(6):
         write_song(songs / f"song{index}.mid", 10 + index, (40, 73) if index % 2 else (71,), seconds=2.0)
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(mididdsp.__file__).parents[1]),
-                                                         os.environ.get("PYTHONPATH", "")])}
+    # the killed run's temporary folders and the re-run's in one place: the killed run's scratch folder is left
+    # (nothing can remove it at kill -9), and the next batch removes it
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    env = {**os.environ, "TMPDIR": str(system_temp),
+           "PYTHONPATH": os.pathsep.join([str(Path(mididdsp.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-m", "mididdsp", "render", str(songs), "-o", str(killed),
                                 "--workers", "1", "--quiet"], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -157,7 +162,9 @@ def test_a_run_killed_with_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_pa
     process.wait()
     finished_before = sorted(p.name for p in killed.glob("*.wav"))
     assert 0 < len(finished_before), process.stderr.read().decode()
+    assert [p.name.startswith("mididdsp-batch-") for p in system_temp.iterdir()] == [True]
     assert main(["render", str(songs), "-o", str(killed), "--workers", "1", "--quiet"]) == 0
+    assert list(system_temp.iterdir()) == []
     assert main(["render", str(songs), "-o", str(whole), "--workers", "1", "--quiet"]) == 0
     names = sorted(p.name for p in whole.iterdir())
     assert sorted(p.name for p in killed.iterdir()) == names  # no temporary file left behind
@@ -261,3 +268,19 @@ def test_the_local_engine_never_imports_ray(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(mididdsp.__file__).parents[1]),
                                                          os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_stale_scratch_folders_of_dead_batches_on_this_host_are_removed(tmp_path, monkeypatch):
+    from mididdsp import batch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(ended.stdout)
+    host = batch._scratch_tag(0)[len(batch.SCRATCH_PREFIX):-3]  # this host's name
+    folders = {"dead": tmp_path / f"{batch.SCRATCH_PREFIX}{host}.{dead}.abc_1",
+               "alive": tmp_path / f"{batch.SCRATCH_PREFIX}{host}.{os.getpid()}.abc_2",
+               "other host": tmp_path / f"{batch.SCRATCH_PREFIX}not-{host}.{dead}.abc_3"}
+    for folder in folders.values():
+        (folder / "mididdsp-job").mkdir(parents=True)
+    assert batch.remove_stale_scratch() == [folders["dead"]]
+    assert not folders["dead"].exists() and folders["alive"].exists() and folders["other host"].exists()
