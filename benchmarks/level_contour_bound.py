@@ -145,13 +145,12 @@ def main() -> int:
                 row[name] = float(np.corrcoef(curve[mask], loudness[mask])[0, 1])
             rows.append(row)
             print(f"{corpus.name} {meta['name']}: " + ", ".join(f"{k} {row[k]:.3f}" for k in fitted), file=sys.stderr)
-    names = NAMES
     print("loudness r inside notes against the recording's own (mean over recordings; lowest instrument)")
     for corpus in args.corpora:
         chosen = [r for r in rows if r["corpus"] == corpus.name]
         print(f"  {corpus.name}: " + ", ".join(
             f"{name} {np.mean([r[name] for r in chosen]):.3f} (lowest {min(r[name] for r in chosen):.3f}, "
-            f"{min(chosen, key=lambda r: r[name])['instrument']})" for name in names))
+            f"{min(chosen, key=lambda r: r[name])['instrument']})" for name in NAMES))
     return 0
 
 

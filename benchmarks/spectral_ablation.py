@@ -67,15 +67,14 @@ def noise_variants(teacher: np.ndarray, generated: np.ndarray, notes: np.ndarray
              NOISE_VARIANTS[6]: generated_level + colour}
     # what a per-note sustained-noise control imposed in closed form would do: the generator's own shape and colour,
     # each note's frames after the 40 ms attack window moved to the teacher's mean level there (rests untouched)
-    segments = attack_apart
     in_notes = np.zeros(frames, bool)
     for start, end in notes[:, :2]:
         first, stop = int(round(start * 250)) + 10, int(round(end * 250))
         in_notes[max(first, 0):max(min(stop, frames), 0)] = True
-    shift = _segment_mean(level, segments) - _segment_mean(generated_level, segments)
+    shift = _segment_mean(level, attack_apart) - _segment_mean(generated_level, attack_apart)
     in_db[NOISE_VARIANTS[7]] = generated_db + np.where(in_notes[:, None], shift, 0.0)
-    power = np.log10(_segment_mean((teacher.astype(np.float64) ** 2).mean(1, keepdims=True), segments)
-                     / _segment_mean((generated.astype(np.float64) ** 2).mean(1, keepdims=True), segments))
+    power = np.log10(_segment_mean((teacher.astype(np.float64) ** 2).mean(1, keepdims=True), attack_apart)
+                     / _segment_mean((generated.astype(np.float64) ** 2).mean(1, keepdims=True), attack_apart))
     in_db[NOISE_VARIANTS[8]] = generated_db + np.where(in_notes[:, None], 10 * power, 0.0)
     out = {key: 10 ** (value / 20) for key, value in in_db.items()}
     out[NOISE_VARIANTS[2]] = np.sqrt(_segment_mean(teacher.astype(np.float64) ** 2, per_note))

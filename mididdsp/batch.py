@@ -214,6 +214,7 @@ SCRATCH_PREFIX = "mididdsp-batch-"
 
 
 def _scratch_tag(pid: int) -> str:
+    """``mididdsp-batch-HOST.PID.``: the start of the name of a scratch folder this host's process ``pid`` made."""
     import socket
 
     return f"{SCRATCH_PREFIX}{socket.gethostname()}.{pid}."
@@ -231,20 +232,14 @@ def remove_stale_scratch() -> list[Path]:
     import shutil
     import tempfile
 
+    host_tag = _scratch_tag(0)[:-len("0.")]  # this host's folders: the process id follows
     removed = []
-    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
-        for pid in _pids_in(folder.name):
-            if folder.name.startswith(_scratch_tag(pid)) and not _alive(pid):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-                break
+    for folder in Path(tempfile.gettempdir()).glob(f"{host_tag}*"):
+        pid = folder.name[len(host_tag):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
     return removed
-
-
-def _pids_in(name: str) -> list[int]:
-    """Candidate process ids in a scratch folder's name (the host name may itself contain dots)."""
-    parts = name[len(SCRATCH_PREFIX):].split(".")
-    return [int(part) for part in parts[1:-1] if part.isdigit()]
 
 
 def _alive(pid: int) -> bool:

@@ -131,9 +131,9 @@ def dry_synthesis(f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distributio
     nyquist, fade = float(sample_rate) / 2.0, float(max(nyquist_fade, 0.0))
     # the harmonic part chunk by chunk (it writes its samples; the noise is added after, as it reaches 64 samples
     # into the neighbouring chunks)
-    phase = 0.0
-    for first in range(0, frames - 1, max(1, int(chunk_frames))):
-        stop = min(first + max(1, int(chunk_frames)), frames - 1)  # segments first .. stop - 1
+    phase, chunk_frames = 0.0, max(1, int(chunk_frames))
+    for first in range(0, frames - 1, chunk_frames):
+        stop = min(first + chunk_frames, frames - 1)  # segments first .. stop - 1
         count = (stop - first) * hop_size
         f0_samples = np.empty((1, count), np.float32)
         angle = np.empty(count, np.float32)

@@ -24,6 +24,7 @@ import torch
 
 from mididdsp.dsp import FRAME_RATE, kernels
 from mididdsp.dsp.graph import CONTROL_NAMES, StreamingRenderer
+from mididdsp.dsp.synths import _use_kernel
 
 RUN_EDGE_FRAMES = 2     # silent frames kept either side of a run: the first and last segments ramp from / to 0, and
                         # the noise filters' output reaches half their length (64 samples) before the first segment
@@ -169,7 +170,7 @@ def synthesize_run(synth, controls: dict[str, torch.Tensor], first_sample: int, 
     """
     frames = controls["f0_hz"].shape[1]
     n_samples = (frames - 1) * synth.hop_size
-    if backend != "torch" and kernels.available() and controls["f0_hz"].device.type == "cpu":
+    if _use_kernel(backend, controls["f0_hz"]):
         # The whole run at once: the tensor path's per-piece work (normalising, upsampling, two FFTs a frame
         # for the noise filters) was about two thirds of the synthesizer's time in a render.
         harmonic = synth.harmonic
@@ -179,8 +180,6 @@ def synthesize_run(synth, controls: dict[str, torch.Tensor], first_sample: int, 
             noise_excitation(seed, first_sample, n_samples)[0].numpy(), synth.hop_size, synth.sample_rate,
             harmonic.nyquist_fade, harmonic.amplitude_upsampling)
         return torch.from_numpy(audio)
-    if backend not in ("auto", "torch"):
-        raise RuntimeError("the numba backend needs numba and CPU tensors")
     stream = StreamingRenderer(synth, reverb=False, noise=noise_excitation(seed, first_sample, n_samples))
     pieces = [stream.push({name: controls[name][:, first:first + chunk_frames] for name in CONTROL_NAMES})
               for first in range(0, frames, chunk_frames)]
