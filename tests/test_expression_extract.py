@@ -253,12 +253,31 @@ def test_a_quieter_copy_moves_only_the_level_offset():
     loud, quiet = (extract(phrase(gain), score, coder).table for gain in (-6.0, -26.0))
     assert np.corrcoef(loud.volume, quiet.volume)[0, 1] >= 0.99
     np.testing.assert_allclose(quiet.volume_db, loud.volume_db, atol=1.0)
+    # both are analysed at one level, so every control is the same, attack noise included (before, the quiet
+    # copy's attack noise rose against the analysis's absolute floors)
+    for name in ("volume", "volume_fluctuation", "volume_peak_position", "vibrato", "brightness", "attack_noise"):
+        np.testing.assert_allclose(getattr(quiet, name), getattr(loud, name), atol=1e-3, err_msg=name)
     for table in (loud, quiet):
         assert ((table.volume > 0) & (table.volume < 1)).all(), table.volume
         assert np.ptp(table.level_offset_db) == 0  # one recording, one offset
         # the table's levels follow the phrase's dynamics (its 16 dB, as the measured amplitude reads them)
         assert np.corrcoef(table.volume_db, LEVEL_DB)[0, 1] > 0.99
     assert quiet.level_offset_db[0] - loud.level_offset_db[0] == pytest.approx(-20.0, abs=1.0)
+
+
+def test_analysis_gain_brings_the_notes_to_the_analysis_level():
+    """A sine of amplitude A has an RMS level of 20 log10(A / sqrt 2) dB inside its note: the gain is the analysis
+    level minus that, whatever A; frames outside the notes (here a louder burst) do not count."""
+    from mididdsp.expression.extract import ANALYSIS_LEVEL_DB, analysis_gain_db
+
+    t = np.arange(32000) / 16000
+    score = score_from_notes([(0.25, 1.25, 69, 80)], program=73)
+    for amplitude in (0.5, 0.005):
+        audio = (amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        audio[int(1.6 * 16000):] *= 100.0  # after the note
+        expected = ANALYSIS_LEVEL_DB - 20 * np.log10(amplitude / np.sqrt(2))
+        assert analysis_gain_db(audio, score) == pytest.approx(expected, abs=0.05)
+    assert analysis_gain_db(np.zeros(32000, np.float32), score) == 0.0
 
 
 def test_with_level_offset_keeps_the_absolute_levels():
