@@ -54,7 +54,11 @@ $(DATA)/heldout/%/manifest.json: | install
 	$(PY) -m mididdsp corpus --out $(DATA)/heldout/$* --instruments $(INSTRUMENTS) --minutes 1 --seed 1 \
 	    --soundfont $(SF2)/$*.sf2 --jobs 2
 	$(PY) -m mididdsp prepare $(DATA)/heldout/$* --out $(DATA)/heldout/$*_prepared --seed 0 --valid 0 --test 0
-data-heldout: $(DATA)/heldout/sf_GMbank/manifest.json $(DATA)/heldout/TimGM6mb/manifest.json
+# A real (non-SoundFont) recording: music21's test_audio.wav, its notes transcribed from its f0, as each instrument.
+$(DATA)/heldout/real_music21/manifest.json: | install
+	$(PY) benchmarks/real_recording_corpus.py -o $(DATA)/heldout/real_music21
+data-heldout: $(DATA)/heldout/sf_GMbank/manifest.json $(DATA)/heldout/TimGM6mb/manifest.json \
+              $(DATA)/heldout/real_music21/manifest.json
 
 # The first models' corpus (4 instruments, FluidR3 only): the training-SoundFont comparisons in docs/RESULTS.md
 # score its 8 valid + test recordings.

@@ -212,11 +212,12 @@ def main() -> int:
                 f"{label} {row[f'{label} log-mel L1']:.2f}" for label in signals) +
                 f"  ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     labels = [key[:-len(" log-mel L1")] for key in results[0] if key.endswith(" log-mel L1")]
+    # a rendering whose loudness does not move inside the notes has no r (nan): left out of the mean
     print("\nmean over recordings: log-mel L1 (dB) / loudness r, per corpus")
     for label in labels:
         print(f"  {label:44s}" + "".join(
             f"{np.mean([r[f'{label} log-mel L1'] for r in results if r['corpus'] == c.name]):8.2f} /"
-            f"{np.mean([r[f'{label} loudness r'] for r in results if r['corpus'] == c.name]):6.3f}"
+            f"{np.nanmean([r[f'{label} loudness r'] for r in results if r['corpus'] == c.name]):6.3f}"
             for c in args.corpora))
     by_instrument: dict[str, list] = {}
     for r in results:
