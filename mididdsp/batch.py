@@ -167,8 +167,8 @@ _WORKER_MODEL = None  # the model a worker process loaded once (local engine)
 
 
 def _start_worker(model_dir: str | None) -> None:
-    """A worker process: one torch thread (the cores are the workers', and the render runs its voices one at a
-    time on it), then the model."""
+    """A worker: one torch thread (the cores are the workers', and the render runs its voices one at a time on
+    it), then the model."""
     global _WORKER_MODEL
     import torch
 
@@ -340,6 +340,9 @@ class _Worker:
 
 def _worker_main(jobs, results, model_dir: str | None) -> None:
     """A worker process: load the model once, then answer each job with its outcome until the job pipe closes."""
+    from mididdsp._malloc import retain_freed_memory
+
+    retain_freed_memory()  # a process of ours (spawned: the command's setting is not inherited)
     _start_worker(model_dir)
     while True:
         try:
@@ -399,6 +402,9 @@ class RenderActor:
     """A Ray actor (made remote in :func:`ray_engine`): loads the model once, renders file after file."""
 
     def __init__(self, model_dir: str | None):
+        from mididdsp._malloc import retain_freed_memory
+
+        retain_freed_memory()  # the actor's process is Ray's worker, ours for the batch
         _start_worker(model_dir)
 
     def pid(self) -> int:

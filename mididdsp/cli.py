@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 def entry_point() -> None:
     """The ``mididdsp`` command (console script and ``python -m mididdsp``): :func:`main`, then
     :func:`exit_without_teardown`. ``main()`` itself exits normally (tests call it in process)."""
+    from mididdsp._malloc import retain_freed_memory
+
+    retain_freed_memory()
     try:
         code = main()
     except SystemExit as stop:  # argparse's --help and usage errors; mapped as the interpreter maps them

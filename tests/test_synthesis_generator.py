@@ -146,6 +146,32 @@ def test_compiled_tilt_equals_the_torch_solve() -> None:
         assert torch.equal(tilt_to_centroid(logits, target), tilt.tilt_to_centroid_inference(logits, target))
 
 
+def test_compiled_harmonic_distribution_needs_no_detilt_and_no_mask() -> None:
+    """The inference path skips the logits' line removal (a line in k only moves the solved beta) and cuts
+    Nyquist by a count per frame instead of a [T, K] mask: the same distributions as the training path's
+    squash, de-tilt, mask and torch solve, to float rounding, on logits with steep lines in them; and the count
+    is the training path's ``f0 * k < limit`` exactly, at the boundaries too."""
+    from mididdsp.synthesis import generator, kernels
+
+    if not kernels.available():
+        pytest.skip("numba is not installed")
+    torch.manual_seed(1)
+    frames, harmonics, limit = 3000, 60, 7600.0
+    raw = (torch.randn(frames, harmonics) * 3 + torch.linspace(-20, 20, harmonics) * torch.randn(frames, 1))[None]
+    f0_hz = torch.exp(torch.empty(1, frames).uniform_(math.log(30.0), math.log(7000.0)))
+    f0_hz[0, :60] = limit / torch.arange(2, 62)  # exactly on a harmonic's boundary: that harmonic is cut
+    highest = kernels.nyquist_count(f0_hz, harmonics, limit)
+    nyquist_ok = f0_hz.unsqueeze(-1) * torch.arange(1, harmonics + 1) < limit
+    assert torch.equal(highest, nyquist_ok.float().sum(-1).clamp_min(1.0))
+    target = torch.minimum(1.05 + torch.rand(1, frames) * (highest - 1.1).clamp(0.0, 25.0), highest)
+    fast = kernels.harmonic_distribution(raw, highest, target, generator.LOGIT_RANGE)
+    logits = without_tilt(generator.LOGIT_RANGE * torch.tanh(raw / generator.LOGIT_RANGE))
+    with torch.enable_grad():  # a gradient asked for: the torch solve
+        slow = tilt_to_centroid(logits.masked_fill(~nyquist_ok, -1e4).requires_grad_(), target).detach()
+    assert (fast - slow).abs().max() < 3e-5
+    assert fast[~nyquist_ok].max() == 0.0
+
+
 @pytest.mark.parametrize("noise", [{}, {"noise_reference": "level", "noise_shape_db": 30.0},
                                    {"noise_reference": "level", "noise_shape_db": 30.0, "level_shape": "learned"}])
 def test_compiled_inference_equals_the_tensor_code(noise: dict, monkeypatch) -> None:

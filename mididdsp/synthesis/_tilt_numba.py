@@ -83,14 +83,52 @@ def tilt(logits, centroid, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def tilt_scaled(scaled, centroid, out):
-    """scaled [F, K] float32 = exp(logits - max logit) (0: masked), centroid [F] -> out [F, K] float32."""
+def tilt_kept(scaled, highest, centroid, out):
+    """scaled [F, K] float32 = exp(logit - a constant), highest [F] (harmonics kept: the first ``highest``; the
+    rest weigh 0), centroid [F] -> out [F, K] float32."""
     frames, harmonics = scaled.shape
     row = np.empty(harmonics)
     weights = np.empty(harmonics)
     beta = 0.0
     for f in range(frames):
-        for k in range(harmonics):
+        kept = min(max(int(highest[f]), 1), harmonics)
+        for k in range(kept):
             row[k] = scaled[f, k]
+        for k in range(kept, harmonics):
+            row[k] = 0.0
         beta = solve(row, float(centroid[f]), beta, weights, out[f])
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def nyquist_count(f0, n_harmonics, limit, out):
+    """f0 [F] float32 (Hz), limit float32 -> out [F]: the number of k in 1..n_harmonics with float32 f0 * k < limit
+    (at least 1)."""
+    for f in range(f0.shape[0]):
+        count = 0
+        for k in range(1, n_harmonics + 1):
+            if f0[f] * np.float32(k) < limit:
+                count += 1
+        out[f] = max(count, 1)
+    return out
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def layer_norm_leaky(hidden, weight, bias, eps, slope, out):
+    """out = leaky_relu(layer_norm(hidden) * weight + bias, slope) per row: hidden, out [T, C] float32; weight,
+    bias [C]. One pass over each row in cache (torch: a norm pass, then an activation pass over [T, C])."""
+    frames, channels = hidden.shape
+    for t in range(frames):
+        total = np.float32(0.0)
+        for c in range(channels):
+            total += hidden[t, c]
+        mean = total / channels
+        spread = np.float32(0.0)
+        for c in range(channels):
+            centred = hidden[t, c] - mean
+            spread += centred * centred
+        scale = np.float32(1.0) / np.sqrt(spread / channels + eps)
+        for c in range(channels):
+            value = (hidden[t, c] - mean) * scale * weight[c] + bias[c]
+            out[t, c] = value if value >= 0.0 else value * slope
     return out

@@ -13,7 +13,8 @@ most of it was elementwise passes over [T, 60] and [T, 65] tensors and the centr
   float32; the torch solve approaches it to :data:`~mididdsp.synthesis.tilt.TILT_TOLERANCE` and then takes a
   last Newton step, so the two agree to float rounding, whatever the start.
 * and, in torch but in place (their tanh and exp are vectorised there, 4x faster than libm's per element), the
-  harmonic logits before the tilt and the noise bands' magnitudes.
+  harmonic logits before the tilt and the noise bands' magnitudes; the Nyquist cut is a count of harmonics per
+  frame that the solve honours, not a [T, K] mask.
 
 numba is imported on first use; :func:`available` says whether it can be.
 """
@@ -40,7 +41,8 @@ EXP_FLOOR = -80.0     # logits this far under the frame's largest give weight 0 
 def _compiled() -> dict:
     from mididdsp.synthesis import _tilt_numba
 
-    return {"tilt": _tilt_numba.tilt, "tilt_scaled": _tilt_numba.tilt_scaled}
+    return {"tilt": _tilt_numba.tilt, "tilt_kept": _tilt_numba.tilt_kept, "nyquist_count": _tilt_numba.nyquist_count,
+            "layer_norm_leaky": _tilt_numba.layer_norm_leaky}
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -63,29 +65,47 @@ def tilt_to_centroid_inference(logits: torch.Tensor, centroid: torch.Tensor) -> 
     return out.reshape(shape)
 
 
-def harmonic_distribution(raw: torch.Tensor, nyquist_ok: torch.Tensor, centroid: torch.Tensor, squash: float
+def harmonic_distribution(raw: torch.Tensor, highest: torch.Tensor, centroid: torch.Tensor, squash: float
                           ) -> torch.Tensor:
-    """The generator's harmonic distribution from its raw harmonic outputs: logits ``squash * tanh(raw / squash)``
-    less their least-squares line in k (:func:`~mididdsp.synthesis.tilt.without_tilt`), harmonics not
-    ``nyquist_ok`` masked, tilted to ``centroid``. The elementwise part stays in torch (its tanh and exp are
-    vectorised), in place.
+    """The generator's harmonic distribution from its raw harmonic outputs: logits ``squash * tanh(raw / squash)``,
+    the harmonics from ``highest`` up cut (Nyquist), tilted to ``centroid``.
+
+    The training path also removes the logits' least-squares line in k
+    (:func:`~mididdsp.synthesis.tilt.without_tilt`), which only steers its gradients: a line added to the logits
+    changes no tilted distribution (its constant cancels in the softmax, its slope moves the solved beta by as
+    much), so it is left out here, and so is the shift by the largest logit (the squashed logits lie within
+    +-``squash``, so ``exp(logit - squash)`` is at least e^-24: no underflow). What remains of the elementwise
+    part is one tanh and one exp over [T, K], in place (torch's are vectorised).
 
     Args:
-        raw: [B, T, K] network outputs (any strides); nyquist_ok: [B, T, K] bool; centroid: [B, T] reachable target
-            (harmonic numbers, 1 .. the highest harmonic that is ``nyquist_ok``).
+        raw: [B, T, K] network outputs (any strides); highest: [B, T] float32, the number of harmonics kept per
+            frame (:func:`nyquist_count`); centroid: [B, T] reachable target (1 .. ``highest``).
     Returns:
         [B, T, K] float32 distributions.
     """
-    from mididdsp.synthesis.tilt import without_tilt
-
-    logits = without_tilt(torch.tanh(raw / squash).mul_(squash)).masked_fill_(~nyquist_ok, -1e4)
-    relative = logits.sub_(logits.amax(-1, keepdim=True))
-    # exp of the masked -1e4 underflows on a slow path (8x the time of the whole [T, K] exp): such entries, and
-    # any below EXP_FLOOR (weights under 2e-35 of the largest), are set to 0 instead, which is what they round to
-    negligible = relative < EXP_FLOOR
-    scaled = relative.clamp_min_(EXP_FLOOR).exp_().masked_fill_(negligible, 0.0).reshape(-1, raw.shape[-1])
+    scaled = torch.tanh(raw / squash).mul_(squash).sub_(squash).exp_().reshape(-1, raw.shape[-1])
     out = torch.empty(raw.shape)  # torch's allocation (aligned as oneDNN wants it), written through numpy
-    _compiled()["tilt_scaled"](_numpy(scaled), _numpy(centroid.reshape(-1)), out.numpy().reshape(scaled.shape))
+    _compiled()["tilt_kept"](_numpy(scaled), _numpy(highest.reshape(-1)), _numpy(centroid.reshape(-1)),
+                             out.numpy().reshape(scaled.shape))
+    return out
+
+
+def layer_norm_leaky(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, slope: float,
+                     out: torch.Tensor) -> torch.Tensor:
+    """``leaky_relu(layer_norm(hidden, weight, bias, eps), slope)`` over each row of [T, C] float32 ``hidden``
+    (contiguous), written to ``out`` [T, C] in one pass: the generator's norm and activation before each dilated
+    convolution, which in torch took a fifth of its inference (two passes, the norm's the slower)."""
+    _compiled()["layer_norm_leaky"](_numpy(hidden), _numpy(weight), _numpy(bias), np.float32(eps), np.float32(slope),
+                                    out.numpy())
+    return out
+
+
+def nyquist_count(f0_hz: torch.Tensor, n_harmonics: int, limit_hz: float) -> torch.Tensor:
+    """[B, T] f0 (Hz) -> [B, T] float32: how many of harmonics 1..``n_harmonics`` lie under ``limit_hz`` (at least
+    1), the count of the training path's ``f0 * k < limit`` (float32 products, the same comparisons)."""
+    out = torch.empty(f0_hz.shape)
+    _compiled()["nyquist_count"](_numpy(f0_hz.contiguous().reshape(-1)), n_harmonics, np.float32(limit_hz),
+                                 out.numpy().reshape(-1))
     return out
 
 
