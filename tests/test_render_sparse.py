@@ -153,6 +153,23 @@ def test_a_run_is_synthesised_as_the_synthesizer_would(model):
     assert torch.equal(spans.noise_excitation(5, 1000, 40000), whole[:, 1000:41000])
 
 
+def test_noise_excitation_is_uniform_white_and_seeded():
+    """Uniform on [-1, 1): mean 0 and variance 1/3 within 4 standard errors, flat deciles, no correlation between
+    neighbouring samples or between two voices' seeds; the same seed gives the same bits."""
+    n = 1 << 20
+    noise = spans.noise_excitation(11, 123456, n)[0].numpy().astype(np.float64)
+    assert noise.min() >= -1.0 and noise.max() < 1.0
+    assert abs(noise.mean()) < 4 * np.sqrt(1 / 3 / n)
+    assert abs(noise.var() - 1 / 3) < 4 * np.sqrt(4 / 45 / n)  # the variance of (x^2) for x ~ U(-1, 1) is 4/45
+    deciles = np.histogram(noise, bins=10, range=(-1, 1))[0] / n
+    assert np.abs(deciles - 0.1).max() < 0.002
+    for lag in (1, 2, 64):
+        assert abs(np.corrcoef(noise[:-lag], noise[lag:])[0, 1]) < 4 / np.sqrt(n)
+    other = spans.noise_excitation(12, 123456, n)[0].numpy()
+    assert abs(np.corrcoef(noise, other)[0, 1]) < 4 / np.sqrt(n)
+    assert torch.equal(spans.noise_excitation(11, 123456, 1000), spans.noise_excitation(11, 123456, 1000))
+
+
 def test_spans_and_runs():
     notes = np.array([[0.0, 0.2, 60, 80], [0.2, 0.4, 62, 80], [3.0, 3.2, 64, 80], [3.3, 3.4, 65, 80]])
     # notes 0-1 and 2-3 are 2.6 s apart: two spans unless the merge gap is larger
