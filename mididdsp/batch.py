@@ -47,6 +47,7 @@ REPORT_NAME = "render-report.csv"
 REPORT_COLUMNS = ("input", "output", "status", "audio_seconds", "work_seconds", "instruments", "error", "messages")
 MAX_ATTEMPTS = 3          # tries of a file whose worker process died under it (a failure of the render is final)
 IN_FLIGHT_PER_WORKER = 2  # files handed to each Ray actor ahead: it never waits, and a crash re-queues few
+CLOSE_TIMEOUT_S = 30.0    # the Ray actors' clean-up at a batch's end
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,6 +372,7 @@ def ray_engine(jobs: list[Job], settings: Settings, workers: int | None,
                  configure_logging=False)
     elif started_here:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
+    actors: list = []
     try:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         count = min(workers or cpus, cpus)  # an actor the cluster has no CPU for would hold its files forever
@@ -394,24 +396,40 @@ def ray_engine(jobs: list[Job], settings: Settings, workers: int | None,
                                                                 f"it, {MAX_ATTEMPTS} times ({type(error).__name__})"))
                 yield job, outcome
     finally:
+        try:  # each live actor removes its scratch folder (a dead one's goes with the next actor on its node)
+            ray.get([actor.close.remote() for actor in actors], timeout=CLOSE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - an actor that died or hangs at the end must not fail the batch
+            pass
         if started_here:
             ray.shutdown()
 
 
 class RenderActor:
-    """A Ray actor (made remote in :func:`ray_engine`): loads the model once, renders file after file."""
+    """A Ray actor (made remote in :func:`ray_engine`): loads the model once, renders file after file.
+
+    Its temporary files go under a scratch folder of its own on its node, named by host and process like a local
+    batch's: an actor killed mid-file leaves it, and the next actor that starts on that node (Ray's restart of
+    the killed one, or a later batch's) removes it (:func:`remove_stale_scratch`); :meth:`close` removes it at the
+    batch's end."""
 
     def __init__(self, model_dir: str | None):
         from mididdsp._malloc import retain_freed_memory
 
         retain_freed_memory()  # the actor's process is Ray's worker, ours for the batch
+        remove_stale_scratch()
+        self.scratch = _make_scratch()
         _start_worker(model_dir)
 
     def pid(self) -> int:
         return os.getpid()
 
     def render(self, job: Job, data: bytes | None, settings: Settings) -> Outcome:
-        return _worker_render(job, data, settings)
+        return _worker_render(job, data, dataclasses.replace(settings, scratch=self.scratch))
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ the driver

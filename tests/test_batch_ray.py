@@ -42,24 +42,43 @@ def actor_processes_rendering() -> list[int]:
     return pids
 
 
+def scratch_folders() -> list[Path]:
+    """The temporary folders of ours on this host: batches' scratch folders and any per-file folder outside them."""
+    import tempfile
+
+    return list(Path(tempfile.gettempdir()).glob("mididdsp-*"))
+
+
+def per_file_folders() -> list[Path]:
+    """A file's temporary folder: inside a scratch folder, or (code before the scratch folders) directly in tmp."""
+    return [path for folder in scratch_folders()
+            for path in (folder.glob("mididdsp-*") if folder.name.startswith("mididdsp-batch-") else [folder])]
+
+
 def test_ray_batch_with_a_killed_worker_bad_files_and_a_rerun(local_ray, tmp_path):
     songs = tmp_path / "songs"
     for index in range(5):
         write_song(songs / "good" / f"g{index}.mid", 50 + index, (40, 42) if index % 2 else (73,), seconds=2.5)
     reasons = write_bad_files(songs / "bad")
     out = tmp_path / "out"
+    scratch_before = set(scratch_folders())
     rows: list = []
     batch = threading.Thread(target=lambda: rows.extend(mididdsp.render_many([songs], out, engine="ray")))
     batch.start()
     killed = []
     deadline = time.monotonic() + 180
     while not killed and batch.is_alive() and time.monotonic() < deadline:
+        if not per_file_folders():  # kill mid-file, once a worker's temporary folder for a file exists
+            time.sleep(0.005)
+            continue
         for pid in actor_processes_rendering()[:1]:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
         time.sleep(0.005)
     batch.join(300)
     assert killed, "no Ray worker was caught rendering"
+    # the killed actor's scratch folder went with its restart, the others' with the batch's end
+    assert set(scratch_folders()) <= scratch_before
     status = {Path(row["input"]).name: row for row in rows}
     for index in range(5):
         row = status[f"g{index}.mid"]
