@@ -30,19 +30,82 @@ def tilted(scaled, beta, weights):
 
 
 @numba.njit(nogil=True, cache=True)
+def moments(scaled, beta):
+    """(sum w_k, sum k w_k, sum k^2 w_k) of w_k = scaled_k exp(beta k), for K a multiple of 4 and |beta| K under
+    POWER_LIMIT. Four lanes (harmonics k, k+1, k+2, k+3), each with its own power of exp(beta) stepping by
+    exp(beta)^4 and its own sums: one chain of K products and three of K sums, each step waiting on the last, were
+    the solve's critical path (4 lanes: the solve 20 % faster; 8 were slower)."""
+    ratio = math.exp(beta)
+    p0 = ratio
+    p1 = p0 * ratio
+    p2 = p1 * ratio
+    p3 = p2 * ratio
+    stride = p3
+    t0 = t1 = t2 = t3 = f0 = f1 = f2 = f3 = s0 = s1 = s2 = s3 = 0.0
+    for start in range(0, scaled.shape[0], 4):
+        k = start + 1.0
+        w0 = scaled[start] * p0
+        w1 = scaled[start + 1] * p1
+        w2 = scaled[start + 2] * p2
+        w3 = scaled[start + 3] * p3
+        t0 += w0
+        t1 += w1
+        t2 += w2
+        t3 += w3
+        f0 += w0 * k
+        f1 += w1 * (k + 1.0)
+        f2 += w2 * (k + 2.0)
+        f3 += w3 * (k + 3.0)
+        s0 += w0 * k * k
+        s1 += w1 * (k + 1.0) * (k + 1.0)
+        s2 += w2 * (k + 2.0) * (k + 2.0)
+        s3 += w3 * (k + 3.0) * (k + 3.0)
+        p0 *= stride
+        p1 *= stride
+        p2 *= stride
+        p3 *= stride
+    return (t0 + t1) + (t2 + t3), (f0 + f1) + (f2 + f3), (s0 + s1) + (s2 + s3)
+
+
+@numba.njit(nogil=True, cache=True)
+def lane_weights(scaled, beta, weights):
+    """:func:`tilted` for K a multiple of 4 and |beta| K under POWER_LIMIT, in :func:`moments`' four lanes."""
+    ratio = math.exp(beta)
+    p0 = ratio
+    p1 = p0 * ratio
+    p2 = p1 * ratio
+    p3 = p2 * ratio
+    stride = p3
+    for start in range(0, scaled.shape[0], 4):
+        weights[start] = scaled[start] * p0
+        weights[start + 1] = scaled[start + 1] * p1
+        weights[start + 2] = scaled[start + 2] * p2
+        weights[start + 3] = scaled[start + 3] * p3
+        p0 *= stride
+        p1 *= stride
+        p2 *= stride
+        p3 *= stride
+
+
+@numba.njit(nogil=True, cache=True)
 def solve(scaled, target, beta, weights, out):
-    """One frame: ``scaled`` [K] = exp(logit - max) (0: masked), ``target`` centroid, ``beta`` the start;
-    writes the distribution to ``out`` [K] (float32) and returns the solved beta."""
+    """One frame: ``scaled`` [K'] = exp(logit - a constant) (0: masked; zeros beyond the K harmonics of ``out``),
+    ``target`` centroid, ``beta`` the start; writes the distribution to ``out`` [K] (float32) and returns the
+    solved beta. ``weights`` [K']: scratch."""
     harmonics = scaled.shape[0]
+    lanes = harmonics % 4 == 0
     low, high = -BRACKET, BRACKET
     beta = min(max(beta, low), high)
     for _ in range(MAX_STEPS):
-        tilted(scaled, beta, weights)
-        total = first = second = 0.0
-        for k in range(harmonics):
-            total += weights[k]
-            first += weights[k] * (k + 1)
-            second += weights[k] * (k + 1) * (k + 1)
+        if lanes and abs(beta) * harmonics < POWER_LIMIT:
+            total, first, second = moments(scaled, beta)
+        else:
+            tilted(scaled, beta, weights)
+            total = first = second = 0.0
+            for k in range(harmonics):
+                total += weights[k]
+                first += weights[k] * (k + 1)
+                second += weights[k] * (k + 1) * (k + 1)
         mean = first / total
         variance = second / total - mean * mean
         if mean > target:
@@ -56,11 +119,14 @@ def solve(scaled, target, beta, weights, out):
         beta = step
         if change < STEP_TOLERANCE:
             break
-    tilted(scaled, beta, weights)
+    if lanes and abs(beta) * harmonics < POWER_LIMIT:
+        lane_weights(scaled, beta, weights)
+    else:
+        tilted(scaled, beta, weights)
     total = 0.0
     for k in range(harmonics):
         total += weights[k]
-    for k in range(harmonics):
+    for k in range(out.shape[0]):
         out[k] = np.float32(weights[k] / total)
     return beta
 
@@ -69,8 +135,8 @@ def solve(scaled, target, beta, weights, out):
 def tilt(logits, centroid, out):
     """logits [F, K] float32 (masked at -1e4), centroid [F] -> out [F, K] float32 distributions."""
     frames, harmonics = logits.shape
-    scaled = np.empty(harmonics)
-    weights = np.empty(harmonics)
+    scaled = np.zeros(-(-harmonics // 4) * 4)  # zeros beyond K: the solve's four lanes
+    weights = np.empty(scaled.shape[0])
     beta = 0.0  # each frame starts from the previous frame's solution: neighbours differ little
     for f in range(frames):
         top = logits[f, 0]
@@ -87,8 +153,8 @@ def tilt_kept(scaled, highest, centroid, out):
     """scaled [F, K] float32 = exp(logit - a constant), highest [F] (harmonics kept: the first ``highest``; the
     rest weigh 0), centroid [F] -> out [F, K] float32."""
     frames, harmonics = scaled.shape
-    row = np.empty(harmonics)
-    weights = np.empty(harmonics)
+    row = np.zeros(-(-harmonics // 4) * 4)  # zeros beyond K: the solve's four lanes
+    weights = np.empty(row.shape[0])
     beta = 0.0
     for f in range(frames):
         kept = min(max(int(highest[f]), 1), harmonics)
