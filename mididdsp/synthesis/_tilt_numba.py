@@ -30,16 +30,20 @@ def tilted(scaled, beta, weights):
 
 
 @numba.njit(nogil=True, cache=True)
+def lane_powers(beta):
+    """exp(beta)^1 .. exp(beta)^4: the four lanes' first powers (the last is also their stride)."""
+    ratio = math.exp(beta)
+    square = ratio * ratio
+    return ratio, square, square * ratio, square * square
+
+
+@numba.njit(nogil=True, cache=True)
 def moments(scaled, beta):
     """(sum w_k, sum k w_k, sum k^2 w_k) of w_k = scaled_k exp(beta k), for K a multiple of 4 and |beta| K under
     POWER_LIMIT. Four lanes (harmonics k, k+1, k+2, k+3), each with its own power of exp(beta) stepping by
     exp(beta)^4 and its own sums: one chain of K products and three of K sums, each step waiting on the last, were
     the solve's critical path (4 lanes: the solve 20 % faster; 8 were slower)."""
-    ratio = math.exp(beta)
-    p0 = ratio
-    p1 = p0 * ratio
-    p2 = p1 * ratio
-    p3 = p2 * ratio
+    p0, p1, p2, p3 = lane_powers(beta)
     stride = p3
     t0 = t1 = t2 = t3 = f0 = f1 = f2 = f3 = s0 = s1 = s2 = s3 = 0.0
     for start in range(0, scaled.shape[0], 4):
@@ -70,11 +74,7 @@ def moments(scaled, beta):
 @numba.njit(nogil=True, cache=True)
 def lane_weights(scaled, beta, weights):
     """:func:`tilted` for K a multiple of 4 and |beta| K under POWER_LIMIT, in :func:`moments`' four lanes."""
-    ratio = math.exp(beta)
-    p0 = ratio
-    p1 = p0 * ratio
-    p2 = p1 * ratio
-    p3 = p2 * ratio
+    p0, p1, p2, p3 = lane_powers(beta)
     stride = p3
     for start in range(0, scaled.shape[0], 4):
         weights[start] = scaled[start] * p0
