@@ -15,7 +15,8 @@ performance) are
 
 Figures, inside notes (frames from each written onset to its end): log-mel L1 in dB to the recording, one level
 offset removed per recording (the median difference of the audible bins), then both spectrograms floored 80 dB
-under the recording's loudest bin; the A-weighted loudness contour's r against the recording's.
+under the recording's loudest bin; the A-weighted loudness contour's r against the recording's; and whether the
+render plays at the recording's level (its RMS minus the recording's, median inside notes).
 
 The ablation rows say which control costs the render its distance: the generator's controls for the table with
 one of them replaced by the extractor's (the coder's, amplitude measured from the audio; f0 the refined CREPE
@@ -73,6 +74,17 @@ def loudness_r(audio: np.ndarray, reference_loudness: np.ndarray, mask: np.ndarr
     frames = min(len(loudness), len(reference_loudness), len(mask))
     inside = mask[:frames]
     return float(np.corrcoef(loudness[:frames][inside], reference_loudness[:frames][inside])[0, 1])
+
+
+def level_difference_db(audio: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
+    """Median over the frames inside notes of the 32 ms RMS level of ``audio`` minus that of ``reference`` (dB):
+    whether a render plays at its recording's level (the other figures remove that offset)."""
+    from mididdsp.pitch import frame_level_db
+
+    frames = len(mask)
+    levels = [frame_level_db(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None],
+                             torch.arange(frames) * 64)[0] for x in (audio, reference)]
+    return float(np.median((levels[0] - levels[1])[mask]))
 
 
 def notes_only(midi_path: Path, out_path: Path) -> None:
@@ -160,7 +172,7 @@ def main() -> int:
     import mididdsp
     from mididdsp.audio import load_audio
     from mididdsp.datasets.corpus import render_midi
-    from mididdsp.dsp import compute_loudness
+    from mididdsp.dsp import compute_loudness, n_frames
     from mididdsp.expression.extract import extract
     from mididdsp.models import load_model
     from mididdsp.resynth import PRETRAINED, ResynthOptions, resynthesize
@@ -207,6 +219,9 @@ def main() -> int:
             for label, signal in signals.items():
                 row[f"{label} log-mel L1"] = log_mel_l1(signal, reference_db, mask)
                 row[f"{label} loudness r"] = loudness_r(signal, reference_loudness, mask)
+            for prefix in midi_models:
+                row[f"{prefix}render level dB"] = level_difference_db(signals[f"{prefix}render"], audio,
+                                                                      note_mask(score, n_frames(n_samples)))
             results.append(row)
             print(f"{corpus.name} {meta['name']}: " + ", ".join(
                 f"{label} {row[f'{label} log-mel L1']:.2f}" for label in signals) +
@@ -218,6 +233,11 @@ def main() -> int:
         print(f"  {label:44s}" + "".join(
             f"{np.mean([r[f'{label} log-mel L1'] for r in results if r['corpus'] == c.name]):8.2f} /"
             f"{np.nanmean([r[f'{label} loudness r'] for r in results if r['corpus'] == c.name]):6.3f}"
+            for c in args.corpora))
+    for prefix in midi_models:
+        print(f"  {prefix}render level minus the recording's, median inside notes (dB):" + "".join(
+            f"{np.mean([r[f'{prefix}render level dB'] for r in results if r['corpus'] == c.name]):+8.2f}"
+            f" (|max| {np.max([abs(r[f'{prefix}render level dB']) for r in results if r['corpus'] == c.name]):.1f})"
             for c in args.corpora))
     by_instrument: dict[str, list] = {}
     for r in results:

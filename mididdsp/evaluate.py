@@ -177,7 +177,9 @@ def evaluate_controls(model: str | Path, data_dir: str | Path, split: str = "tes
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                result = extract(audio_out, score, extractor, name, extractor_kind)
+                # the renders are the generator's output and the recordings are read against its notes alone:
+                # no MIDI volume law to divide out
+                result = extract(audio_out, score, extractor, name, extractor_kind, midi_volume=False)
             table = result.table.with_level_offset(offset_db)
             return table, result.features, result.controls
 

@@ -265,6 +265,33 @@ def test_a_quieter_copy_moves_only_the_level_offset():
     assert quiet.level_offset_db[0] - loud.level_offset_db[0] == pytest.approx(-20.0, abs=1.0)
 
 
+def test_the_channel_volume_is_taken_out_of_the_level_offset_as_render_applies_it():
+    """render multiplies a track by the General MIDI gain of its CC7 (default 100: -4.15 dB); extract takes it out
+    of the level offset, so a table played back with the same file sounds at the recording's level. The same
+    audio read against CC7 127, the default (100) and 64 gives offsets 40 log10(127 / 100) and 40 log10(100 / 64)
+    dB apart and the same relative controls; with ``midi_volume=False`` the channel volume is ignored."""
+    from mididdsp.expression.extract import extract
+    from mididdsp.models import load_model
+    from mididdsp.resynth import SHIPPED_CODER
+    from mididdsp.score import Note, Score, Track
+
+    coder = load_model(SHIPPED_CODER)
+    notes = [Note(s, e, p, v) for s, e, p, v in LEVEL_NOTES]
+
+    def table(cc7, **options):
+        controls = {} if cc7 is None else {7: [(0.0, float(cc7))]}
+        score = Score([Track("flute", 73, False, notes, controls=controls)], max(n.end for n in notes))
+        return extract(phrase(-6.0), score, coder, **options).table
+
+    full, default, soft = table(127), table(None), table(64)
+    assert default.level_offset_db[0] - full.level_offset_db[0] == pytest.approx(40 * np.log10(127 / 100), abs=0.01)
+    assert soft.level_offset_db[0] - default.level_offset_db[0] == pytest.approx(40 * np.log10(100 / 64), abs=0.01)
+    for name in ("volume", "volume_fluctuation", "volume_peak_position", "attack_noise"):
+        np.testing.assert_allclose(getattr(soft, name), getattr(full, name), atol=1e-3, err_msg=name)
+    ignored = table(64, midi_volume=False)
+    assert ignored.level_offset_db[0] - full.level_offset_db[0] == pytest.approx(0.0, abs=0.01)
+
+
 def test_analysis_gain_brings_the_notes_to_the_analysis_level():
     """A sine of amplitude A has an RMS level of 20 log10(A / sqrt 2) dB inside its note: the gain is the analysis
     level minus that, whatever A; frames outside the notes (here a louder burst) do not count."""

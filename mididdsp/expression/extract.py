@@ -30,6 +30,7 @@ SOUNDING_DB = -60.0  # frames louder than this set the gain that puts measured a
 # 10 dB quieter than the corpus read attack noise 0.6-0.9 and, 20 dB quieter still, 1.0 on every note.
 ANALYSIS_LEVEL_DB = -19.0
 MAX_ANALYSIS_GAIN_DB = 60.0  # a near-silent recording is not raised further (its noise would only be louder)
+MIN_CHANNEL_VOLUME = 1.0     # CC7 under this (a muted channel) is read as this
 
 
 @dataclass
@@ -197,6 +198,28 @@ def chunked_analysis_controls(audio, f0_hz, chunk_seconds: float = 20.0) -> dict
     return {key: torch.cat([piece[key] for piece in pieces], dim=0).unsqueeze(0) for key in pieces[0]}
 
 
+def channel_volume_db(score, tracks) -> "np.ndarray":
+    """The gain (dB) each table row's track gets from its channel volume (CC7) in ``render``: General MIDI's
+    ``40 log10(cc7 / 127)``, the median over the frames of the track's notes; -4.15 dB for a track without CC7 (the
+    default, 100). ``extract`` takes it out of the level offset, so a table played back with the same file sounds
+    at the recording's level: channel volume is mixing, like a recording's gain. Expression (CC11) is not taken
+    out: it is what the table describes, so a table extracted with a file's CC11 swells carries them, and a render
+    of it with the same CC11 plays them twice (render such a table with the notes alone).
+    ``tracks``: [rows] track indices. Returns [rows] float64."""
+    import numpy as np
+
+    volume = np.zeros(len(score.tracks))
+    for index, track in enumerate(score.tracks):
+        frames = int(round(max((n.end for n in track.notes), default=0.0) * 250)) + 1
+        cc7 = track.control_frames(frames)["cc7"]
+        inside = np.zeros(frames, bool)
+        for note in track.notes:
+            inside[int(round(note.start * 250)):max(int(round(note.end * 250)), int(round(note.start * 250)) + 1)] = True
+        level = np.maximum(cc7[inside] if inside.any() else cc7, MIN_CHANNEL_VOLUME)
+        volume[index] = float(np.median(40.0 * np.log10(level / 127.0)))
+    return volume[np.asarray(tracks, int)]
+
+
 def expression_table(score, controls: dict, instrument: str | list[str], ranges: dict | None = None,
                      references: dict | None = None):
     """Frame controls [1, T, ...] + the score -> NoteExpression, one row per note of every track's voices.
@@ -264,7 +287,7 @@ def expression_table(score, controls: dict, instrument: str | list[str], ranges:
 
 
 def extract(audio, score, model=None, instrument: str | None = None, controls: str = "mixed",
-            f0_model: str = "tiny", f0_refine: bool = True) -> Extraction:
+            f0_model: str = "tiny", f0_refine: bool = True, midi_volume: bool = True) -> Extraction:
     """16 kHz mono audio [samples] + aligned Score -> :class:`Extraction` (table + frame signals).
 
     ``controls="mixed"`` (:func:`mixed_controls`) and ``"model"`` need ``model`` (a loaded DDSP autoencoder); the
@@ -272,7 +295,11 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
     ``controls="analysis"`` needs no model; the instrument
     column is ``instrument`` or each track's General MIDI program name. ``f0_refine``: CREPE's f0 refined by
     :func:`mididdsp.pitch.refine_f0` (default; CREPE alone reads vibrato 0.64-0.93 of its extent).
+    ``midi_volume``: take each track's channel volume (CC7) out of its level offset (default), as a recording's
+    gain is (:func:`channel_volume_db`); False for audio made without it (e.g. the generator's own output).
     """
+    import numpy as np
+
     from mididdsp.errors import MididdspError
     from mididdsp.expression.controls import LEVEL_OFFSET
     from mididdsp.models import model_metadata
@@ -302,6 +329,8 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
     # and the gain leaves it through the level offset alone; the frame controls go back to the recording's level
     table = expression_table(score, frame_controls, names, ranges, references)
     table.set(LEVEL_OFFSET, table.level_offset_db - gain_db)
+    if midi_volume and len(table):
+        table.set(LEVEL_OFFSET, table.level_offset_db - channel_volume_db(score, np.asarray(table.track)))
     back = math.pow(10.0, -gain_db / 20.0)
     frame_controls = {key: value * back if key in ("amplitude", "noise_magnitudes") else value
                       for key, value in frame_controls.items()}
