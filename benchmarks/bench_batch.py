@@ -99,8 +99,12 @@ def fluidsynth_command(folder: Path, out: Path) -> str:
 
 
 def profile(folder: Path) -> dict:
-    """One worker's work, in this (fresh) process: start-up, then per stage over every file, and peak memory."""
+    """One worker's work, in this (fresh) process: start-up, then per stage over every file, and peak memory. The
+    process keeps freed memory as a worker does (mididdsp._malloc)."""
     started = time.perf_counter()
+    from mididdsp._malloc import retain_freed_memory
+
+    retain_freed_memory()
     import torch
 
     import mididdsp
