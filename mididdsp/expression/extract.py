@@ -60,10 +60,7 @@ def analysis_gain_db(audio, score) -> float:
 
     signal = torch.as_tensor(audio, dtype=torch.float32).reshape(1, -1)
     frames = n_frames(signal.shape[-1])
-    inside = np.zeros(frames, bool)
-    for track in score.tracks:
-        for note in track.notes:
-            inside[max(0, int(round(note.start * 250))):int(round(note.end * 250))] = True
+    inside = _inside_notes([note for track in score.tracks for note in track.notes], frames)
     levels = frame_level_db(signal, torch.arange(frames) * HOP_SIZE)[0][inside]
     levels = levels[levels > -150.0]
     if levels.size == 0:
@@ -198,6 +195,18 @@ def chunked_analysis_controls(audio, f0_hz, chunk_seconds: float = 20.0) -> dict
     return {key: torch.cat([piece[key] for piece in pieces], dim=0).unsqueeze(0) for key in pieces[0]}
 
 
+def _inside_notes(notes, frames: int):
+    """[frames] bool: the 250 Hz frames any of ``notes`` covers (chords and overlaps allowed; at least one frame a
+    note, as :func:`mididdsp.score.note_frames` counts them)."""
+    import numpy as np
+
+    inside = np.zeros(frames, bool)
+    for note in notes:
+        first = int(round(note.start * 250))
+        inside[max(first, 0):max(int(round(note.end * 250)), first + 1)] = True
+    return inside
+
+
 def channel_volume_db(score, tracks) -> "np.ndarray":
     """The gain (dB) each table row's track gets from its channel volume (CC7) in ``render``: General MIDI's
     ``40 log10(cc7 / 127)``, the median over the frames of the track's notes; -4.15 dB for a track without CC7 (the
@@ -212,9 +221,7 @@ def channel_volume_db(score, tracks) -> "np.ndarray":
     for index, track in enumerate(score.tracks):
         frames = int(round(max((n.end for n in track.notes), default=0.0) * 250)) + 1
         cc7 = track.control_frames(frames)["cc7"]
-        inside = np.zeros(frames, bool)
-        for note in track.notes:
-            inside[int(round(note.start * 250)):max(int(round(note.end * 250)), int(round(note.start * 250)) + 1)] = True
+        inside = _inside_notes(track.notes, frames)
         level = np.maximum(cc7[inside] if inside.any() else cc7, MIN_CHANNEL_VOLUME)
         volume[index] = float(np.median(40.0 * np.log10(level / 127.0)))
     return volume[np.asarray(tracks, int)]
@@ -328,9 +335,9 @@ def extract(audio, score, model=None, instrument: str | None = None, controls: s
     # the table is read at the analysis level (its dB floors then sit as far under every recording's notes),
     # and the gain leaves it through the level offset alone; the frame controls go back to the recording's level
     table = expression_table(score, frame_controls, names, ranges, references)
-    table.set(LEVEL_OFFSET, table.level_offset_db - gain_db)
-    if midi_volume and len(table):
-        table.set(LEVEL_OFFSET, table.level_offset_db - channel_volume_db(score, np.asarray(table.track)))
+    if len(table):
+        channel_db = channel_volume_db(score, np.asarray(table.track)) if midi_volume else 0.0
+        table.set(LEVEL_OFFSET, table.level_offset_db - gain_db - channel_db)
     back = math.pow(10.0, -gain_db / 20.0)
     frame_controls = {key: value * back if key in ("amplitude", "noise_magnitudes") else value
                       for key, value in frame_controls.items()}

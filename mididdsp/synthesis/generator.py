@@ -312,11 +312,12 @@ class SynthesisGenerator(nn.Module):
         bias = torch.addmv(self.input.bias, weight[:, n_features:], self.embedding.weight[instrument])
         hidden = torch.addmm(bias, features, weight[:, :n_features].t())
         compiled = _compiled(hidden)
-        normed = torch.empty_like(hidden)
-        for conv, norm in zip(self.blocks, self.norms):
-            if compiled:  # norm and activation in one pass (mididdsp.synthesis.kernels)
-                from mididdsp.synthesis import kernels
+        if compiled:  # norm and activation in one pass (mididdsp.synthesis.kernels), into one buffer
+            from mididdsp.synthesis import kernels
 
+            normed = torch.empty_like(hidden)
+        for conv, norm in zip(self.blocks, self.norms):
+            if compiled:
                 kernels.layer_norm_leaky(hidden, norm.weight, norm.bias, norm.eps, 0.1, normed)
             else:
                 normed = F.leaky_relu_(F.layer_norm(hidden, hidden.shape[1:], norm.weight, norm.bias, norm.eps), 0.1)

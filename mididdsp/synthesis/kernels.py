@@ -32,7 +32,6 @@ BRACKET = 30.0        # |beta| bound, as in the torch solve
 MAX_STEPS = 60        # Newton or bisection steps per frame (bisection alone would need about 40 to reach 1e-10)
 STEP_TOLERANCE = 1e-10  # |beta change| at which a frame is solved (far below what float32 output resolves)
 POWER_LIMIT = 600.0   # |beta| * K below which exp(beta)^k is formed by products (exp(600) fits float64's range)
-EXP_FLOOR = -80.0     # logits this far under the frame's largest give weight 0 (exp(-80) = 1.8e-35: float32 normal)
 
 
 
