@@ -494,6 +494,9 @@ def render_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         writer.writerows(_csv_row(row) for row in rows.values())
         report.flush()
         if pending:
+            # largest files first (their size roughly follows their notes, so their work): a long file dealt last
+            # leaves the other workers idle while it renders; the report is in input order all the same
+            pending.sort(key=_input_bytes, reverse=True)
             if engine == "ray":
                 results = ray_engine(pending, settings, workers, address)
             else:
@@ -522,6 +525,13 @@ def render_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         writer.writeheader()
         writer.writerows(_csv_row(row) for row in ordered)
     return ordered
+
+
+def _input_bytes(job: Job) -> int:
+    try:
+        return os.path.getsize(job.input)
+    except OSError:  # unreadable: its failed row comes from the worker, whenever it is dealt
+        return 0
 
 
 def _check_model(model: str | None, options) -> None:

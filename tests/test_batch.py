@@ -284,3 +284,24 @@ def test_stale_scratch_folders_of_dead_batches_on_this_host_are_removed(tmp_path
         (folder / "mididdsp-job").mkdir(parents=True)
     assert batch.remove_stale_scratch() == [folders["dead"]]
     assert not folders["dead"].exists() and folders["alive"].exists() and folders["other host"].exists()
+
+
+def test_largest_files_are_dealt_first_and_the_report_keeps_input_order(tmp_path, monkeypatch):
+    """The workers get the largest files first (a long file dealt last would leave the others idle at the end);
+    the report still lists the inputs in their order. The work itself is replaced: this pins the dealing."""
+    from mididdsp import batch
+
+    folder = tmp_path / "songs"
+    sizes = {"a": 1.0, "b": 12.0, "c": 4.0, "d": 30.0}
+    for name, seconds in sizes.items():
+        write_song(folder / f"{name}.mid", 1, seconds=seconds)
+    dealt = []
+    monkeypatch.setattr(batch, "_start_worker", lambda model_dir: None)
+    monkeypatch.setattr(batch, "_worker_render",
+                        lambda job, data, settings: dealt.append(Path(job.input).stem) or batch.Outcome("failed",
+                                                                                                      error="stub"))
+    rows = mididdsp.render_many([folder], tmp_path / "out", workers=1)
+    assert dealt == ["d", "b", "c", "a"]
+    assert [Path(row["input"]).stem for row in rows] == ["a", "b", "c", "d"]
+    with open(tmp_path / "out" / REPORT_NAME, newline="") as report:
+        assert [Path(row["input"]).stem for row in csv.DictReader(report)] == ["a", "b", "c", "d"]

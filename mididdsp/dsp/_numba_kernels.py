@@ -191,3 +191,18 @@ def oscillator_angle(f0_frames, position, sample_rate, initial, f0_samples, angl
             running += f0_samples[n] / sample_rate
         value = running - math.floor(running + 0.5)
     return value
+
+
+@numba.njit(nogil=True, cache=True)
+def uniform_noise(key, first_sample, out):
+    """``out[i]`` = :func:`mididdsp.dsp.kernels.uniform_noise_reference`'s value at sample ``first_sample + i``
+    (the same bits): splitmix64's finaliser of ``key + (sample + 1) * golden``, its top 24 bits as k / 2^23 - 1."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    first = np.uint64(key) + np.uint64(first_sample) * golden
+    scale = np.float32(1.0 / (1 << 23))
+    for i in range(out.shape[0]):
+        z = first + np.uint64(i + 1) * golden
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        out[i] = np.float32(np.int64(z >> np.uint64(40))) * scale - np.float32(1.0)

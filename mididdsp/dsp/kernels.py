@@ -49,6 +49,52 @@ def _run_kernels():
     return _numba_kernels.harmonic_frame_amplitudes, _numba_kernels.filtered_noise_add, _numba_kernels.oscillator_angle
 
 
+GOLDEN_GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment: 2^64 / the golden ratio, odd
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (Stafford's "Mix13") of uint64 values: every input bit reaches every output bit."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def noise_key(seed: int) -> int:
+    """The 64-bit start of ``seed``'s noise stream: the seed mixed, so that two seeds' streams are unrelated (seeds
+    ``s`` and ``s + 1`` would otherwise be the same stream one sample apart)."""
+    with np.errstate(over="ignore"):
+        return int(_mix64(np.array([int(seed) % (1 << 64)], np.uint64))[0])
+
+
+def uniform_noise_reference(seed: int, first_sample: int, n_samples: int) -> np.ndarray:
+    """Uniform noise in [-1, 1) as a pure function of ``seed`` and the absolute sample (numpy; the oracle of
+    :func:`uniform_noise`, which gives the same bits faster).
+
+    Sample ``s`` is splitmix64's output number ``s + 1`` from the state :func:`noise_key` (``seed``): the finaliser
+    of ``key + (s + 1) * GOLDEN_GAMMA``, a counter-based generator, so any window of samples is computed on its own
+    and reads what a longer window holds there. Its top 24 bits give ``k / 2^23 - 1``, exact in float32.
+
+    Returns:
+        [n_samples] float32 in [-1, 1).
+    """
+    counter = np.arange(1, n_samples + 1, dtype=np.uint64) + np.uint64(first_sample)
+    with np.errstate(over="ignore"):
+        z = _mix64(np.uint64(noise_key(seed)) + counter * np.uint64(GOLDEN_GAMMA))
+    return (z >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / (1 << 23)) - np.float32(1.0)
+
+
+def uniform_noise(seed: int, first_sample: int, n_samples: int) -> np.ndarray:
+    """:func:`uniform_noise_reference`'s bits, compiled (1 ns a sample; torch's generator, seeded per block of
+    samples, took 4-6), or by numpy where numba is not installed."""
+    if not available():
+        return uniform_noise_reference(seed, first_sample, n_samples)
+    from mididdsp.dsp import _numba_kernels
+
+    out = np.empty(n_samples, np.float32)
+    _numba_kernels.uniform_noise(np.uint64(noise_key(seed)), np.uint64(first_sample), out)
+    return out
+
+
 def wrapped_phase(f0_samples: np.ndarray, sample_rate: int, initial_phase: np.ndarray | None = None):
     """(phase [batch, samples] float64 cycles in [-0.5, 0.5), final phase [batch]) of oscillators at ``f0_samples``."""
     initial = np.zeros(f0_samples.shape[0]) if initial_phase is None else np.asarray(initial_phase, np.float64)

@@ -29,7 +29,6 @@ from mididdsp.dsp.synths import _use_kernel
 RUN_EDGE_FRAMES = 2     # silent frames kept either side of a run: the first and last segments ramp from / to 0, and
                         # the noise filters' output reaches half their length (64 samples) before the first segment
 MIN_SILENT_GAP = 2 * RUN_EDGE_FRAMES  # a shorter silence stays inside its run (runs never overlap)
-NOISE_BLOCK = 16384     # samples per independently seeded block of the noise excitation
 
 
 def note_frames(notes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,27 +129,11 @@ def run_controls(controls: dict[str, torch.Tensor], first: int, stop: int, silen
     return run
 
 
-def noise_excitation(seed: int, first_sample: int, n_samples: int) -> torch.Tensor:
-    """Uniform noise in [-1, 1), [1, n_samples] float32, for samples ``first_sample ..`` of a voice: a fixed
-    function of ``seed`` and the absolute sample (blocks of :data:`NOISE_BLOCK` samples, each from its own seeded
-    generator), so a run reads the same excitation whichever other runs are synthesised."""
-    out = torch.empty(n_samples)
-    block = first_sample // NOISE_BLOCK
-    position = 0
-    while position < n_samples:
-        start = block * NOISE_BLOCK
-        values = torch.rand(NOISE_BLOCK, generator=torch.Generator().manual_seed(_block_seed(seed, block))) * 2 - 1
-        offset = first_sample + position - start
-        count = min(NOISE_BLOCK - offset, n_samples - position)
-        out[position:position + count] = values[offset:offset + count]
-        position += count
-        block += 1
-    return out[None]
-
-
-def _block_seed(seed: int, block: int) -> int:
-    """A 63-bit seed per (voice seed, block): a multiplicative hash, so neighbouring blocks and voices differ."""
-    return (int(seed) * 0x9E3779B97F4A7C15 + int(block) * 0xBF58476D1CE4E5B9 + 1) % (1 << 63)
+def noise_excitation(seed: int, first_sample: int, n_samples: int) -> np.ndarray:
+    """Uniform noise in [-1, 1), [n_samples] float32, for samples ``first_sample ..`` of a voice: a fixed function
+    of ``seed`` and the absolute sample (a counter-based generator, :func:`mididdsp.dsp.kernels.uniform_noise`), so
+    a run reads the same excitation whichever other runs are synthesised."""
+    return kernels.uniform_noise(seed, first_sample, n_samples)
 
 
 def synthesize_run(synth, controls: dict[str, torch.Tensor], first_sample: int, seed: int,
@@ -177,10 +160,11 @@ def synthesize_run(synth, controls: dict[str, torch.Tensor], first_sample: int, 
         audio = kernels.dry_synthesis(
             controls["f0_hz"][0].numpy(), controls["amplitude"][0].numpy(),
             controls["harmonic_distribution"][0].numpy(), controls["noise_magnitudes"][0].numpy(),
-            noise_excitation(seed, first_sample, n_samples)[0].numpy(), synth.hop_size, synth.sample_rate,
+            noise_excitation(seed, first_sample, n_samples), synth.hop_size, synth.sample_rate,
             harmonic.nyquist_fade, harmonic.amplitude_upsampling)
         return torch.from_numpy(audio)
-    stream = StreamingRenderer(synth, reverb=False, noise=noise_excitation(seed, first_sample, n_samples))
+    noise = torch.from_numpy(noise_excitation(seed, first_sample, n_samples))[None]
+    stream = StreamingRenderer(synth, reverb=False, noise=noise)
     pieces = [stream.push({name: controls[name][:, first:first + chunk_frames] for name in CONTROL_NAMES})
               for first in range(0, frames, chunk_frames)]
     pieces.append(stream.finish(n_samples))
