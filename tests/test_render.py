@@ -399,3 +399,37 @@ def test_instruments_piped_into_a_reader_that_leaves_early_prints_no_traceback()
     pipeline = subprocess.run(f"'{sys.executable}' -m mididdsp instruments | head -1", shell=True,
                               capture_output=True, text=True)
     assert pipeline.stdout.startswith("instruments:") and pipeline.stderr == ""
+
+
+def test_an_expression_table_matches_the_voices_or_names_the_row(model):
+    """match_expression gives each voice its rows' eight controls in note order, whatever the table's row order, and
+    a table of other notes is refused naming the row: a changed pitch, a note the MIDI lacks, a note missing."""
+    from mididdsp.errors import MididdspError
+    from mididdsp.expression.controls import CONTROL_NAMES, LEVEL_OFFSET
+    from mididdsp.expression.table import NoteExpression
+    from mididdsp.render import match_expression
+
+    score = score_of(phrase_track(), phrase_track(program=71, name="clarinet"))
+    table = model.expression(score, seed=3)
+    voices = model.voices(score)
+    names = list(CONTROL_NAMES) + ["vibrato_rate_hz", LEVEL_OFFSET]
+    data = {column: getattr(table, column) for column in table.columns}
+    reversed_table = NoteExpression({column: values[::-1] for column, values in data.items()}, table.ranges)
+    matched = match_expression(reversed_table, voices, model.ranges)
+    for track, voice, notes in voices:
+        rows = np.flatnonzero((data["track"] == track) & (data["voice"] == voice))
+        rows = rows[np.argsort(data["note_index"][rows])]
+        expected = np.stack([data[name][rows] for name in names], axis=1).astype(np.float32)
+        assert matched[(track, voice)].shape == (len(notes), 8)
+        assert np.array_equal(matched[(track, voice)], expected)
+
+    moved = table.copy()
+    moved.set("pitch", 60, where=2)
+    with pytest.raises(MididdspError, match="expression row 2 .*pitch 60 .*but the MIDI has pitch 71"):
+        match_expression(moved, voices, model.ranges)
+    extra = score_of(phrase_track())  # the table has a second track this MIDI lacks
+    with pytest.raises(MididdspError, match="track 1.*no such note in the MIDI file"):
+        match_expression(table, model.voices(extra), model.ranges)
+    shorter = NoteExpression({column: values[1:] for column, values in data.items()}, table.ranges)
+    with pytest.raises(MididdspError, match="no row for track 0, voice 0, note 0"):
+        match_expression(shorter, voices, model.ranges)
