@@ -341,18 +341,26 @@ class _Worker:
 
 def _worker_main(jobs, results, model_dir: str | None) -> None:
     """A worker process: load the model once, then answer each job with its outcome until the job pipe closes."""
-    from mididdsp._malloc import retain_freed_memory
+    import signal
 
+    from mididdsp._malloc import retain_freed_memory
+    from mididdsp.cli import exit_without_teardown
+
+    # Ctrl-C reaches the terminal's whole process group: the driver stops the batch and closes the workers' pipes,
+    # and a worker leaves quietly then (each printed its own KeyboardInterrupt traceback)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     retain_freed_memory()  # a process of ours (spawned: the command's setting is not inherited)
     _start_worker(model_dir)
     while True:
         try:
             job, data, settings = jobs.recv()
         except EOFError:  # the batch is over: leave without the interpreter's teardown (0.35 s with torch loaded)
-            from mididdsp.cli import exit_without_teardown
-
             exit_without_teardown(0)
-        results.send(_worker_render(job, data, settings))
+        outcome = _worker_render(job, data, settings)
+        try:
+            results.send(outcome)
+        except OSError:  # the driver stopped (interrupted, or killed): nobody wants the answer
+            exit_without_teardown(0)
 
 
 def ray_engine(jobs: list[Job], settings: Settings, workers: int | None,
@@ -488,6 +496,25 @@ def render_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         else:
             pending.append(job)
     bar = _progress(len(jobs), len(rows), progress)
+    try:
+        _render_pending(pending, rows, paths, settings, engine, workers, address, report_path, bar)
+    finally:  # closed before any message after it (an interrupted batch's "interrupted" on a line of its own)
+        if bar is not None:
+            bar.close()
+    ordered = [rows[job] for job in jobs]
+    from mididdsp.fileio import atomic_open
+
+    with atomic_open(report_path, "w", newline="", encoding="utf-8") as report:
+        writer = csv.DictWriter(report, REPORT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(_csv_row(row) for row in ordered)
+    return ordered
+
+
+def _render_pending(pending: list[Job], rows: dict, paths: dict, settings: Settings, engine: str,
+                    workers: int | None, address: str | None, report_path: Path, bar) -> None:
+    """Render the ``pending`` jobs on ``engine``, writing each one's outputs and its report row as it comes
+    (``rows``, keyed by job, holds the skipped ones already and receives the rest)."""
     with open(report_path, "w", newline="", encoding="utf-8") as report:  # rows as they come; sorted at the end
         writer = csv.DictWriter(report, REPORT_COLUMNS)
         writer.writeheader()
@@ -502,29 +529,22 @@ def render_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
             else:
                 results = local_engine(pending, settings, min(workers or os.cpu_count() or 1, len(pending)))
             failed = 0
-            for job, outcome in results:
-                if outcome.status == "ok":
-                    _write_outputs(outcome.files, paths[job])
-                rows[job] = _row(job, paths[job]["mix"], outcome)
-                writer.writerow(_csv_row(rows[job]))
-                report.flush()
-                if outcome.status == "failed":
-                    failed += 1
+            try:
+                for job, outcome in results:
+                    if outcome.status == "ok":
+                        _write_outputs(outcome.files, paths[job])
+                    rows[job] = _row(job, paths[job]["mix"], outcome)
+                    writer.writerow(_csv_row(rows[job]))
+                    report.flush()
+                    if outcome.status == "failed":
+                        failed += 1
+                        if bar is not None:
+                            bar.write(f"failed: {outcome.error}", file=sys.stderr)
                     if bar is not None:
-                        bar.write(f"failed: {outcome.error}", file=sys.stderr)
-                if bar is not None:
-                    bar.set_postfix_str(f"failed {failed}", refresh=False)
-                    bar.update(1)
-    if bar is not None:
-        bar.close()
-    ordered = [rows[job] for job in jobs]
-    from mididdsp.fileio import atomic_open
-
-    with atomic_open(report_path, "w", newline="", encoding="utf-8") as report:
-        writer = csv.DictWriter(report, REPORT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(_csv_row(row) for row in ordered)
-    return ordered
+                        bar.set_postfix_str(f"failed {failed}", refresh=False)
+                        bar.update(1)
+            finally:  # an interrupt or an error here: the engine stops its workers now, not when collected
+                results.close()
 
 
 def _input_bytes(job: Job) -> int:

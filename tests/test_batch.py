@@ -177,6 +177,47 @@ def test_a_run_killed_with_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_pa
     assert all(row["status"] in ("ok", "skipped") for row in rows.values()) and len(rows) == 6
 
 
+def test_ctrl_c_stops_the_batch_quietly_and_a_rerun_finishes_it(tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT to the terminal's whole process group: the driver and its workers) ends the batch with exit
+    130 and one line, "interrupted": no worker's traceback, no worker left running, no scratch folder left; the
+    report holds the files finished so far, and a re-run skips them and renders the rest."""
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    songs = tmp_path / "songs"
+    for index in range(40):
+        write_song(songs / f"s{index:02d}.mid", 50 + index, (40,), seconds=3.0)
+    out = tmp_path / "out"
+    env = {**os.environ, "TMPDIR": str(system_temp),
+           "PYTHONPATH": os.pathsep.join([str(Path(mididdsp.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "mididdsp", "render", str(songs), "-o", str(out),
+                                "--workers", "2"], env=env, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.wav")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    err = process.communicate(timeout=60)[1].decode()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.rstrip().splitlines()[-1] == "interrupted", err
+    deadline = time.monotonic() + 10  # the group empties: the driver, its workers and helpers have left
+    while time.monotonic() < deadline:  # (an exited child of the driver stays a zombie until init reaps it)
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"processes of the interrupted batch still run: {err}")
+    assert list(system_temp.iterdir()) == []
+    done = {name for name, row in read_rows(out).items() if row["status"] == "ok"}
+    written = {p.with_suffix(".mid").name for p in out.glob("*.wav")}
+    # a file is written before its report row: the interrupt may fall between the two (the file is whole)
+    assert done and done <= written and len(written - done) <= 1 and len(written) < 40
+    assert main(["render", str(songs), "-o", str(out), "--workers", "1", "--quiet"]) == 0
+    rows = read_rows(out)
+    assert {name for name, row in rows.items() if row["status"] == "skipped"} == written and len(rows) == 40
+
+
 def test_a_worker_process_killed_mid_task_is_replaced_and_the_batch_completes(tmp_path, monkeypatch):
     # this process's temporary folders (the batch's scratch folder among them) in one place, to check that the
     # killed worker's leftovers go with the batch
