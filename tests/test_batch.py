@@ -181,6 +181,8 @@ def test_ctrl_c_stops_the_batch_quietly_and_a_rerun_finishes_it(tmp_path, monkey
     """Ctrl-C (SIGINT to the terminal's whole process group: the driver and its workers) ends the batch with exit
     130 and one line, "interrupted": no worker's traceback, no worker left running, no scratch folder left; the
     report holds the files finished so far, and a re-run skips them and renders the rest."""
+    from mididdsp import batch
+
     system_temp = tmp_path / "system-temp"
     system_temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
@@ -192,8 +194,8 @@ def test_ctrl_c_stops_the_batch_quietly_and_a_rerun_finishes_it(tmp_path, monkey
            "PYTHONPATH": os.pathsep.join([str(Path(mididdsp.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-m", "mididdsp", "render", str(songs), "-o", str(out),
                                 "--workers", "2"], env=env, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("*.wav")) and process.poll() is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + 120  # until a file is done and reported: the workers are rendering
+    while not batch.read_report(out / REPORT_NAME) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGINT)
     err = process.communicate(timeout=60)[1].decode()
