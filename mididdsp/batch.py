@@ -527,7 +527,11 @@ def _render_pending(pending: list[Job], rows: dict, paths: dict, settings: Setti
             if engine == "ray":
                 results = ray_engine(pending, settings, workers, address)
             else:
-                results = local_engine(pending, settings, min(workers or os.cpu_count() or 1, len(pending)))
+                cores = available_cores()
+                if workers is not None and workers > cores:
+                    warnings.warn(f"--workers {workers} on {cores} cores: each worker holds a model (about 0.5 GB) "
+                                  f"and renders on one core; more workers than cores only adds memory", stacklevel=2)
+                results = local_engine(pending, settings, min(workers or cores, len(pending)))
             failed = 0
             try:
                 for job, outcome in results:
@@ -545,6 +549,15 @@ def _render_pending(pending: list[Job], rows: dict, paths: dict, settings: Setti
                         bar.update(1)
             finally:  # an interrupt or an error here: the engine stops its workers now, not when collected
                 results.close()
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as ``taskset`` or a container's cpuset sets it; all of
+    the machine's where the system does not say): the default number of local workers."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _input_bytes(job: Job) -> int:

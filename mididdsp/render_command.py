@@ -55,8 +55,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     batch = parser.add_argument_group("batch (several inputs or a folder)")
     batch.add_argument("--format", choices=("wav", "flac", "ogg"), default="wav", help="output format (default wav)")
     batch.add_argument("--workers", type=int, default=None,
-                       help="processes on this machine (default: the number of cores); with --engine ray: actors "
-                            "(default: the cluster's CPUs)")
+                       help="processes on this machine (default: the cores this process may use); with --engine ray: "
+                            "actors (default: the cluster's CPUs)")
     batch.add_argument("--overwrite", action="store_true", help="render every input again, even where its output "
                                                                 "exists")
     batch.add_argument("--engine", choices=("local", "ray"), default="local",

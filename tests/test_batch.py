@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +349,29 @@ def test_largest_files_are_dealt_first_and_the_report_keeps_input_order(tmp_path
     assert [Path(row["input"]).stem for row in rows] == ["a", "b", "c", "d"]
     with open(tmp_path / "out" / REPORT_NAME, newline="") as report:
         assert [Path(row["input"]).stem for row in csv.DictReader(report)] == ["a", "b", "c", "d"]
+
+
+def test_default_workers_follow_the_cores_allowed_and_too_many_are_warned(tmp_path, monkeypatch):
+    """The default is the cores this process may run on (its affinity, as taskset sets it), and more workers than
+    those is a warning (each holds a model): the engine itself is replaced, this pins what it is asked for."""
+    from mididdsp import batch
+
+    folder = tmp_path / "songs"
+    for index in range(4):
+        write_song(folder / f"s{index}.mid", index)
+    asked = []
+
+    def engine(jobs, settings, workers):
+        asked.append(workers)
+        for job in jobs:
+            yield job, batch.Outcome("failed", error="stub")
+
+    monkeypatch.setattr(batch, "local_engine", engine)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mididdsp.render_many([folder], tmp_path / "a")  # the default: three cores allowed, three workers
+        mididdsp.render_many([folder], tmp_path / "b", workers=3)
+    with pytest.warns(UserWarning, match="--workers 8 on 3 cores"):
+        mididdsp.render_many([folder], tmp_path / "c", workers=8)
+    assert asked == [3, 3, 4]  # never more workers than files
