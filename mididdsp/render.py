@@ -435,7 +435,9 @@ class MidiModel:
             voice_clock["synthesizer"] += time.perf_counter() - started
             return VoiceAudio(t, v, name, segments, curves), voice_work, voice_clock
 
-        bar = tqdm(total=len(wanted), desc="render", unit="voice", disable=not progress, file=sys.stderr)
+        # no bar at all unless asked: even a disabled tqdm makes its lock, a named semaphore in a batch worker
+        # (spawned), which the worker leaks, and Python then warns of, when it is killed
+        bar = tqdm(total=len(wanted), desc="render", unit="voice", file=sys.stderr) if progress else None
         sounding = [sum(n.end - n.start for n in notes) for _, _, notes in wanted]  # seconds: the work's measure
         done: dict[int, VoiceAudio] = {}
         for index, (audio, voice_work, voice_clock) in in_processes(one_voice, wanted, sounding, processes):
@@ -444,8 +446,10 @@ class MidiModel:
                 work[key] += value
             for key, value in voice_clock.items():
                 clock[key] += value
-            bar.update(1)
-        bar.close()
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         return {(audio.track, audio.voice): audio for audio in (done[index] for index in range(len(wanted)))}
 
     def _render_samples(self, voices) -> int:
