@@ -43,6 +43,7 @@ from typing import Any, Iterable, Iterator
 from mididdsp.errors import MididdspError
 
 MIDI_SUFFIXES = (".mid", ".midi")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")  # what -o must not end with in a batch
 REPORT_NAME = "render-report.csv"
 REPORT_COLUMNS = ("input", "output", "status", "audio_seconds", "work_seconds", "instruments", "error", "messages")
 MAX_ATTEMPTS = 3          # tries of a file whose worker process died under it (a failure of the render is final)
@@ -471,6 +472,9 @@ def render_many(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise MididdspError(f"{out_dir}: exists and is a file; with several inputs -o names a folder")
+    if not out_dir.is_dir() and out_dir.suffix.lower() in AUDIO_SUFFIXES:  # a folder "song.wav" is a typo's result
+        raise MididdspError(f"-o {out_dir}: with several inputs or a folder, -o names a folder, not an audio file "
+                            f"(e.g. -o {out_dir.with_suffix('')}; --format {format} sets the files' format)")
     stems_dir = Path(stems) if stems is not None else None
     expression_dir = Path(expression_out) if expression_out is not None else None
     if expression_dir is not None and expression_dir.suffix.lower() in (".csv", ".json"):

@@ -297,6 +297,11 @@ def test_work_list_relative_paths_and_refusals(tmp_path, capsys):
         lines = [line for line in err.splitlines() if line]
         assert status == 1 and len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], err
     assert not (tmp_path / "o" / "b.wav").exists()
+    # several inputs into what reads as an audio file: refused, no folder of that name made
+    status = main(["render", str(songs / "b.MIDI"), str(songs / "x" / "a.mid"), "-o", str(tmp_path / "both.wav")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.startswith("error: -o ") and "names a folder, not an audio file" in err, err
+    assert not (tmp_path / "both.wav").exists()
     with pytest.raises(SystemExit):
         main(["render", "--help"])
     assert "Exit status: 0 when every input is ok or skipped, 1 when any failed" in " ".join(
