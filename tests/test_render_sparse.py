@@ -168,7 +168,7 @@ def test_noise_excitation_is_uniform_white_and_seeded():
     for other_seed in (12, 11 + 2 ** 32):  # a neighbouring seed, and one equal in its low 32 bits
         other = spans.noise_excitation(other_seed, 123456, n)
         assert abs(np.corrcoef(noise, other)[0, 1]) < 4 / np.sqrt(n)
-    # the next seed is another stream, not this one shifted by a sample (a counter without the mixed key would be)
+    # the next seed is another stream, not this one a sample later (as it would be with seed * GOLDEN_GAMMA as key)
     shifted = spans.noise_excitation(12, 123456, n - 1)
     assert abs(np.corrcoef(noise[1:], shifted)[0, 1]) < 4 / np.sqrt(n)
 

@@ -60,8 +60,8 @@ def _mix64(z: np.ndarray) -> np.ndarray:
 
 
 def noise_key(seed: int) -> int:
-    """The 64-bit start of ``seed``'s noise stream: the seed mixed, so that two seeds' streams are unrelated (seeds
-    ``s`` and ``s + 1`` would otherwise be the same stream one sample apart)."""
+    """The 64-bit start of ``seed``'s noise stream: the seed mixed, so that nearby seeds' streams are unrelated (with
+    ``seed * GOLDEN_GAMMA`` as the start, seed ``s + 1`` would be seed ``s``'s stream one sample later)."""
     with np.errstate(over="ignore"):
         return int(_mix64(np.array([int(seed) % (1 << 64)], np.uint64))[0])
 
