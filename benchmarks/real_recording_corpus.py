@@ -34,7 +34,6 @@ MIN_NOTE_S = 0.08
 PITCH_TOLERANCE = 0.5    # semitones from the note's equal-tempered pitch
 MERGE_S = 0.06
 ATTACK_DB = 3.0
-FRAME_RATE = 250
 
 
 def default_recording() -> Path:
@@ -47,13 +46,14 @@ def transcribe(audio: np.ndarray, sample_rate: int = 16000) -> list[tuple[float,
     """[samples] audio -> notes (start s, end s, MIDI pitch, velocity) from its f0 track (see the docstring)."""
     import torch
 
+    from mididdsp.dsp import FRAME_RATE, hz_to_midi
     from mididdsp.pitch import compute_f0, frame_level_db
 
     f0_hz, confidence = compute_f0(audio, sample_rate=sample_rate, model="full")
-    f0_hz, confidence = f0_hz.numpy(), confidence.numpy()
     hop = sample_rate // FRAME_RATE
     level_db = frame_level_db(torch.from_numpy(audio).float()[None], torch.arange(len(f0_hz)) * hop)[0]
-    pitch = 69.0 + 12.0 * np.log2(np.maximum(f0_hz, 1.0) / 440.0)
+    pitch = hz_to_midi(f0_hz).numpy()
+    confidence = confidence.numpy()
     nearest = np.round(pitch).astype(int)
     usable = (confidence >= CONFIDENCE) & (level_db > level_db.max() - RANGE_DB) & \
         (np.abs(pitch - nearest) < PITCH_TOLERANCE)

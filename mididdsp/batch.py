@@ -377,7 +377,7 @@ def ray_engine(jobs: list[Job], settings: Settings, workers: int | None,
         raise MididdspError("--engine ray needs Ray: pip install 'mididdsp[ray]'") from None
     started_here = not ray.is_initialized()  # a caller that connected already (a notebook, a test) keeps Ray up
     if started_here and address is None:
-        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+        ray.init(num_cpus=workers or available_cores(), include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     elif started_here:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -524,35 +524,41 @@ def _render_pending(pending: list[Job], rows: dict, paths: dict, settings: Setti
         writer.writeheader()
         writer.writerows(_csv_row(row) for row in rows.values())
         report.flush()
-        if pending:
-            # largest files first (their size roughly follows their notes, so their work): a long file dealt last
-            # leaves the other workers idle while it renders; the report is in input order all the same
-            pending.sort(key=_input_bytes, reverse=True)
-            if engine == "ray":
-                results = ray_engine(pending, settings, workers, address)
-            else:
-                cores = available_cores()
-                if workers is not None and workers > cores:
-                    warnings.warn(f"--workers {workers} on {cores} cores: each worker holds a model (about 0.5 GB) "
-                                  f"and renders on one core; more workers than cores only adds memory", stacklevel=2)
-                results = local_engine(pending, settings, min(workers or cores, len(pending)))
-            failed = 0
-            try:
-                for job, outcome in results:
-                    if outcome.status == "ok":
-                        _write_outputs(outcome.files, paths[job])
-                    rows[job] = _row(job, paths[job]["mix"], outcome)
-                    writer.writerow(_csv_row(rows[job]))
-                    report.flush()
+        if not pending:
+            return
+        # largest files first (their size roughly follows their notes, so their work): a long file dealt last
+        # leaves the other workers idle while it renders; the report is in input order all the same
+        pending.sort(key=_input_bytes, reverse=True)
+        results = _engine(pending, settings, engine, workers, address)
+        failed = 0
+        try:
+            for job, outcome in results:
+                if outcome.status == "ok":
+                    _write_outputs(outcome.files, paths[job])
+                rows[job] = _row(job, paths[job]["mix"], outcome)
+                writer.writerow(_csv_row(rows[job]))
+                report.flush()
+                failed += outcome.status == "failed"
+                if bar is not None:
                     if outcome.status == "failed":
-                        failed += 1
-                        if bar is not None:
-                            bar.write(f"failed: {outcome.error}", file=sys.stderr)
-                    if bar is not None:
-                        bar.set_postfix_str(f"failed {failed}", refresh=False)
-                        bar.update(1)
-            finally:  # an interrupt or an error here: the engine stops its workers now, not when collected
-                results.close()
+                        bar.write(f"failed: {outcome.error}", file=sys.stderr)
+                    bar.set_postfix_str(f"failed {failed}", refresh=False)
+                    bar.update(1)
+        finally:  # an interrupt or an error here: the engine stops its workers now, not when collected
+            results.close()
+
+
+def _engine(jobs: list[Job], settings: Settings, engine: str, workers: int | None,
+            address: str | None) -> Iterator[tuple[Job, Outcome]]:
+    """The ``(job, outcome)`` stream of ``engine`` over ``jobs``: Ray's, or local processes (default: one per core
+    this process may use; more than that is a warning)."""
+    if engine == "ray":
+        return ray_engine(jobs, settings, workers, address)
+    cores = available_cores()
+    if workers is not None and workers > cores:
+        warnings.warn(f"--workers {workers} on {cores} cores: each worker holds a model (about 0.5 GB) and renders "
+                      f"on one core; more workers than cores only adds memory", stacklevel=3)
+    return local_engine(jobs, settings, min(workers or cores, len(jobs)))
 
 
 def available_cores() -> int:

@@ -200,10 +200,12 @@ def _inside_notes(notes, frames: int):
     note, as :func:`mididdsp.score.note_frames` counts them)."""
     import numpy as np
 
+    from mididdsp.dsp import FRAME_RATE
+
     inside = np.zeros(frames, bool)
     for note in notes:
-        first = int(round(note.start * 250))
-        inside[max(first, 0):max(int(round(note.end * 250)), first + 1)] = True
+        first = math.floor(note.start * FRAME_RATE + 0.5)
+        inside[max(first, 0):max(math.floor(note.end * FRAME_RATE + 0.5), first + 1)] = True
     return inside
 
 
@@ -217,9 +219,11 @@ def channel_volume_db(score, tracks) -> "np.ndarray":
     ``tracks``: [rows] track indices. Returns [rows] float64."""
     import numpy as np
 
+    from mididdsp.dsp import FRAME_RATE
+
     volume = np.zeros(len(score.tracks))
     for index, track in enumerate(score.tracks):
-        frames = int(round(max((n.end for n in track.notes), default=0.0) * 250)) + 1
+        frames = math.floor(max((n.end for n in track.notes), default=0.0) * FRAME_RATE + 0.5) + 1
         cc7 = track.control_frames(frames)["cc7"]
         inside = _inside_notes(track.notes, frames)
         level = np.maximum(cc7[inside] if inside.any() else cc7, MIN_CHANNEL_VOLUME)

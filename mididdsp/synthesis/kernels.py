@@ -38,10 +38,10 @@ POWER_LIMIT = 600.0   # |beta| * K below which exp(beta)^k is formed by products
 
 @functools.lru_cache(maxsize=1)
 def _compiled() -> dict:
-    from mididdsp.synthesis import _tilt_numba
+    from mididdsp.synthesis import _numba_kernels
 
-    return {"tilt": _tilt_numba.tilt, "tilt_kept": _tilt_numba.tilt_kept, "nyquist_count": _tilt_numba.nyquist_count,
-            "layer_norm_leaky": _tilt_numba.layer_norm_leaky}
+    return {"tilt": _numba_kernels.tilt, "tilt_kept": _numba_kernels.tilt_kept,
+            "nyquist_count": _numba_kernels.nyquist_count, "layer_norm_leaky": _numba_kernels.layer_norm_leaky}
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
