@@ -191,13 +191,13 @@ def dry_synthesis(f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distributio
                        nyquist, fade, out[None, first * hop_size:stop * hop_size])
     n_bands = noise_magnitudes.shape[-1]
     taps = 2 * (n_bands - 1)
-    # The filters, designed per block of segments by one matrix product (the design is linear in the magnitudes;
-    # torch's, on the thread's one torch thread); a block bounds the working memory.
+    # The filters of the frames, designed per block by one matrix product (the design is linear in the magnitudes;
+    # torch's, on the thread's one torch thread); the kernel takes each segment's as the mean of its two frames'.
+    # A block bounds the working memory.
     operator = torch.from_numpy(noise_taps_operator(n_bands, taps))
     magnitudes = torch.from_numpy(np.ascontiguousarray(noise_magnitudes, np.float32))
     excitation = np.ascontiguousarray(excitation, np.float32)
     for first in range(0, frames - 1, NOISE_DESIGN_BLOCK):
         stop = min(first + NOISE_DESIGN_BLOCK, frames - 1)
-        mean = 0.5 * (magnitudes[first:stop] + magnitudes[first + 1:stop + 1])
-        noise_add((mean @ operator).numpy(), excitation, first, hop_size, taps // 2, out)
+        noise_add((magnitudes[first:stop + 1] @ operator).numpy(), excitation, first, hop_size, taps // 2, out)
     return out

@@ -180,9 +180,10 @@ def nyquist_count(f0, n_harmonics, limit, out):
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def layer_norm_leaky(hidden, weight, bias, eps, slope, out):
-    """out = leaky_relu(layer_norm(hidden) * weight + bias, slope) per row: hidden, out [T, C] float32; weight,
-    bias [C]. One pass over each row in cache (torch: a norm pass, then an activation pass over [T, C])."""
+def layer_norm_leaky(hidden, weight, bias, eps, slope, out, then_add):
+    """out = leaky_relu(layer_norm(hidden) * weight + bias, slope) per row, and then ``then_add`` added to
+    ``hidden``'s row (the next convolution's bias, into its residual): hidden, out [T, C] float32; weight, bias,
+    then_add [C]. One pass over each row in cache (torch: a norm pass, an activation pass and an add over [T, C])."""
     frames, channels = hidden.shape
     for t in range(frames):
         total = np.float32(0.0)
@@ -197,4 +198,187 @@ def layer_norm_leaky(hidden, weight, bias, eps, slope, out):
         for c in range(channels):
             value = (hidden[t, c] - mean) * scale * weight[c] + bias[c]
             out[t, c] = value if value >= 0.0 else value * slope
+        for c in range(channels):
+            hidden[t, c] += then_add[c]
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _note_means(values, weights, note, n_notes):
+    """Per-note weighted mean of [T] ``values`` (``weights`` [T], 0 outside), as ``FrameLayout.note_mean``:
+    the weighted sum over the weights' sum floored at 1e-6 (0 for a note without weighted frames)."""
+    total = np.zeros(n_notes)
+    count = np.zeros(n_notes)
+    for t in range(values.shape[0]):
+        index = max(note[t], 0)
+        total[index] += values[t] * weights[t]
+        count[index] += weights[t]
+    for n in range(n_notes):
+        total[n] /= max(count[n], 1e-6)
+    return total
+
+
+@numba.njit(nogil=True, cache=True)
+def _released(level, note, active, since_onset, since_end, first, stop, per_frame, silence_db):
+    """``SynthesisGenerator._release`` in place on [T] ``level``: rest frames take the level of their note's last
+    frame, falling ``per_frame`` dB per frame, floored at ``silence_db``."""
+    end_level = np.full(first.shape[0], silence_db)
+    for t in range(level.shape[0]):
+        index = max(note[t], 0)
+        if active[t] and since_onset[t] + 1 + first[index] == stop[index]:
+            end_level[index] = max(end_level[index], level[t])
+    for t in range(level.shape[0]):
+        if not active[t]:
+            level[t] = max(end_level[max(note[t], 0)] - per_frame * (since_end[t] + 1), silence_db)
+
+
+@numba.njit(nogil=True, cache=True)
+def _box_average(signal, width):
+    """Centred moving average over ``width`` frames, edges held (replicate padding of width // 2 before and
+    width - 1 - width // 2 after), as the generator's ``_moving_average``: a running sum in float64."""
+    frames = signal.shape[0]
+    before = width // 2
+    out = np.empty(frames)
+    running = 0.0
+    for j in range(width):
+        running += signal[min(max(j - before, 0), frames - 1)]
+    for t in range(frames):
+        out[t] = running / width
+        running += signal[min(max(t + width - before, 0), frames - 1)] - signal[min(max(t - before, 0), frames - 1)]
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def frame_controls(raw, note, active, since_onset, length, since_end, first, stop, physical, pitch, previous_pitch,
+                   gap, next_pitch, next_gap, phases, settings, f0_out, level_out, noise_out, spread_out,
+                   centroid_out, highest_out):
+    """The generator's per-frame controls after its network, for one voice of T frames and N notes (see
+    ``SynthesisGenerator.forward``, which this equals to float rounding; float64 inside, float32 out).
+
+    raw [T, >= 6] float32 (the heads); note, since_onset, length, since_end [T] int64 and active [T] bool (the
+    layout); first, stop [N] int64; physical [N, 7] float32 (dB, dB, fraction, cents, harmonic, dB, Hz); pitch,
+    previous_pitch, gap, next_pitch, next_gap, phases [N]; settings [19] float64 (``kernels.frame_controls``
+    lists them). Writes f0 (Hz), the level (dB, silence before the first note), the noise level (dB), the noise
+    bands' spread (0..1), the centroid and the Nyquist count of harmonics, each [T] float32."""
+    learned_shape, level_noise, shape_db, max_deviation = settings[0] > 0, settings[1] > 0, settings[2], settings[3]
+    n_harmonics, limit_hz, per_frame, silence_db, db_floor = int(settings[4]), settings[5], settings[6], settings[7], settings[8]
+    ripple, rate_range, edge_frames, attack_frames = settings[9], settings[10], settings[11], settings[12]
+    noise_relative_db, smoothing, frame_rate = settings[13], int(settings[14]), settings[15]
+    glide_frames, legato_gap_s, vibrato_fade_s = settings[16], settings[17], settings[18]
+    frames = raw.shape[0]
+    n_notes = first.shape[0]
+    weight = np.empty(frames)
+    for t in range(frames):
+        weight[t] = 1.0 if active[t] else 0.0
+
+    # level: the note's contour peaking where asked, edge dips, standardised per note, then the release
+    shape = np.empty(frames)
+    if learned_shape:
+        cumulative = np.empty(frames)
+        running = 0.0
+        for t in range(frames):
+            running += math.exp(rate_range * math.tanh(raw[t, 1] / rate_range))
+            cumulative[t] = running
+        depth = np.zeros(n_notes)
+        for t in range(frames):
+            index = max(note[t], 0)
+            at = t + float(physical[index, 2]) * length[t] - since_onset[t]
+            at = min(max(at, 0.0), frames - 1.0)
+            low = int(math.floor(at))
+            high = min(low + 1, frames - 1)
+            fraction = at - low
+            at_peak = cumulative[low] * (1.0 - fraction) + cumulative[high] * fraction
+            distance = abs(cumulative[t] - at_peak) if active[t] else 0.0
+            shape[t] = distance
+            depth[index] = max(depth[index], distance)
+        for t in range(frames):
+            shape[t] = -shape[t] / max(depth[max(note[t], 0)], 1e-6)
+    else:
+        for t in range(frames):
+            peak = float(physical[max(note[t], 0), 2])
+            position = since_onset[t] / length[t]
+            shape[t] = -abs(position - peak) / max(max(peak, 1.0 - peak), 1e-3) + ripple * math.tanh(raw[t, 1])
+    for t in range(frames):
+        to_end = max(length[t] - 1 - since_onset[t], 0)
+        edges = math.exp(-since_onset[t] / edge_frames) + math.exp(-to_end / edge_frames)
+        shape[t] -= 4.0 / (1.0 + math.exp(-raw[t, 0])) * edges
+    mean = _note_means(shape, weight, note, n_notes)
+    spread_sum = np.empty(frames)
+    for t in range(frames):
+        spread_sum[t] = (shape[t] - mean[max(note[t], 0)]) ** 2
+    variance = _note_means(spread_sum, weight, note, n_notes)
+    level = np.empty(frames)
+    for t in range(frames):
+        index = max(note[t], 0)
+        level[t] = (physical[index, 0] + physical[index, 1] * (shape[t] - mean[index])
+                    / math.sqrt(variance[index] + 1e-8))
+    _released(level, note, active, since_onset, since_end, first, stop, per_frame, silence_db)
+
+    # noise level: learned (under the level, or absolute), the attack's asked mean over its first frames
+    noise = np.empty(frames)
+    attack = np.empty(frames)
+    for t in range(frames):
+        attack[t] = 1.0 if active[t] and since_onset[t] < attack_frames else 0.0
+        if level_noise:
+            noise[t] = level[t] - noise_relative_db / (1.0 + math.exp(-raw[t, 3]))
+        else:
+            noise[t] = -45.0 + 25.0 * math.tanh(raw[t, 3] / 2.0)
+    attack_mean = _note_means(noise, attack, note, n_notes)
+    for t in range(frames):
+        index = max(note[t], 0)
+        decay = math.exp(-max(since_onset[t] - attack_frames, 0) / attack_frames)
+        if level_noise:
+            noise[t] = physical[index, 5] * decay + noise[t] * (1.0 - decay)
+        else:
+            noise[t] = noise[t] + (physical[index, 5] - attack_mean[index]) * decay
+    _released(noise, note, active, since_onset, since_end, first, stop, per_frame, silence_db)
+    for t in range(frames):
+        spread = min(max((noise[t] - db_floor) / shape_db, 0.0), 1.0)
+        if level_noise and attack[t] == 0.0:
+            spread = 1.0 if active[t] else min(max((noise[t] - silence_db) / shape_db, 0.0), 1.0)
+        spread_out[t] = spread
+        noise_out[t] = noise[t]
+
+    # f0: the written pitch, legato glides centred on the onsets, the slow drift and onset scoop, vibrato
+    deviation = np.empty(frames)
+    contour = np.empty(frames)
+    for t in range(frames):
+        deviation[t] = max_deviation * math.tanh(raw[t, 4])
+        contour[t] = math.tanh(raw[t, 2])
+    deviation = _box_average(_box_average(deviation, smoothing), smoothing)
+    deviation_mean = _note_means(deviation, weight, note, n_notes)
+    contour_mean = _note_means(contour, weight, note, n_notes)
+    onset_value = np.zeros(n_notes)
+    for t in range(frames):
+        if active[t] and since_onset[t] == 0:
+            onset_value[max(note[t], 0)] += raw[t, 5]
+    half = int(glide_frames) // 2
+    for t in range(frames):
+        index = max(note[t], 0)
+        started = note[t] >= 0
+        value = float(pitch[index])
+        glide = 0.0
+        if note[t] > 0 and gap[index] < legato_gap_s and since_onset[t] < half and active[t]:
+            glide = (previous_pitch[index] - value) * 0.5 * (1.0 + math.cos(math.pi * (since_onset[t] + half)
+                                                                              / glide_frames))
+        to_next = first[min(index + 1, n_notes - 1)] - (since_onset[t] + first[index])
+        if active[t] and next_gap[index] < legato_gap_s and 0 < to_next <= half:
+            glide += (next_pitch[index] - value) * 0.5 * (1.0 - math.cos(math.pi * (half - to_next) / glide_frames))
+        cents = deviation[t] - deviation_mean[index]
+        if active[t]:
+            cents += (max_deviation * math.tanh(onset_value[index]) * math.exp(-since_onset[t] / 3.0))
+        if started:
+            seconds = since_onset[t] / frame_rate
+            fade = 0.5 - 0.5 * math.cos(math.pi * min(max(seconds / vibrato_fade_s, 0.0), 1.0))
+            rate = min(max(float(physical[index, 6]), 0.0), 15.0)
+            cents += physical[index, 3] * fade * math.sin(2.0 * math.pi * rate * seconds + phases[index])
+        f0 = np.float32(440.0 * 2.0 ** ((value + glide + cents / 100.0 - 69.0) / 12.0))
+        f0_out[t] = f0
+        kept = 0
+        for k in range(1, n_harmonics + 1):
+            if f0 * np.float32(k) < np.float32(limit_hz):
+                kept += 1
+        highest = max(kept, 1)
+        highest_out[t] = highest
+        centroid_out[t] = min(max(physical[index, 4] + contour[t] - contour_mean[index], 1.0), float(highest))
+        level_out[t] = level[t] if started else silence_db

@@ -317,12 +317,12 @@ class SynthesisGenerator(nn.Module):
 
             normed = torch.empty_like(hidden)
         for conv, norm in zip(self.blocks, self.norms):
-            if compiled:
-                kernels.layer_norm_leaky(hidden, norm.weight, norm.bias, norm.eps, 0.1, normed)
+            if compiled:  # the convolution's bias goes into the residual in the same pass
+                kernels.layer_norm_leaky(hidden, norm.weight, norm.bias, norm.eps, 0.1, normed, conv.bias)
             else:
                 normed = F.leaky_relu_(F.layer_norm(hidden, hidden.shape[1:], norm.weight, norm.bias, norm.eps), 0.1)
+                hidden.add_(conv.bias)
             weight, dilation, centre = conv.weight, conv.dilation[0], conv.kernel_size[0] // 2
-            hidden.add_(conv.bias)
             for tap in range(conv.kernel_size[0]):
                 shift = (tap - centre) * dilation  # output frame t reads input frame t + shift (zero outside)
                 if abs(shift) >= frames:
@@ -347,6 +347,8 @@ class SynthesisGenerator(nn.Module):
         layout = frame_layout(notes, note_mask, n_frames, start_frame)
         neighbours = note_neighbours(notes, note_mask)
         raw = self.network(self.features(notes, neighbours, expression, layout), instrument)
+        if _compiled(raw):  # inference on the CPU: what follows in compiled passes (mididdsp.synthesis.kernels)
+            return self._compiled_controls(raw, notes, neighbours, expression, layout, instrument, generator)
         physical = layout.gather(self.physical(expression))     # [B, T, 7]
         active = layout.active.float()
         started = layout.note >= 0
@@ -398,18 +400,10 @@ class SynthesisGenerator(nn.Module):
             fading = ((noise_level - SILENCE_DB) / config.noise_shape_db).clamp(0.0, 1.0)
             spread = torch.where(attack, spread, torch.where(layout.active, torch.ones_like(spread), fading))
         silent = ~started
-        compiled = _compiled(raw)
-        if compiled:  # the per-frame stages below in place or compiled (mididdsp.synthesis.kernels)
-            from mididdsp.synthesis import kernels
-
-            noise_magnitudes = kernels.noise_magnitudes(raw[..., HEADS + config.n_harmonics:], noise_level, spread,
-                                                        silent, config.noise_shape_db, SILENCE_DB)
-        else:
-            band_shape = config.noise_shape_db * spread.unsqueeze(-1) * torch.tanh(
-                raw[..., HEADS + config.n_harmonics:] / 3.0)
-            noise_db = noise_level.unsqueeze(-1) + band_shape - band_shape.mean(-1, keepdim=True)
-            noise_db = torch.where(silent.unsqueeze(-1), torch.full_like(noise_db, SILENCE_DB), noise_db)
-            noise_magnitudes = torch.pow(10.0, noise_db / 20.0)
+        band_shape = config.noise_shape_db * spread.unsqueeze(-1) * torch.tanh(raw[..., HEADS + config.n_harmonics:] / 3.0)
+        noise_db = noise_level.unsqueeze(-1) + band_shape - band_shape.mean(-1, keepdim=True)
+        noise_db = torch.where(silent.unsqueeze(-1), torch.full_like(noise_db, SILENCE_DB), noise_db)
+        noise_magnitudes = torch.pow(10.0, noise_db / 20.0)
 
         # f0: written pitch + legato glide + slow learned deviation + vibrato
         pitch = layout.gather(notes[..., 2])
@@ -446,25 +440,59 @@ class SynthesisGenerator(nn.Module):
         # harmonic distribution: the network's, tilted to the asked-for centroid
         contour = torch.tanh(raw[..., 2])
         contour = contour - layout.note_mean(contour, active)
-        limit_hz = 0.95 * config.sample_rate / 2
-        if compiled:  # the harmonics kept per frame as a count, not a [T, K] mask
-            highest = kernels.nyquist_count(f0_hz, config.n_harmonics, limit_hz)
-        else:
-            nyquist_ok = f0_hz.unsqueeze(-1) * torch.arange(1, config.n_harmonics + 1, device=pitch.device) < limit_hz
-            highest = nyquist_ok.float().sum(-1).clamp_min(1.0)
+        nyquist_ok = f0_hz.unsqueeze(-1) * torch.arange(1, config.n_harmonics + 1, device=pitch.device) < _limit_hz(config)
+        highest = nyquist_ok.float().sum(-1).clamp_min(1.0)
         centroid = torch.minimum((physical[..., 4] + contour).clamp_min(1.0), highest)
-        if compiled:
-            distribution = kernels.harmonic_distribution(raw[..., HEADS:HEADS + config.n_harmonics], highest,
-                                                         centroid, LOGIT_RANGE)
-        else:
-            logits = without_tilt(LOGIT_RANGE * torch.tanh(raw[..., HEADS:HEADS + config.n_harmonics] / LOGIT_RANGE))
-            logits = logits.masked_fill(~nyquist_ok, -1e4)
-            distribution = tilt_to_centroid(logits, centroid)
+        logits = without_tilt(LOGIT_RANGE * torch.tanh(raw[..., HEADS:HEADS + config.n_harmonics] / LOGIT_RANGE))
+        distribution = tilt_to_centroid(logits.masked_fill(~nyquist_ok, -1e4), centroid)
 
         level_db = torch.where(silent, torch.full_like(level_db, SILENCE_DB), level_db)
         return {"f0_hz": f0_hz, "amplitude": torch.pow(10.0, level_db / 20.0), "harmonic_distribution": distribution,
                 "noise_magnitudes": noise_magnitudes, "amplitude_db": level_db,
                 "noise_db": noise_level, "active": layout.active, "note": layout.note}
+
+    def _compiled_controls(self, raw: torch.Tensor, notes: torch.Tensor, neighbours: dict[str, torch.Tensor],
+                           expression: torch.Tensor, layout: FrameLayout, instrument: torch.Tensor,
+                           generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """What :meth:`forward` computes after the network, without gradient on the CPU: the per-frame controls
+        of each item in one compiled pass (:func:`mididdsp.synthesis.kernels.frame_controls`), the noise bands and
+        the tilted harmonic distribution by their kernels. The same outputs as the tensor code to float rounding
+        (tests/test_synthesis_generator.py), the same vibrato phases drawn from ``generator``."""
+        from mididdsp.synthesis import kernels
+
+        config = self.config
+        physical = self.physical(expression)
+        phases = _vibrato_phases(physical, notes.shape[1], generator)
+        release_db_per_frame = 100.0 * F.softplus(self.release)[instrument] / FRAME_RATE
+        rows = []
+        for item in range(raw.shape[0]):
+            per_note = {"physical": physical[item], "pitch": notes[item, :, 2], "phases": phases[item],
+                        **{name: values[item] for name, values in neighbours.items()}}
+            frame = {name: getattr(layout, name)[item] for name in ("note", "active", "since_onset", "length",
+                                                                    "since_end")}
+            frame.update(first=layout.first[item], stop=layout.stop[item])
+            rows.append(kernels.frame_controls(raw[item], frame, per_note,
+                                               self._kernel_settings(float(release_db_per_frame[item]))))
+        controls = {name: torch.stack([row[name] for row in rows]) for name in kernels.FRAME_CONTROLS}
+        silent = layout.note < 0
+        noise_magnitudes = kernels.noise_magnitudes(raw[..., HEADS + config.n_harmonics:], controls["noise_db"],
+                                                    controls["spread"], silent, config.noise_shape_db, SILENCE_DB)
+        distribution = kernels.harmonic_distribution(raw[..., HEADS:HEADS + config.n_harmonics],
+                                                     controls["highest"], controls["centroid"], LOGIT_RANGE)
+        level_db = controls["amplitude_db"]
+        return {"f0_hz": controls["f0_hz"], "amplitude": torch.pow(10.0, level_db / 20.0),
+                "harmonic_distribution": distribution, "noise_magnitudes": noise_magnitudes, "amplitude_db": level_db,
+                "noise_db": controls["noise_db"], "active": layout.active, "note": layout.note}
+
+    def _kernel_settings(self, release_db_per_frame: float):
+        """The constants :func:`mididdsp.synthesis.kernels.frame_controls` takes, in its order (float64 [19])."""
+        import numpy as np
+
+        config = self.config
+        return np.array([config.level_shape == "learned", config.noise_reference == "level", config.noise_shape_db,
+                         config.max_deviation_cents, config.n_harmonics, _limit_hz(config), release_db_per_frame,
+                         SILENCE_DB, DB_FLOOR, RIPPLE, RATE_RANGE, EDGE_FRAMES, ATTACK_FRAMES, NOISE_RELATIVE_DB,
+                         DEVIATION_SMOOTHING, FRAME_RATE, GLIDE_FRAMES, LEGATO_GAP_S, VIBRATO_FADE_S], np.float64)
 
     def _release(self, level_db: torch.Tensor, layout: FrameLayout, per_frame: torch.Tensor) -> torch.Tensor:
         """Rest frames: the level of the note's last frame, falling ``per_frame`` dB per frame, floored."""
@@ -481,17 +509,26 @@ class SynthesisGenerator(nn.Module):
     def _vibrato(physical: torch.Tensor, layout: FrameLayout, n_notes: int,
                  generator: torch.Generator | None) -> torch.Tensor:
         """Cents [B, T]: extent * fade-in * sin(2 pi rate t + phase), t from the note's onset."""
-        batch = physical.shape[0]
-        if generator is None:
-            phases = physical.new_zeros(batch, max(n_notes, 1))
-        else:
-            phases = torch.rand(batch, max(n_notes, 1), generator=generator, device=generator.device) * 2 * math.pi
-            phases = phases.to(physical)
+        phases = _vibrato_phases(physical, n_notes, generator)
         seconds = layout.since_onset.float() / FRAME_RATE
         fade = 0.5 - 0.5 * torch.cos(math.pi * (seconds / VIBRATO_FADE_S).clamp(0, 1))
         rate = physical[..., 6].clamp(0.0, 15.0)
         wave = torch.sin(2 * math.pi * rate * seconds + layout.gather(phases))
         return physical[..., 3] * fade * wave * (layout.note >= 0).float()
+
+
+def _vibrato_phases(like: torch.Tensor, n_notes: int, generator: torch.Generator | None) -> torch.Tensor:
+    """[B, max(N, 1)] each note's vibrato phase (rad): uniform draws from ``generator``, or 0 without one."""
+    batch = like.shape[0]
+    if generator is None:
+        return like.new_zeros(batch, max(n_notes, 1))
+    phases = torch.rand(batch, max(n_notes, 1), generator=generator, device=generator.device) * 2 * math.pi
+    return phases.to(like)
+
+
+def _limit_hz(config: GeneratorConfig) -> float:
+    """The highest harmonic frequency kept (Hz): 0.95 of Nyquist."""
+    return 0.95 * config.sample_rate / 2
 
 
 def _compiled(tensor: torch.Tensor) -> bool:

@@ -41,7 +41,8 @@ def _compiled() -> dict:
     from mididdsp.synthesis import _numba_kernels
 
     return {"tilt": _numba_kernels.tilt, "tilt_kept": _numba_kernels.tilt_kept,
-            "nyquist_count": _numba_kernels.nyquist_count, "layer_norm_leaky": _numba_kernels.layer_norm_leaky}
+            "nyquist_count": _numba_kernels.nyquist_count, "layer_norm_leaky": _numba_kernels.layer_norm_leaky,
+            "frame_controls": _numba_kernels.frame_controls}
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -90,12 +91,13 @@ def harmonic_distribution(raw: torch.Tensor, highest: torch.Tensor, centroid: to
 
 
 def layer_norm_leaky(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, slope: float,
-                     out: torch.Tensor) -> torch.Tensor:
+                     out: torch.Tensor, then_add: torch.Tensor) -> torch.Tensor:
     """``leaky_relu(layer_norm(hidden, weight, bias, eps), slope)`` over each row of [T, C] float32 ``hidden``
-    (contiguous), written to ``out`` [T, C] in one pass: the generator's norm and activation before each dilated
-    convolution, which in torch took a fifth of its inference (two passes, the norm's the slower)."""
+    (contiguous), written to ``out`` [T, C], and then ``then_add`` [C] added to ``hidden`` in place, in one pass:
+    the generator's norm and activation before each dilated convolution, and that convolution's bias into the
+    residual (in torch the norm and activation took a fifth of its inference, two passes, the norm's the slower)."""
     _compiled()["layer_norm_leaky"](_numpy(hidden), _numpy(weight), _numpy(bias), np.float32(eps), np.float32(slope),
-                                    out.numpy())
+                                    out.numpy(), _numpy(then_add))
     return out
 
 
@@ -117,3 +119,34 @@ def noise_magnitudes(raw: torch.Tensor, level_db: torch.Tensor, spread: torch.Te
     band = torch.tanh(raw / 3.0).mul_((shape_db * spread).unsqueeze(-1))
     band = band.add_((level_db - band.mean(-1)).unsqueeze(-1)).masked_fill_(silent.unsqueeze(-1), silence_db)
     return band.mul_(math.log(10.0) / 20.0).exp_()
+
+
+FRAME_CONTROLS = ("f0_hz", "amplitude_db", "noise_db", "spread", "centroid", "highest")
+
+
+def frame_controls(raw: torch.Tensor, layout: dict[str, torch.Tensor], per_note: dict[str, torch.Tensor],
+                   settings: np.ndarray) -> dict[str, torch.Tensor]:
+    """The generator's per-frame controls after its network, for one voice, in one compiled pass (the tensor
+    code's hundred elementwise passes over [T] took a sixth of its inference).
+
+    Args:
+        raw: [T, >= 6] float32 network outputs (the six heads first).
+        layout: ``note``, ``since_onset``, ``length``, ``since_end`` [T] int64, ``active`` [T] bool, ``first``,
+            ``stop`` [N] int64: the voice's :class:`~mididdsp.synthesis.generator.FrameLayout`.
+        per_note: ``physical`` [N, 7] (dB, dB, fraction, cents, harmonic, dB, Hz), ``pitch``, ``previous_pitch``,
+            ``gap`` (s), ``next_pitch``, ``next_gap`` (s), ``phases`` (rad) [N].
+        settings: [19] float64, the generator's constants in the kernel's order (``SynthesisGenerator.
+            _kernel_settings``).
+    Returns:
+        [T] float32 each: ``f0_hz``, ``amplitude_db`` (the silence level before the first note), ``noise_db``,
+        ``spread`` (the noise bands' 0..1), ``centroid`` (harmonic number) and ``highest`` (harmonics under
+        Nyquist's limit, at least 1).
+    """
+    frames = raw.shape[0]
+    out = {name: torch.empty(frames) for name in FRAME_CONTROLS}
+    arrays = [_numpy(layout[name]) for name in ("note", "active", "since_onset", "length", "since_end", "first",
+                                                 "stop")]
+    arrays += [_numpy(per_note[name]) for name in ("physical", "pitch", "previous_pitch", "gap", "next_pitch",
+                                                   "next_gap", "phases")]
+    _compiled()["frame_controls"](_numpy(raw), *arrays, settings, *(out[name].numpy() for name in FRAME_CONTROLS))
+    return out

@@ -84,7 +84,7 @@ def silent_frames(controls: dict[str, torch.Tensor], silence_db: float) -> tuple
     the noise silent where every band is."""
     threshold = silence_threshold(silence_db)
     harmonic = (controls["amplitude"][0] <= threshold).numpy()
-    noise = (controls["noise_magnitudes"][0] <= threshold).all(-1).numpy()
+    noise = (controls["noise_magnitudes"][0].amax(-1) <= threshold).numpy()  # every band: the loudest
     return harmonic, noise
 
 
