@@ -485,7 +485,7 @@ class MidiModel:
         from mididdsp.dsp import SAMPLE_RATE
         from mididdsp.errors import MididdspError
         from mididdsp.parallel import ordered_map
-        from mididdsp.synthesis.spans import reverberated_bus
+        from mididdsp.synthesis.spans import ReverbBus, mixed_blocks
 
         work = {} if work is None else work
         work.setdefault("reverb_blocks", 0)
@@ -506,47 +506,42 @@ class MidiModel:
             members.setdefault(t if stems else voice.instrument, []).append(voice)
         use_reverb = reverb and synth.reverb is not None
         block = 8 * int(round(self.generator.config.reverb_seconds * SAMPLE_RATE))
-        keep = stems or wet_cache is not None  # whole buses are needed (else each block goes into the mix)
-        mix = np.zeros(n_samples, np.float32)
+        keep = stems or wet_cache is not None  # each bus's block spectra are wanted again (the stems, the editor)
         buses: dict = {}
-        threads = torch.get_num_threads()
-        # the buses in the score's voice order (the order of the mix's sum), each bus's blocks on every core
-        # (scipy's FFT and numpy release the GIL; each block's bits do not depend on its thread)
-        with ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-reverb") as pool:
-            map_blocks = (lambda function, items: ordered_map(function, items, pool, 2 * threads)
-                          ) if threads > 1 else map
-            for key, bus_voices in members.items():
-                cached = wet_cache.get(key) if wet_cache is not None else None
-                if cached is not None and len(cached[0]) == len(bus_voices) and all(
-                        a is b for a, b in zip(cached[0], bus_voices)) and cached[2] == (use_reverb, n_samples):
-                    buses[key] = bus = cached[1]
-                    mix += bus
-                    continue
-                impulse_response = None
-                if use_reverb:
-                    with torch.no_grad():
-                        impulse_response = synth.reverb.get_impulse_response(
-                            torch.tensor([self.instruments[bus_voices[0].instrument]]))
-                segments = [segment for voice in bus_voices for segment in voice.segments]
-                blocks = reverberated_bus(segments, n_samples, impulse_response, block, map_blocks, work)
-                if not keep:
-                    for first, audio in blocks:
-                        mix[first:first + len(audio)] += audio
-                    continue
-                buses[key] = bus = np.zeros(n_samples, np.float32)
-                for first, audio in blocks:
-                    bus[first:first + len(audio)] = audio
-                mix += bus
-                if wet_cache is not None:
-                    wet_cache[key] = (tuple(bus_voices), bus, (use_reverb, n_samples))
+        for key, bus_voices in members.items():
+            cached = wet_cache.get(key) if wet_cache is not None else None
+            if cached is not None and len(cached[0]) == len(bus_voices) and all(
+                    a is b for a, b in zip(cached[0], bus_voices)) and cached[2] == (use_reverb, n_samples):
+                buses[key] = cached[1]
+                continue
+            impulse_response = None
+            if use_reverb:
+                with torch.no_grad():
+                    impulse_response = synth.reverb.get_impulse_response(
+                        torch.tensor([self.instruments[bus_voices[0].instrument]]))
+            segments = [segment for voice in bus_voices for segment in voice.segments]
+            buses[key] = ReverbBus(segments, n_samples, block, impulse_response, keep)
+            if wet_cache is not None:
+                wet_cache[key] = (tuple(bus_voices), buses[key], (use_reverb, n_samples))
         if wet_cache is not None:
             for key in [key for key in wet_cache if key not in members]:
                 del wet_cache[key]
-        clock["reverb"] += time.perf_counter() - started
-        started = time.perf_counter()
-        # a cached bus is the caller's (scaled below in place otherwise); a fresh one is the stem itself
-        out_stems = ({key: bus.copy() if wet_cache is not None else bus for key, bus in sorted(buses.items())}
-                     if stems else {})
+        mix = np.zeros(n_samples, np.float32)
+        out_stems = {}
+        threads = torch.get_num_threads()
+        # the buses in the score's voice order (the order of the mix's sum), the blocks on every core (scipy's FFT
+        # and numpy release the GIL; each block's bits do not depend on its thread)
+        with ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-reverb") as pool:
+            map_blocks = (lambda function, items: ordered_map(function, items, pool, 2 * threads)
+                          ) if threads > 1 else map
+            for first, audio in mixed_blocks(list(buses.values()), map_blocks, work):
+                mix[first:first + len(audio)] = audio
+            clock["reverb"] += time.perf_counter() - started
+            started = time.perf_counter()
+            for key in sorted(buses) if stems else ():
+                out_stems[key] = stem = np.zeros(n_samples, np.float32)
+                for first, audio in mixed_blocks([buses[key]], map_blocks):
+                    stem[first:first + len(audio)] = audio
         clock["mix"] += time.perf_counter() - started
         messages: list[str] = []
         peak = float(np.abs(mix).max()) if mix.size else 0.0

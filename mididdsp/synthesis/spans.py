@@ -9,8 +9,8 @@ exactly silent (0, not 1e-5), and :func:`sounding_runs` cuts the frames into run
 synthesised on its own (:func:`synthesize_run`), its oscillator starting at phase 0 (a silent oscillator has no
 audible phase) and its noise read from an excitation that is a fixed function of the absolute sample
 (:func:`noise_excitation`), so what a run sounds like does not depend on which other frames were computed. The dry
-runs of the voices that share a reverb are summed on a bus and reverberated once, block by block
-(:func:`reverberated_bus`).
+runs of the voices that share a reverb are summed on a bus (:class:`ReverbBus`), and the buses are reverberated and
+mixed block by block, each block's spectra summed and brought back once (:func:`mixed_blocks`).
 
 Units: frames at :data:`~mididdsp.dsp.FRAME_RATE` (250 Hz, frame ``i`` centred on sample ``i * hop``), samples at
 the synthesizer's rate; spans and runs are half-open ``(first, stop)`` frame ranges.
@@ -171,74 +171,122 @@ def synthesize_run(synth, controls: dict[str, torch.Tensor], first_sample: int, 
     return torch.cat(pieces, dim=1)[0]
 
 
-def reverberated_bus(segments: list[tuple[int, np.ndarray]], n_samples: int,
-                     impulse_response: torch.Tensor | None, block: int, map_blocks: Callable = map,
-                     counter: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Dry + reverb of a bus (the dry voices sharing ``impulse_response``; the reverb is linear, so it runs once on
-    their sum), block by block: ``(first_sample, audio)`` for every block of ``block`` samples that is not silent,
-    in time order. A block no segment touches is skipped unless a tail is pending (then it is the tail alone, no
-    convolution); a silent block under no tail is never yielded. Nothing of the bus's length is allocated: a caller
-    that needs only the mix adds each block into it (a 10-minute bus is 38 MB, and first-touching a fresh array of
-    that size cost more than summing into it).
+class ReverbBus:
+    """The dry voices that share one impulse response (a bus), block by block, for :func:`mixed_blocks`.
 
-    The convolution runs in ``scipy.fft`` (one thread): torch's MKL FFT rounds differently with the number of torch
-    threads, and a render must be the same bits however many threads (or batch workers) run it; scipy is also
-    about 4x faster on these sizes. Each block's sum and convolution depend on that block alone, so ``map_blocks``
-    (``map``, or :func:`mididdsp.parallel.ordered_map` over threads) may compute them in any order and on any thread:
-    the carried tail is added here, in order, and the bits are the same.
+    The reverb is linear, so it runs once on the bus's sum; and the buses of a mix are summed as spectra, so one
+    inverse FFT a block brings the whole mix back (one a bus was half the reverb's work in a many-instrument file).
 
     Args:
-        segments: the bus's dry audio as ``(first_sample, [length] float32)`` pieces, summed in this order
-            (voice order, then each voice's runs).
-        n_samples: the bus's length; audio past it is dropped.
+        segments: the bus's dry audio as ``(first_sample, [length] float32)`` pieces, summed in this order (voice
+            order, then each voice's runs).
+        n_samples: the render's length; audio past it is dropped.
+        block: samples per block.
         impulse_response: [1, taps] wet impulse response (tap 0 is 0: the dry path is added), or None: the dry sum.
-        counter: if given, ``counter["reverb_blocks"]`` counts the blocks convolved.
-    Yields:
-        ``(first_sample, audio)``: the bus's final samples from ``first_sample`` on (at most ``block`` of them),
-        equal (to float rounding) to :func:`~mididdsp.dsp.effects.apply_reverb` of the whole summed bus.
+        keep: memorise each block's spectrum once computed (the editor's buses, mixed again after every edit, and
+            stems, mixed twice); a render that only needs the mix keeps nothing.
     """
-    import scipy.fft
 
-    from mididdsp.dsp.core import _fast_fft_size
+    def __init__(self, segments: list[tuple[int, np.ndarray]], n_samples: int, block: int,
+                 impulse_response: torch.Tensor | None, keep: bool = False):
+        import scipy.fft
 
-    touching: dict[int, list[tuple[int, np.ndarray]]] = {}  # block index -> the segments over it, in sum order
-    for first, audio in segments:
-        stop = min(first + len(audio), n_samples)
-        for index in range(first // block, (stop - 1) // block + 1):
-            touching.setdefault(index, []).append((first, audio))
-    sounding = sorted(touching)
-    if not sounding:
-        return
+        from mididdsp.dsp.core import _fast_fft_size
 
-    def dry(index: int) -> np.ndarray:
-        start = index * block
-        piece = np.zeros(min(block, n_samples - start), np.float32)
-        for first, audio in touching[index]:
+        self.n_samples, self.block = n_samples, block
+        self.touching: dict[int, list[tuple[int, np.ndarray]]] = {}  # block -> the segments over it, in sum order
+        for first, audio in segments:
+            stop = min(first + len(audio), n_samples)
+            for index in range(first // block, (stop - 1) // block + 1):
+                self.touching.setdefault(index, []).append((first, audio))
+        self.taps = self.n_fft = 0
+        self.response_spectrum = None
+        if impulse_response is not None:
+            # the dry path folded into tap 0: one product a block gives dry + wet
+            response = impulse_response.detach().reshape(-1).numpy().astype(np.float32)
+            response[0] += 1.0
+            self.taps = len(response)
+            self.n_fft = _fast_fft_size(min(block, n_samples) + self.taps - 1)
+            self.response_spectrum = scipy.fft.rfft(response, self.n_fft)
+        self.memo: dict[int, np.ndarray] | None = {} if keep else None
+
+    def dry(self, index: int) -> np.ndarray:
+        """The bus's dry sum over block ``index`` ([<= block] float32)."""
+        start = index * self.block
+        piece = np.zeros(min(self.block, self.n_samples - start), np.float32)
+        for first, audio in self.touching.get(index, ()):
             low, high = max(first, start), min(first + len(audio), start + len(piece))
             piece[low - start:high - start] += audio[low - first:high - first]
         return piece
 
-    if impulse_response is None:
-        yield from ((index * block, piece) for index, piece in zip(sounding, map_blocks(dry, sounding)))
+    def spectrum(self, index: int, counter: dict | None = None) -> np.ndarray:
+        """rfft of block ``index``'s dry sum times the bus's response (dry path included): [n_fft // 2 + 1]."""
+        import scipy.fft
+
+        if self.memo is not None and index in self.memo:
+            return self.memo[index]
+        spectrum = scipy.fft.rfft(self.dry(index), self.n_fft)
+        spectrum *= self.response_spectrum
+        if counter is not None:
+            counter["reverb_blocks"] = counter.get("reverb_blocks", 0) + 1
+        if self.memo is not None:
+            self.memo[index] = spectrum
+        return spectrum
+
+
+def mixed_blocks(buses: list[ReverbBus], map_blocks: Callable = map, counter: dict | None = None
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+    """The sum of ``buses``, each dry + its reverb, block by block: ``(first_sample, audio)`` for every block that
+    is not silent, in time order, equal (to float rounding) to the sum of
+    :func:`~mididdsp.dsp.effects.apply_reverb` of each whole summed bus. Nothing of the render's length is
+    allocated: a caller adds each block where it wants it (a 10-minute bus is 38 MB, and first-touching a fresh
+    array of that size cost more than summing into it).
+
+    A block no bus touches is skipped unless a reverb tail is pending (then it is the tail alone); a silent block
+    under no tail is never yielded. Each block's spectra are summed in bus order and brought back by one inverse FFT
+    (``scipy.fft``, one thread: torch's MKL FFT rounds differently with the number of torch threads, and a render
+    must be the same bits however many threads or batch workers run it). A block depends on itself alone, so
+    ``map_blocks`` (``map``, or :func:`mididdsp.parallel.ordered_map` over threads) may compute them in any order and
+    on any thread: the carried tail is added here, in order, and the bits are the same. Buses without a reverb give
+    their dry sum. ``counter["reverb_blocks"]`` (if given) counts the bus blocks transformed.
+    """
+    import scipy.fft
+
+    if not buses:
         return
-    response = impulse_response.detach().reshape(-1).numpy().astype(np.float32)
-    taps = len(response)
-    n_fft = _fast_fft_size(min(block, n_samples) + taps - 1)
-    response_spectrum = scipy.fft.rfft(response, n_fft)
+    reverb = buses[0].response_spectrum is not None
+    if any((bus.response_spectrum is not None) != reverb or bus.n_fft != buses[0].n_fft for bus in buses):
+        raise ValueError("mixed_blocks: the buses of one mix need the same reverb length (or none at all)")
+    n_samples, block, taps, n_fft = buses[0].n_samples, buses[0].block, buses[0].taps, buses[0].n_fft
+    sounding = sorted({index for bus in buses for index in bus.touching})
+    if not sounding:
+        return
 
-    def convolved(index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        piece = dry(index)
-        if not piece.any():
-            return piece, None
-        return piece, scipy.fft.irfft(scipy.fft.rfft(piece, n_fft) * response_spectrum, n_fft)[:len(piece) + taps - 1]
+    def computed(index: int) -> np.ndarray | None:
+        members = [bus for bus in buses if index in bus.touching]
+        if not reverb:
+            piece = members[0].dry(index)
+            for bus in members[1:]:
+                piece += bus.dry(index)
+            return piece
+        total = members[0].spectrum(index, counter)
+        if members[0].memo is not None:  # a memorised spectrum is the bus's own: sum into a copy
+            total = total.copy()
+        for bus in members[1:]:
+            total += bus.spectrum(index, counter)
+        length = min(block, n_samples - index * block)
+        return scipy.fft.irfft(total, n_fft)[:length + taps - 1]
 
-    results = iter(map_blocks(convolved, sounding))
-    tail: np.ndarray | None = None  # [<= taps - 1] wet audio owed to the samples after the last block
+    if not reverb:
+        yield from ((index * block, piece) for index, piece in zip(sounding, map_blocks(computed, sounding)))
+        return
+    results = iter(map_blocks(computed, sounding))
+    touched = set(sounding)
+    tail: np.ndarray | None = None  # [<= taps - 1] audio owed to the samples after the last block
     for index in range(sounding[0], -(-n_samples // block)):
         start = index * block
         length = min(block, n_samples - start)
-        piece, wet = next(results) if index in touching else (None, None)
-        if wet is None:
+        if index not in touched:
             if tail is None:
                 if index > sounding[-1]:
                     break
@@ -247,12 +295,10 @@ def reverberated_bus(segments: list[tuple[int, np.ndarray]], n_samples: int,
             yield start, tail[:count]
             tail = tail[count:] if count < len(tail) else None
             continue
+        audio = next(results)
         if tail is not None:
-            wet[:len(tail)] += tail[:len(wet)]
-            if len(tail) > len(wet):
-                wet = np.concatenate([wet, tail[len(wet):]])
-        piece += wet[:length]
-        yield start, piece
-        tail = wet[length:]
-        if counter is not None:
-            counter["reverb_blocks"] = counter.get("reverb_blocks", 0) + 1
+            audio[:len(tail)] += tail[:len(audio)]
+            if len(tail) > len(audio):
+                audio = np.concatenate([audio, tail[len(audio):]])
+        yield start, audio[:length]
+        tail = audio[length:]
