@@ -320,33 +320,33 @@ def test_the_local_engine_never_imports_ray(tmp_path):
 
 
 def test_stale_scratch_folders_of_dead_batches_on_this_host_are_removed(tmp_path, monkeypatch):
-    from mididdsp import batch
+    from mididdsp import batch_engines as engines
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(ended.stdout)
-    host = batch._scratch_tag(0)[len(batch.SCRATCH_PREFIX):-3]  # this host's name
-    folders = {"dead": tmp_path / f"{batch.SCRATCH_PREFIX}{host}.{dead}.abc_1",
-               "alive": tmp_path / f"{batch.SCRATCH_PREFIX}{host}.{os.getpid()}.abc_2",
-               "other host": tmp_path / f"{batch.SCRATCH_PREFIX}not-{host}.{dead}.abc_3"}
+    host = engines._scratch_tag(0)[len(engines.SCRATCH_PREFIX):-3]  # this host's name
+    folders = {"dead": tmp_path / f"{engines.SCRATCH_PREFIX}{host}.{dead}.abc_1",
+               "alive": tmp_path / f"{engines.SCRATCH_PREFIX}{host}.{os.getpid()}.abc_2",
+               "other host": tmp_path / f"{engines.SCRATCH_PREFIX}not-{host}.{dead}.abc_3"}
     for folder in folders.values():
         (folder / "mididdsp-job").mkdir(parents=True)
-    assert batch.remove_stale_scratch() == [folders["dead"]]
+    assert engines.remove_stale_scratch() == [folders["dead"]]
     assert not folders["dead"].exists() and folders["alive"].exists() and folders["other host"].exists()
 
 
 def test_largest_files_are_dealt_first_and_the_report_keeps_input_order(tmp_path, monkeypatch):
     """The workers get the largest files first (a long file dealt last would leave the others idle at the end);
     the report still lists the inputs in their order. The work itself is replaced: this pins the dealing."""
-    from mididdsp import batch
+    from mididdsp import batch, batch_engines
 
     folder = tmp_path / "songs"
     sizes = {"a": 1.0, "b": 12.0, "c": 4.0, "d": 30.0}
     for name, seconds in sizes.items():
         write_song(folder / f"{name}.mid", 1, seconds=seconds)
     dealt = []
-    monkeypatch.setattr(batch, "_start_worker", lambda model_dir: None)
-    monkeypatch.setattr(batch, "_worker_render",
+    monkeypatch.setattr(batch_engines, "_start_worker", lambda model_dir: None)
+    monkeypatch.setattr(batch_engines, "_worker_render",
                         lambda job, data, settings: dealt.append(Path(job.input).stem) or batch.Outcome("failed",
                                                                                                       error="stub"))
     rows = mididdsp.render_many([folder], tmp_path / "out", workers=1)
@@ -359,7 +359,7 @@ def test_largest_files_are_dealt_first_and_the_report_keeps_input_order(tmp_path
 def test_default_workers_follow_the_cores_allowed_and_too_many_are_warned(tmp_path, monkeypatch):
     """The default is the cores this process may run on (its affinity, as taskset sets it), and more workers than
     those is a warning (each holds a model): the engine itself is replaced, this pins what it is asked for."""
-    from mididdsp import batch
+    from mididdsp import batch, batch_engines
 
     folder = tmp_path / "songs"
     for index in range(4):
@@ -371,7 +371,7 @@ def test_default_workers_follow_the_cores_allowed_and_too_many_are_warned(tmp_pa
         for job in jobs:
             yield job, batch.Outcome("failed", error="stub")
 
-    monkeypatch.setattr(batch, "local_engine", engine)
+    monkeypatch.setattr(batch_engines, "local_engine", engine)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
