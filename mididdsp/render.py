@@ -351,7 +351,6 @@ class MidiModel:
         from tqdm import tqdm
 
         from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
-        from mididdsp.dsp.processors import scale_level
         from mididdsp.parallel import in_processes
         from mididdsp.synthesis import spans as spanning
         from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
@@ -415,9 +414,9 @@ class MidiModel:
             curves: list[tuple[int, np.ndarray, np.ndarray]] = []
             for (span_first, span_stop), controls, (harmonic_silent, noise_silent) in zip(voice_spans, generated,
                                                                                        silences):
-                controls = spanning.gate_silence(controls, harmonic_silent, noise_silent)
+                controls = spanning.gate_silence(controls, harmonic_silent, noise_silent,
+                                                 performance["gain"][span_first:span_stop])
                 controls["f0_hz"] = controls["f0_hz"] * torch.from_numpy(performance["bend"][span_first:span_stop])
-                controls = scale_level(controls, torch.from_numpy(performance["gain"][span_first:span_stop])[None])
                 curves.append((span_first, controls["f0_hz"][0].numpy().copy(),
                                (20 * torch.log10(controls["amplitude"][0].clamp_min(1e-5))).numpy()))
                 if not reverb:  # the dry render at the level of the wet one, not the 15-20 dB the reverb carries

@@ -88,12 +88,15 @@ def silent_frames(controls: dict[str, torch.Tensor], silence_db: float) -> tuple
     return harmonic, noise
 
 
-def gate_silence(controls: dict[str, torch.Tensor], harmonic_silent: np.ndarray, noise_silent: np.ndarray
-                 ) -> dict[str, torch.Tensor]:
+def gate_silence(controls: dict[str, torch.Tensor], harmonic_silent: np.ndarray, noise_silent: np.ndarray,
+                 gain: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Controls with ``amplitude`` 0 on ``harmonic_silent`` frames and ``noise_magnitudes`` 0 on ``noise_silent``
-    frames ([T] bool each): the silence level made exact, so that silent stretches need no synthesis."""
-    amplitude = controls["amplitude"].masked_fill(torch.from_numpy(harmonic_silent)[None], 0.0)
-    noise = controls["noise_magnitudes"].masked_fill(torch.from_numpy(noise_silent)[None, :, None], 0.0)
+    frames ([T] bool each): the silence level made exact, so that silent stretches need no synthesis. ``gain``
+    ([T] linear, the MIDI file's volume controllers) scales both elsewhere, in the same pass (as
+    :func:`mididdsp.dsp.processors.scale_level` would, to the bit)."""
+    gain = np.ones(len(harmonic_silent), np.float32) if gain is None else np.asarray(gain, np.float32)
+    amplitude = controls["amplitude"] * torch.from_numpy(np.where(harmonic_silent, np.float32(0), gain))[None]
+    noise = controls["noise_magnitudes"] * torch.from_numpy(np.where(noise_silent, np.float32(0), gain))[None, :, None]
     return {**controls, "amplitude": amplitude, "noise_magnitudes": noise}
 
 
