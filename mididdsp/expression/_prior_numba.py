@@ -33,11 +33,13 @@ def quantile(probs, u):
     return (index + within) / bins
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, fastmath=True, cache=True)
 def sample_loop(gru_context, gru_previous, gru_hidden, gru_hidden_bias, head_base, head_ar, head_raw, head_bumps,
                 head_out, head_out_bias, lengths, uniforms, fixed_mask, fixed_unit, temperature, point,
                 n_bumps, out):
-    """out [B, N, 7] on each output's [0, 1] axis; see the module docstring and ExpressionPrior.sample."""
+    """out [B, N, 7] on each output's [0, 1] axis; see the module docstring and ExpressionPrior.sample. fastmath:
+    the dot products vectorise (the loop in half the time); their float64 sums reordered, the values agree with the
+    torch loop's to float rounding as before (tests/test_expression_prior.py)."""
     batch = gru_context.shape[0]
     three_ar = gru_context.shape[2]
     ar = three_ar // 3
