@@ -505,7 +505,9 @@ class MidiModel:
             members.setdefault(t if stems else voice.instrument, []).append(voice)
         use_reverb = reverb and synth.reverb is not None
         block = 8 * int(round(self.generator.config.reverb_seconds * SAMPLE_RATE))
-        keep = stems or wet_cache is not None  # each bus's block spectra are wanted again (the stems, the editor)
+        # the editor's buses keep their block spectra (mixed again after every edit); stems transform each bus's
+        # blocks once more for the mix rather than hold every bus's spectra at once (20 tracks of 10 minutes: 0.9 GB)
+        keep = wet_cache is not None
         buses: dict = {}
         for key, bus_voices in members.items():
             cached = wet_cache.get(key) if wet_cache is not None else None

@@ -186,8 +186,8 @@ class ReverbBus:
         n_samples: the render's length; audio past it is dropped.
         block: samples per block.
         impulse_response: [1, taps] wet impulse response (tap 0 is 0: the dry path is added), or None: the dry sum.
-        keep: memorise each block's spectrum once computed (the editor's buses, mixed again after every edit, and
-            stems, mixed twice); a render that only needs the mix keeps nothing.
+        keep: memorise each block's spectrum once computed (the editor's buses, mixed again after every edit); a
+            render keeps nothing.
     """
 
     def __init__(self, segments: list[tuple[int, np.ndarray]], n_samples: int, block: int,
