@@ -83,7 +83,7 @@ def harmonic_distribution(raw: torch.Tensor, highest: torch.Tensor, centroid: to
     Returns:
         [B, T, K] float32 distributions.
     """
-    scaled = torch.tanh(raw / squash).mul_(squash).sub_(squash).exp_().reshape(-1, raw.shape[-1])
+    scaled = (raw / squash).tanh_().mul_(squash).sub_(squash).exp_().reshape(-1, raw.shape[-1])
     out = torch.empty(raw.shape)  # torch's allocation (aligned as oneDNN wants it), written through numpy
     _compiled()["tilt_kept"](_numpy(scaled), _numpy(highest.reshape(-1)), _numpy(centroid.reshape(-1)),
                              out.numpy().reshape(scaled.shape))
@@ -116,7 +116,7 @@ def noise_magnitudes(raw: torch.Tensor, level_db: torch.Tensor, spread: torch.Te
     the bands' spread [B, T] (0..1) and the silent frames [B, T] bool (at ``silence_db``): the generator's
     ``10 ** ((level + band - mean(band)) / 20)``, band = shape_db * spread * tanh(raw / 3), in place (torch's
     pow(10, .) is 3x slower than exp)."""
-    band = torch.tanh(raw / 3.0).mul_((shape_db * spread).unsqueeze(-1))
+    band = (raw / 3.0).tanh_().mul_((shape_db * spread).unsqueeze(-1))
     band = band.add_((level_db - band.mean(-1)).unsqueeze(-1)).masked_fill_(silent.unsqueeze(-1), silence_db)
     return band.mul_(math.log(10.0) / 20.0).exp_()
 
