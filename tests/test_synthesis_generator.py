@@ -89,6 +89,36 @@ def test_frame_layout_matches_score_note_frames() -> None:
     np.testing.assert_array_equal(torch.where(window.active, window.note, -1)[0].numpy(), want[500:700])
 
 
+def test_compiled_layout_and_features_equal_the_tensor_code(monkeypatch) -> None:
+    """Without gradient the frame layout and the per-frame features are compiled walks: the same integers, the
+    same features to float rounding, for a batch with padding notes, windows that start before, inside and after
+    the notes, and short notes cut by the next onset."""
+    from mididdsp.synthesis import generator, kernels
+
+    if not kernels.available():
+        pytest.skip("numba is not installed")
+    model = random_generator(2)
+    rng = np.random.default_rng(4)
+    starts = np.cumsum(rng.uniform(0.02, 0.5, 12))
+    notes = torch.tensor([[[s, s + d, 50 + i, 80] for i, (s, d) in enumerate(zip(starts, rng.uniform(0.01, 0.6, 12)))]],
+                         dtype=torch.float32).repeat(2, 1, 1)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 8:] = False  # the second item has 8 notes and 4 padding rows
+    expression = torch.rand(2, 12, 7, generator=torch.Generator().manual_seed(0))
+    for frames, start in ((int(starts[-1] * 250) + 200, 0), (300, 120), (50, int(starts[-1] * 250) + 400)):
+        with torch.no_grad():
+            fast = generator.frame_layout(notes, mask, frames, start)
+            fast_features = model.features(notes, generator.note_neighbours(notes, mask), expression, fast)
+            monkeypatch.setattr(generator, "_compiled", lambda tensor: False)
+            slow = generator.frame_layout(notes, mask, frames, start)
+            slow_features = model.features(notes, generator.note_neighbours(notes, mask), expression, slow)
+            monkeypatch.undo()
+        for name in ("note", "active", "since_onset", "length", "since_end", "first", "stop"):
+            assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+        assert fast_features.shape == slow_features.shape
+        assert (fast_features - slow_features).abs().max() < 1e-6
+
+
 def test_tilt_reaches_the_asked_centroid() -> None:
     torch.manual_seed(0)
     logits = torch.randn(200, 60).cumsum(-1) * 0.3          # smooth random spectra

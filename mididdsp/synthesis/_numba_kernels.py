@@ -382,3 +382,50 @@ def frame_controls(raw, note, active, since_onset, length, since_end, first, sto
         highest_out[t] = highest
         centroid_out[t] = min(max(physical[index, 4] + contour[t] - contour_mean[index], 1.0), float(highest))
         level_out[t] = level[t] if started else silence_db
+
+
+@numba.njit(nogil=True, cache=True)
+def frame_positions(first, stop, end, start_frame, note, active, since_onset, length, since_end):
+    """Frames ``start_frame ..`` (as many as ``note`` holds) against one voice's notes, as ``generator.frame_layout``
+    (first, stop, end [N] int64 in time order, padding notes last and "never"): writes note (the last note starting
+    at or before the frame, -1 before the first), active, since_onset, length (of that note, at least 1) and
+    since_end (frames since it stopped, in rests), each [T]."""
+    n_notes = first.shape[0]
+    current = -1
+    for t in range(note.shape[0]):
+        frame = start_frame + t
+        while current + 1 < n_notes and first[current + 1] <= frame:
+            current += 1
+        index = max(current, 0)
+        started = current >= 0
+        note[t] = current
+        active[t] = started and frame < stop[index]
+        since_onset[t] = frame - first[index] if started else 0
+        length[t] = max(end[index] - first[index], 1)
+        since_end[t] = frame - stop[index] if started and not active[t] else 0
+
+
+@numba.njit(nogil=True, cache=True)
+def frame_features(per_note, scaled, note, active, since_onset, length, since_end, frame_rate, out):
+    """``SynthesisGenerator.features`` of one voice: per_note [N, 6] and scaled [N, 5] (the note columns and the
+    expression, float32), the layout [T] -> out [T, 18] float32 (timing, note, expression columns)."""
+    two = np.float32(2.0)
+    for t in range(note.shape[0]):
+        index = max(note[t], 0)
+        on = np.float32(1.0) if active[t] else np.float32(0.0)
+        started = np.float32(1.0) if note[t] >= 0 else np.float32(0.0)
+        seconds = np.float32(since_onset[t]) / np.float32(frame_rate)
+        span = np.float32(length[t])
+        position = np.float32(since_onset[t]) / span
+        remaining = (span - np.float32(since_onset[t])) / np.float32(frame_rate)
+        out[t, 0] = on
+        out[t, 1] = started
+        out[t, 2] = min(max(position, np.float32(0.0)), two) * on
+        out[t, 3] = min(max(seconds, np.float32(0.0)), two) / two * on
+        out[t, 4] = min(max(remaining, np.float32(0.0)), two) / two * on
+        out[t, 5] = min(max(np.float32(since_end[t]) / np.float32(frame_rate), np.float32(0.0)), two) / two
+        out[t, 6] = np.float32(math.exp(-seconds / np.float32(0.05))) * on
+        for c in range(6):
+            out[t, 7 + c] = per_note[index, c]
+        for c in range(5):
+            out[t, 13 + c] = scaled[index, c] * started

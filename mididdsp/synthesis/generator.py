@@ -171,6 +171,14 @@ def frame_layout(notes: torch.Tensor, note_mask: torch.Tensor, n_frames: int, st
     end = torch.where(note_mask, end, torch.full_like(end, far + 1))
     next_first = torch.cat([first[:, 1:], torch.full_like(first[:, :1], far)], dim=1)
     stop = torch.minimum(end, next_first)
+    if _compiled(notes):  # inference on the CPU: one compiled walk over each item's frames and notes
+        from mididdsp.synthesis import kernels
+
+        columns = [kernels.frame_positions(first[item], stop[item], end[item], n_frames, start_frame)
+                   for item in range(batch)]
+        stacked = {name: torch.stack([column[name] for column in columns]) if batch > 1 else columns[0][name][None]
+                   for name in kernels.FRAME_POSITIONS}
+        return FrameLayout(**stacked, first=first, stop=stop, n_notes=max(n_notes, 1))
     frames = torch.arange(start_frame, start_frame + n_frames, device=device).expand(batch, n_frames).contiguous()
     note = torch.searchsorted(first.contiguous(), frames, right=True) - 1
     index = note.clamp_min(0)
@@ -269,6 +277,15 @@ class SynthesisGenerator(nn.Module):
             pitch / 127.0, (pitch - neighbours["previous_pitch"]) / 12.0, (gap.clamp(-1, 1) < LEGATO_GAP_S).float(),
             gap.clamp(0, 2) / 2, neighbours["next_gap"].clamp(0, 2) / 2,
             torch.log((notes[..., 1] - notes[..., 0]).clamp_min(1e-3)) / 4.0], dim=-1)
+        # vibrato (extent, rate) is left out: it is imposed on f0 note by note, and an input here would let an
+        # edit of one note's vibrato move its neighbours' pitch through the convolutions' context (measured: 3 cents)
+        scaled = expression[..., [0, 1, 2, 4, 5]].clamp(0, 1)
+        if _compiled(notes):  # inference on the CPU: the frame columns in one compiled pass per item
+            from mididdsp.synthesis import kernels
+
+            rows = [kernels.frame_features(per_note[item], scaled[item], {
+                name: getattr(layout, name)[item] for name in kernels.FRAME_POSITIONS}) for item in range(len(notes))]
+            return torch.stack(rows) if len(rows) > 1 else rows[0][None]
         frame = layout.gather(per_note)
         seconds = layout.since_onset.float() / FRAME_RATE
         length = layout.length.float()
@@ -280,9 +297,6 @@ class SynthesisGenerator(nn.Module):
             active, started, position.clamp(0, 2) * active, (seconds.clamp(0, 2) / 2) * active,
             ((length - layout.since_onset.float()) / FRAME_RATE).clamp(0, 2) / 2 * active,
             since_end.clamp(0, 2) / 2, torch.exp(-seconds / 0.05) * active], dim=-1)
-        # vibrato (extent, rate) is left out: it is imposed on f0 note by note, and an input here would let an
-        # edit of one note's vibrato move its neighbours' pitch through the convolutions' context (measured: 3 cents)
-        scaled = expression[..., [0, 1, 2, 4, 5]].clamp(0, 1)
         return torch.cat([timing, frame, layout.gather(scaled) * started.unsqueeze(-1)], dim=-1)
 
     def network(self, features: torch.Tensor, instrument: torch.Tensor) -> torch.Tensor:

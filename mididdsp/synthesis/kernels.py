@@ -42,7 +42,8 @@ def _compiled() -> dict:
 
     return {"tilt": _numba_kernels.tilt, "tilt_kept": _numba_kernels.tilt_kept,
             "nyquist_count": _numba_kernels.nyquist_count, "layer_norm_leaky": _numba_kernels.layer_norm_leaky,
-            "frame_controls": _numba_kernels.frame_controls}
+            "frame_controls": _numba_kernels.frame_controls, "frame_positions": _numba_kernels.frame_positions,
+            "frame_features": _numba_kernels.frame_features}
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -149,4 +150,30 @@ def frame_controls(raw: torch.Tensor, layout: dict[str, torch.Tensor], per_note:
     arrays += [_numpy(per_note[name]) for name in ("physical", "pitch", "previous_pitch", "gap", "next_pitch",
                                                    "next_gap", "phases")]
     _compiled()["frame_controls"](_numpy(raw), *arrays, settings, *(out[name].numpy() for name in FRAME_CONTROLS))
+    return out
+
+
+FRAME_POSITIONS = ("note", "active", "since_onset", "length", "since_end")
+
+
+def frame_positions(first: torch.Tensor, stop: torch.Tensor, end: torch.Tensor, n_frames: int, start_frame: int
+                    ) -> dict[str, torch.Tensor]:
+    """The frame columns of :func:`mididdsp.synthesis.generator.frame_layout` for one voice: ``first``, ``stop``,
+    ``end`` [N] int64 (time order, padding notes last at "never") -> ``note``, ``since_onset``, ``length``,
+    ``since_end`` [n_frames] int64 and ``active`` [n_frames] bool for frames ``start_frame ..``."""
+    out = {name: torch.empty(n_frames, dtype=torch.bool if name == "active" else torch.long)
+           for name in FRAME_POSITIONS}
+    _compiled()["frame_positions"](_numpy(first.contiguous()), _numpy(stop.contiguous()), _numpy(end.contiguous()),
+                                   int(start_frame), *(out[name].numpy() for name in FRAME_POSITIONS))
+    return out
+
+
+def frame_features(per_note: torch.Tensor, scaled: torch.Tensor, layout: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``SynthesisGenerator.features`` of one voice in one pass: ``per_note`` [N, 6] and ``scaled`` [N, 5] float32
+    note columns, ``layout`` the voice's :data:`FRAME_POSITIONS` [T] -> [T, 18] float32."""
+    from mididdsp.dsp import FRAME_RATE
+
+    out = torch.empty(layout["note"].shape[0], per_note.shape[1] + scaled.shape[1] + 7)
+    _compiled()["frame_features"](_numpy(per_note.contiguous()), _numpy(scaled.contiguous()),
+                                  *(_numpy(layout[name]) for name in FRAME_POSITIONS), float(FRAME_RATE), out.numpy())
     return out
