@@ -128,15 +128,28 @@ def _in_workers(jobs: list[Job], settings: Settings, workers: int) -> Iterator[t
     import multiprocessing
     from multiprocessing.connection import wait
 
+    import torch
+
+    from mididdsp.parallel import can_fork
+
+    global _WORKER_MODEL
     queue = list(reversed(jobs))
     attempts: dict[Job, int] = {}
-    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
+    threads = torch.get_num_threads()
+    # Where this process may fork (Linux, no other thread: mididdsp.parallel.can_fork), it loads the model once and
+    # makes one small render (numba's start, torch's first calls), and the workers are forked from it warm: two
+    # workers importing torch side by side took 1.6 s to their first file against 1.1 s for one, and each then paid
+    # 0.45 s of first calls. Elsewhere they are spawned and start cold.
+    inherited = can_fork()
+    if inherited:
+        _warm_up(settings)
+    context = multiprocessing.get_context("fork" if inherited else "spawn")
     idle: list[_Worker] = []
     busy: dict = {}  # the result pipe of a worker -> (the worker, its job)
     try:
         while queue or busy:
             while queue and len(idle) + len(busy) < workers:
-                idle.append(_Worker(context, settings.model))
+                idle.append(_Worker(context, settings.model, inherited))
             while queue and idle:
                 worker, job = idle.pop(), queue.pop()
                 worker.send((job, _read(job.input), settings))
@@ -162,16 +175,40 @@ def _in_workers(jobs: list[Job], settings: Settings, workers: int) -> Iterator[t
             worker.close()
         for worker in remaining:
             worker.stop()
+        if inherited:  # the caller's process (render_many from Python) gets its threads back, and no model held
+            torch.set_num_threads(threads)
+            _WORKER_MODEL = None
+
+
+def _warm_up(settings: Settings) -> None:
+    """Load the model in this process and render one short note through a worker's path (the MIDI bytes, the
+    prior, the generator, the synthesizer, the reverb, the encoded file), so that what is made on first use is
+    made here once, for every worker forked after."""
+    from mididdsp.score import Note, Score, Track
+
+    _start_worker(settings.model)
+    path = Path(settings.scratch or ".") / "warm-up.mid"
+    Score([Track("warm-up", 40, False, [Note(0.1, 0.4, 67, 80)])], 0.4).write_midi(path)
+    try:
+        _worker_render(Job(str(path), "warm-up"), path.read_bytes(), settings)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+_WORKERS: list = []  # the live workers of this process's batch (a forked worker closes its copies of their pipes)
 
 
 class _Worker:
     """A worker process of :func:`local_engine` and its two one-way pipes (jobs in, outcomes out). One job at a
-    time: the worker reads its next job only after its answer is sent, so neither side can block the other."""
+    time: the worker reads its next job only after its answer is sent, so neither side can block the other.
+    ``inherited``: the process is forked from this one, whose model it uses (else spawned: it loads its own)."""
 
-    def __init__(self, context, model_dir: str | None):
+    def __init__(self, context, model_dir: str | None, inherited: bool = False):
         self.jobs, jobs_end = context.Pipe(duplex=False)[::-1]
         self.results, results_end = context.Pipe(duplex=False)
-        self.process = context.Process(target=_worker_main, args=(jobs_end, results_end, model_dir), daemon=True)
+        _WORKERS.append(self)
+        self.process = context.Process(target=_worker_main, args=(jobs_end, results_end, model_dir, inherited),
+                                       daemon=True)
         self.process.start()
         jobs_end.close()  # the parent keeps only its own ends: the child's death then reads as end-of-file
         results_end.close()
@@ -186,6 +223,8 @@ class _Worker:
         """Close the parent's pipe ends: a live worker reads end-of-file and leaves."""
         for pipe in (self.jobs, self.results):
             pipe.close()
+        if self in _WORKERS:
+            _WORKERS.remove(self)
 
     def stop(self) -> None:
         self.close()
@@ -195,8 +234,9 @@ class _Worker:
             self.process.join()
 
 
-def _worker_main(jobs, results, model_dir: str | None) -> None:
-    """A worker process: load the model once, then answer each job with its outcome until the job pipe closes."""
+def _worker_main(jobs, results, model_dir: str | None, inherited: bool = False) -> None:
+    """A worker process: load the model once (or use the one it was forked with), then answer each job with its
+    outcome until the job pipe closes."""
     import signal
 
     from mididdsp._malloc import retain_freed_memory
@@ -205,8 +245,15 @@ def _worker_main(jobs, results, model_dir: str | None) -> None:
     # Ctrl-C reaches the terminal's whole process group: the driver stops the batch and closes the workers' pipes,
     # and a worker leaves quietly then (each printed its own KeyboardInterrupt traceback)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    retain_freed_memory()  # a process of ours (spawned: the command's setting is not inherited)
-    _start_worker(model_dir)
+    retain_freed_memory()  # a process of ours (a library caller's driver may not keep freed memory)
+    if inherited:
+        # forked: the driver's ends of every worker's pipes came along; held here, a worker's job pipe would never
+        # read end-of-file when the driver closes it, and that worker would not leave
+        for worker in _WORKERS:
+            worker.jobs.close()
+            worker.results.close()
+    else:
+        _start_worker(model_dir)
     while True:
         try:
             job, data, settings = jobs.recv()
