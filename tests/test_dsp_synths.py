@@ -215,6 +215,19 @@ def test_time_varying_noise_filter_equals_per_block_convolution(taps):
     assert torch.autograd.gradcheck(lambda m: filtered_noise_causal(m, noise[:, :3 * hop], hop, taps), (small,))
 
 
+def test_noise_filters_are_symmetric_so_half_their_taps_design_them():
+    """The render designs taps 0 .. taps / 2 only (dsp.kernels.noise_taps_operator) and mirrors the rest: the
+    frequency-sampling design is linear phase, tap taps - t equal to tap t, for any magnitudes."""
+    from mididdsp.dsp.kernels import noise_taps_operator
+
+    magnitudes = torch.rand(5, 65, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    full = frequency_impulse_response(magnitudes).numpy()
+    np.testing.assert_allclose(full[:, 1:], full[:, :0:-1], atol=1e-15)
+    half = magnitudes.numpy() @ noise_taps_operator(65, 128).astype(np.float64)
+    mirrored = np.concatenate([half, half[:, 1:-1][:, ::-1]], axis=1)
+    np.testing.assert_allclose(mirrored, full, atol=1e-6)
+
+
 def test_filtered_noise_follows_the_requested_magnitudes_within_1_5_db():
     sample_rate, n_samples = 16000, 16000 * 20
     band_hz = np.linspace(0, sample_rate / 2, 65)

@@ -140,16 +140,18 @@ NOISE_TILE = 8  # segments whose convolutions are summed in one work buffer
 def filtered_noise_add(responses, excitation, first_segment, hop, delay, out):
     """Add filtered noise to ``out`` [N]: segment ``first_segment + j`` (``hop`` samples of ``excitation`` from
     sample (first_segment + j) * hop) through the FIR filter that is the mean of ``responses[j]`` and
-    ``responses[j + 1]`` (``responses`` [segments + 1, taps]: the filters of the frames either side; the design
-    is linear, so this is the filter of the frames' mean magnitudes), whole linear convolutions overlap-added,
-    read ``delay`` samples late (the filters' linear-phase delay).
+    ``responses[j + 1]`` (the filters of the frames either side; the design is linear, so this is the filter of the
+    frames' mean magnitudes), whole linear convolutions overlap-added, read ``delay`` samples late (the filters'
+    linear-phase delay). ``responses`` [segments + 1, taps / 2 + 1] holds taps 0 .. taps / 2 of each symmetric
+    filter (tap ``taps - t`` equals tap ``t``: linear phase).
 
     Direct convolution, which ``filtered_noise_causal`` computes with FFTs: at 64-sample blocks and 128 taps the
     arithmetic is alike, and this needs no temporaries. The loop runs tap by tap over a tile of segments, so that
     each inner loop adds one scaled block into a buffer that no neighbouring iteration has just written (sample by
     sample, each block shifted by one from the last, the stores stalled the loads: 1.4-1.6x the time). Zero taps, and
     so silent segments, are skipped."""
-    segments, taps = responses.shape[0] - 1, responses.shape[1]
+    segments, half = responses.shape[0] - 1, responses.shape[1] - 1
+    taps = 2 * half
     n_out = out.shape[0]
     buffer = np.empty(NOISE_TILE * hop + taps - 1, np.float32)
     for tile in range(0, segments, NOISE_TILE):
@@ -157,8 +159,9 @@ def filtered_noise_add(responses, excitation, first_segment, hop, delay, out):
         buffer[:] = 0.0
         base = (first_segment + tile) * hop
         for tap in range(taps):
+            column = tap if tap <= half else taps - tap
             for index in range(count):
-                value = np.float32(0.5) * (responses[tile + index, tap] + responses[tile + index + 1, tap])
+                value = np.float32(0.5) * (responses[tile + index, column] + responses[tile + index + 1, column])
                 if value == 0.0:
                     continue
                 target = buffer[index * hop + tap:index * hop + tap + hop]

@@ -133,12 +133,14 @@ def harmonic_block(phase_cycles: np.ndarray, f0_samples: np.ndarray, harmonic_am
 
 @functools.lru_cache(maxsize=4)
 def noise_taps_operator(n_bands: int, taps: int) -> np.ndarray:
-    """[n_bands, taps] float32: magnitudes -> the taps of ``frequency_impulse_response``'s filter (it is linear in
-    them); built in float64."""
+    """[n_bands, taps // 2 + 1] float32: magnitudes -> taps 0 .. taps // 2 of ``frequency_impulse_response``'s
+    filter (it is linear in them; built in float64). The filter is symmetric, tap ``taps - t`` equal to tap ``t``
+    (tests/test_dsp_synths.py), so its other half needs no product."""
     from mididdsp.dsp.core import frequency_impulse_response
 
     identity = torch.eye(n_bands, dtype=torch.float64)
-    return np.ascontiguousarray(frequency_impulse_response(identity, taps).numpy().astype(np.float32))
+    full = frequency_impulse_response(identity, taps).numpy().astype(np.float32)
+    return np.ascontiguousarray(full[:, :taps // 2 + 1])
 
 
 def dry_synthesis(f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distribution: np.ndarray,
@@ -193,7 +195,8 @@ def dry_synthesis(f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distributio
     taps = 2 * (n_bands - 1)
     # The filters of the frames, designed per block by one matrix product (the design is linear in the magnitudes;
     # torch's, on the thread's one torch thread); the kernel takes each segment's as the mean of its two frames'.
-    # A block bounds the working memory.
+    # Only taps 0 .. taps / 2 are designed: the filters are symmetric (linear phase). A block bounds the working
+    # memory.
     operator = torch.from_numpy(noise_taps_operator(n_bands, taps))
     magnitudes = torch.from_numpy(np.ascontiguousarray(noise_magnitudes, np.float32))
     excitation = np.ascontiguousarray(excitation, np.float32)
