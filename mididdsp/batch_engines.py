@@ -270,8 +270,8 @@ def ray_engine(jobs: list[Job], settings: Settings, workers: int | None,
                address: str | None = None) -> Iterator[tuple[Job, Outcome]]:
     """Render ``jobs`` on Ray actors, each holding the model (one CPU each; ``workers`` of them, default the
     cluster's CPUs). ``address``: a running cluster (``auto`` or HOST:PORT); None starts a local Ray instance for
-    this call and stops it after (a process already connected to Ray keeps its connection). Ray restarts an actor whose process died and retries its call, up to
-    :data:`MAX_ATTEMPTS` tries of a file; a file that fails to render is a ``failed`` outcome, never retried."""
+    this call and stops it after (a process already connected to Ray keeps its connection). Ray restarts an actor
+    whose process died and retries its call, up to :data:`MAX_ATTEMPTS` tries of a file; a file that fails to render is a ``failed`` outcome, never retried."""
     try:
         import ray
         from ray.exceptions import RayActorError, RayTaskError

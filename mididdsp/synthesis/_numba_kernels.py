@@ -261,7 +261,8 @@ def frame_controls(raw, note, active, since_onset, length, since_end, first, sto
     lists them). Writes f0 (Hz), the level (dB, silence before the first note), the noise level (dB), the noise
     bands' spread (0..1), the centroid and the Nyquist count of harmonics, each [T] float32."""
     learned_shape, level_noise, shape_db, max_deviation = settings[0] > 0, settings[1] > 0, settings[2], settings[3]
-    n_harmonics, limit_hz, per_frame, silence_db, db_floor = int(settings[4]), settings[5], settings[6], settings[7], settings[8]
+    n_harmonics, limit_hz, per_frame = int(settings[4]), settings[5], settings[6]
+    silence_db, db_floor = settings[7], settings[8]
     ripple, rate_range, edge_frames, attack_frames = settings[9], settings[10], settings[11], settings[12]
     noise_relative_db, smoothing, frame_rate = settings[13], int(settings[14]), settings[15]
     glide_frames, legato_gap_s, vibrato_fade_s = settings[16], settings[17], settings[18]

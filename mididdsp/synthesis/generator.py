@@ -240,8 +240,8 @@ class SynthesisGenerator(nn.Module):
         # normalised per frame (over channels): a norm over time would make each frame depend on the whole
         # sequence, so a 6 s training window and a whole voice would see different statistics
         self.norms = nn.ModuleList(ChannelNorm(width) for _ in range(config.layers))
-        # heads: level dip, level ripple (tent) or fall rate (learned), centroid contour, noise level, slow f0 deviation, onset scoop, then the
-        # harmonics and the noise bands
+        # heads: level dip, level ripple (tent) or fall rate (learned), centroid contour, noise level, slow f0
+        # deviation, onset scoop, then the harmonics and the noise bands
         self.n_outputs = HEADS + config.n_harmonics + config.n_noise_bands
         self.output = nn.Conv1d(width, self.n_outputs, 1)
         nn.init.zeros_(self.output.weight)
@@ -414,7 +414,8 @@ class SynthesisGenerator(nn.Module):
             fading = ((noise_level - SILENCE_DB) / config.noise_shape_db).clamp(0.0, 1.0)
             spread = torch.where(attack, spread, torch.where(layout.active, torch.ones_like(spread), fading))
         silent = ~started
-        band_shape = config.noise_shape_db * spread.unsqueeze(-1) * torch.tanh(raw[..., HEADS + config.n_harmonics:] / 3.0)
+        band_shape = config.noise_shape_db * spread.unsqueeze(-1) * torch.tanh(
+            raw[..., HEADS + config.n_harmonics:] / 3.0)
         noise_db = noise_level.unsqueeze(-1) + band_shape - band_shape.mean(-1, keepdim=True)
         noise_db = torch.where(silent.unsqueeze(-1), torch.full_like(noise_db, SILENCE_DB), noise_db)
         noise_magnitudes = torch.pow(10.0, noise_db / 20.0)
@@ -454,7 +455,8 @@ class SynthesisGenerator(nn.Module):
         # harmonic distribution: the network's, tilted to the asked-for centroid
         contour = torch.tanh(raw[..., 2])
         contour = contour - layout.note_mean(contour, active)
-        nyquist_ok = f0_hz.unsqueeze(-1) * torch.arange(1, config.n_harmonics + 1, device=pitch.device) < _limit_hz(config)
+        harmonics = torch.arange(1, config.n_harmonics + 1, device=pitch.device)
+        nyquist_ok = f0_hz.unsqueeze(-1) * harmonics < _limit_hz(config)
         highest = nyquist_ok.float().sum(-1).clamp_min(1.0)
         centroid = torch.minimum((physical[..., 4] + contour).clamp_min(1.0), highest)
         logits = without_tilt(LOGIT_RANGE * torch.tanh(raw[..., HEADS:HEADS + config.n_harmonics] / LOGIT_RANGE))
