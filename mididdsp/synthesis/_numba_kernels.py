@@ -257,8 +257,8 @@ def frame_controls(raw, note, active, since_onset, length, since_end, first, sto
 
     raw [T, >= 6] float32 (the heads); note, since_onset, length, since_end [T] int64 and active [T] bool (the
     layout); first, stop [N] int64; physical [N, 7] float32 (dB, dB, fraction, cents, harmonic, dB, Hz); pitch,
-    previous_pitch, gap, next_pitch, next_gap, phases [N]; settings [19] float64 (``kernels.frame_controls``
-    lists them). Writes f0 (Hz), the level (dB, silence before the first note), the noise level (dB), the noise
+    previous_pitch, gap, next_pitch, next_gap, phases [N]; settings [19] float64, the generator's constants in the
+    order ``SynthesisGenerator._kernel_settings`` lists them. Writes f0 (Hz), the level (dB, silence before the first note), the noise level (dB), the noise
     bands' spread (0..1), the centroid and the Nyquist count of harmonics, each [T] float32."""
     learned_shape, level_noise, shape_db, max_deviation = settings[0] > 0, settings[1] > 0, settings[2], settings[3]
     n_harmonics, limit_hz, per_frame = int(settings[4]), settings[5], settings[6]

@@ -484,9 +484,7 @@ class SynthesisGenerator(nn.Module):
         for item in range(raw.shape[0]):
             per_note = {"physical": physical[item], "pitch": notes[item, :, 2], "phases": phases[item],
                         **{name: values[item] for name, values in neighbours.items()}}
-            frame = {name: getattr(layout, name)[item] for name in ("note", "active", "since_onset", "length",
-                                                                    "since_end")}
-            frame.update(first=layout.first[item], stop=layout.stop[item])
+            frame = {name: getattr(layout, name)[item] for name in (*kernels.FRAME_POSITIONS, "first", "stop")}
             rows.append(kernels.frame_controls(raw[item], frame, per_note,
                                                self._kernel_settings(float(release_db_per_frame[item]))))
         controls = {name: torch.stack([row[name] for row in rows]) for name in kernels.FRAME_CONTROLS}
