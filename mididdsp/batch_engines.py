@@ -128,20 +128,20 @@ def _in_workers(jobs: list[Job], settings: Settings, workers: int) -> Iterator[t
     import multiprocessing
     from multiprocessing.connection import wait
 
-    import torch
-
     from mididdsp.parallel import can_fork
 
     global _WORKER_MODEL
     queue = list(reversed(jobs))
     attempts: dict[Job, int] = {}
-    threads = torch.get_num_threads()
     # Where this process may fork (Linux, no other thread: mididdsp.parallel.can_fork), it loads the model once and
     # makes one small render (numba's start, torch's first calls), and the workers are forked from it warm: two
     # workers importing torch side by side took 1.6 s to their first file against 1.1 s for one, and each then paid
     # 0.45 s of first calls. Elsewhere they are spawned and start cold.
     inherited = can_fork()
     if inherited:
+        import torch
+
+        threads = torch.get_num_threads()
         _warm_up(settings)
     context = multiprocessing.get_context("fork" if inherited else "spawn")
     idle: list[_Worker] = []
@@ -184,10 +184,12 @@ def _warm_up(settings: Settings) -> None:
     """Load the model in this process and render one short note through a worker's path (the MIDI bytes, the
     prior, the generator, the synthesizer, the reverb, the encoded file), so that what is made on first use is
     made here once, for every worker forked after."""
+    import tempfile
+
     from mididdsp.score import Note, Score, Track
 
     _start_worker(settings.model)
-    path = Path(settings.scratch or ".") / "warm-up.mid"
+    path = Path(settings.scratch or tempfile.gettempdir()) / "warm-up.mid"
     Score([Track("warm-up", 40, False, [Note(0.1, 0.4, 67, 80)])], 0.4).write_midi(path)
     try:
         _worker_render(Job(str(path), "warm-up"), path.read_bytes(), settings)

@@ -112,6 +112,22 @@ def test_a_folder_renders_every_file_with_the_bits_of_its_single_render(tmp_path
         assert float(row["audio_seconds"]) > 1.0 and float(row["work_seconds"]) > 0.0
 
 
+def test_spawned_workers_render_the_bits_of_workers_forked_warm(tmp_path, monkeypatch):
+    """Where the command may fork, its workers are forked from it once it holds the model and has made one short
+    render; elsewhere (mididdsp.parallel.can_fork says no) they are spawned and load their own: the same files."""
+    from mididdsp import parallel
+
+    songs = tmp_path / "songs"
+    for index in range(3):
+        write_song(songs / f"s{index}.mid", index, (40, 73))
+    mididdsp.render_many([songs], tmp_path / "forked", workers=2, seed=1, progress=False)
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+    mididdsp.render_many([songs], tmp_path / "spawned", workers=2, seed=1, progress=False)
+    forked = sorted((tmp_path / "forked").glob("*.wav"))
+    assert len(forked) == 3
+    assert all(path.read_bytes() == (tmp_path / "spawned" / path.name).read_bytes() for path in forked)
+
+
 def test_bad_files_are_failed_rows_with_a_reason_and_the_batch_goes_on(tmp_path, capsys):
     songs = tmp_path / "songs"
     write_song(songs / "good.mid", 4)
