@@ -167,15 +167,20 @@ def tilt_kept(scaled, highest, centroid, out):
 
 
 @numba.njit(nogil=True, cache=True)
+def kept_harmonics(f0, n_harmonics, limit):
+    """The number of k in 1..n_harmonics with float32 ``f0 * k < limit`` (both float32), at least 1."""
+    count = 0
+    for k in range(1, n_harmonics + 1):
+        if f0 * np.float32(k) < limit:
+            count += 1
+    return max(count, 1)
+
+
+@numba.njit(nogil=True, cache=True)
 def nyquist_count(f0, n_harmonics, limit, out):
-    """f0 [F] float32 (Hz), limit float32 -> out [F]: the number of k in 1..n_harmonics with float32 f0 * k < limit
-    (at least 1)."""
+    """f0 [F] float32 (Hz), limit float32 -> out [F]: :func:`kept_harmonics` of each frame."""
     for f in range(f0.shape[0]):
-        count = 0
-        for k in range(1, n_harmonics + 1):
-            if f0[f] * np.float32(k) < limit:
-                count += 1
-        out[f] = max(count, 1)
+        out[f] = kept_harmonics(f0[f], n_harmonics, limit)
     return out
 
 
@@ -258,8 +263,9 @@ def frame_controls(raw, note, active, since_onset, length, since_end, first, sto
     raw [T, >= 6] float32 (the heads); note, since_onset, length, since_end [T] int64 and active [T] bool (the
     layout); first, stop [N] int64; physical [N, 7] float32 (dB, dB, fraction, cents, harmonic, dB, Hz); pitch,
     previous_pitch, gap, next_pitch, next_gap, phases [N]; settings [19] float64, the generator's constants in the
-    order ``SynthesisGenerator._kernel_settings`` lists them. Writes f0 (Hz), the level (dB, silence before the first note), the noise level (dB), the noise
-    bands' spread (0..1), the centroid and the Nyquist count of harmonics, each [T] float32."""
+    order ``SynthesisGenerator._kernel_settings`` lists them. Writes f0 (Hz), the level (dB, silence before the
+    first note), the noise level (dB), the noise bands' spread (0..1), the centroid and the Nyquist count of
+    harmonics (:func:`kept_harmonics`), each [T] float32."""
     learned_shape, level_noise, shape_db, max_deviation = settings[0] > 0, settings[1] > 0, settings[2], settings[3]
     n_harmonics, limit_hz, per_frame = int(settings[4]), settings[5], settings[6]
     silence_db, db_floor = settings[7], settings[8]
@@ -375,11 +381,7 @@ def frame_controls(raw, note, active, since_onset, length, since_end, first, sto
             cents += physical[index, 3] * fade * math.sin(2.0 * math.pi * rate * seconds + phases[index])
         f0 = np.float32(440.0 * 2.0 ** ((value + glide + cents / 100.0 - 69.0) / 12.0))
         f0_out[t] = f0
-        kept = 0
-        for k in range(1, n_harmonics + 1):
-            if f0 * np.float32(k) < np.float32(limit_hz):
-                kept += 1
-        highest = max(kept, 1)
+        highest = kept_harmonics(f0, n_harmonics, np.float32(limit_hz))
         highest_out[t] = highest
         centroid_out[t] = min(max(physical[index, 4] + contour[t] - contour_mean[index], 1.0), float(highest))
         level_out[t] = level[t] if started else silence_db

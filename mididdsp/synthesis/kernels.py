@@ -34,8 +34,6 @@ STEP_TOLERANCE = 1e-10  # |beta change| at which a frame is solved (far below wh
 POWER_LIMIT = 600.0   # |beta| * K below which exp(beta)^k is formed by products (exp(600) fits float64's range)
 
 
-
-
 @functools.lru_cache(maxsize=1)
 def _compiled() -> dict:
     from mididdsp.synthesis import _numba_kernels
@@ -123,6 +121,7 @@ def noise_magnitudes(raw: torch.Tensor, level_db: torch.Tensor, spread: torch.Te
 
 
 FRAME_CONTROLS = ("f0_hz", "amplitude_db", "noise_db", "spread", "centroid", "highest")
+FRAME_POSITIONS = ("note", "active", "since_onset", "length", "since_end")  # a voice's frame layout, [T] each
 
 
 def frame_controls(raw: torch.Tensor, layout: dict[str, torch.Tensor], per_note: dict[str, torch.Tensor],
@@ -145,15 +144,11 @@ def frame_controls(raw: torch.Tensor, layout: dict[str, torch.Tensor], per_note:
     """
     frames = raw.shape[0]
     out = {name: torch.empty(frames) for name in FRAME_CONTROLS}
-    arrays = [_numpy(layout[name]) for name in ("note", "active", "since_onset", "length", "since_end", "first",
-                                                 "stop")]
+    arrays = [_numpy(layout[name]) for name in (*FRAME_POSITIONS, "first", "stop")]
     arrays += [_numpy(per_note[name]) for name in ("physical", "pitch", "previous_pitch", "gap", "next_pitch",
                                                    "next_gap", "phases")]
     _compiled()["frame_controls"](_numpy(raw), *arrays, settings, *(out[name].numpy() for name in FRAME_CONTROLS))
     return out
-
-
-FRAME_POSITIONS = ("note", "active", "since_onset", "length", "since_end")
 
 
 def frame_positions(first: torch.Tensor, stop: torch.Tensor, end: torch.Tensor, n_frames: int, start_frame: int
