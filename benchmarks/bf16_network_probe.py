@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    generator = load_model().generator
+    generator = load_model().torch_module("generator")
     n_features = generator.input.weight.shape[1] - generator.embedding.weight.shape[1]
     inputs = torch.randn(args.frames, n_features, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -116,7 +116,7 @@ def ablations(midi_model, score, table, extracted: dict, n_samples: int, seed: i
     from mididdsp.render import match_expression
     from mididdsp.synthesis.generator import generate_voice
 
-    generator = midi_model.generator
+    generator = midi_model.torch_module("generator")
     (track, voice, notes), = midi_model.voices(score)
     name = table[0]["instrument"]
     instrument = midi_model.instruments[name]

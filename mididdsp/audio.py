@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from mididdsp.dsp.core import FRAME_RATE, SAMPLE_RATE
+from mididdsp.dsp.constants import FRAME_RATE, SAMPLE_RATE
 from mididdsp.errors import InputFileError, MididdspError
 from mididdsp.fileio import atomic_path
 

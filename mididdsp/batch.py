@@ -11,7 +11,7 @@ Each input is rendered by :func:`mididdsp.render_command.render_score`, the code
 render``, so a file comes out with the same bits as ``mididdsp render FILE -o OUT`` with the same options (WAV and
 FLAC; an OGG file's stream serial number is drawn at random by libsndfile, so two OGG renders differ in those header
 bytes even one file alone, while their decoded samples are equal). A worker loads the model once and renders file
-after file on one torch thread (the render's bits do not depend on the thread count).
+after file on one thread (the render's bits do not depend on the thread count).
 
 The driver (this process) reads each MIDI file, hands its bytes to a worker, gets the encoded outputs back and
 writes them: the workers never touch the output folder, so the same code serves processes on this machine and

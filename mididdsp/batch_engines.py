@@ -6,7 +6,7 @@ for the jobs it is given, in the order they finish:
 * :func:`ray_engine`: Ray actors holding the model, on a local instance or a cluster; ``import ray`` happens
   only there.
 
-A worker of either loads the model once (:func:`_start_worker`) and renders file after file on one torch thread
+A worker of either loads the model once (:func:`_start_worker`) and renders file after file on one thread
 with :func:`mididdsp.batch.render_job`; its temporary files go under a scratch folder that outlives a killed
 worker until the next batch on the host removes it (:func:`remove_stale_scratch`).
 """
@@ -25,13 +25,13 @@ _WORKER_MODEL = None  # the model a worker process loaded once (local engine)
 
 
 def _start_worker(model_dir: str | None) -> None:
-    """A worker: one torch thread (the cores are the workers', and the render runs its voices one at a time on
-    it), then the model."""
+    """A worker: one thread (the cores are the workers', and the render runs its voices one at a time on it),
+    then the model."""
     global _WORKER_MODEL
-    import torch
-
-    torch.set_num_threads(1)
+    from mididdsp.parallel import set_threads
     from mididdsp.render import load_model
+
+    set_threads(1)
 
     _WORKER_MODEL = load_model(model_dir)
 
@@ -49,7 +49,7 @@ def _read(path: str) -> bytes | None:
 
 def local_engine(jobs: list[Job], settings: Settings, workers: int) -> Iterator[tuple[Job, Outcome]]:
     """Render ``jobs`` in ``workers`` processes on this machine (each loads the model once), or in this process
-    when ``workers`` is 1. A worker is one core: one torch thread (threads of several workers, or of a job beside
+    when ``workers`` is 1. A worker is one core: one thread (threads of several workers, or of a job beside
     them, spinning on the same cores slowed a render tenfold, measured). A process that dies is replaced; see
     :data:`MAX_ATTEMPTS`.
 
@@ -110,15 +110,15 @@ def _alive(pid: int) -> bool:
 
 
 def _in_this_process(jobs: list[Job], settings: Settings) -> Iterator[tuple[Job, Outcome]]:
-    import torch
+    from mididdsp import parallel
 
-    threads = torch.get_num_threads()
+    threads = parallel.set_threads(None)  # what the caller had (the worker sets its own)
     try:
         _start_worker(settings.model)  # this process is the one worker: one core, like each of N workers
         for job in jobs:
             yield job, _worker_render(job, _read(job.input), settings)
     finally:  # the caller's process (render_many from Python) gets its threads back
-        torch.set_num_threads(threads)
+        parallel.set_threads(threads)
 
 
 def _in_workers(jobs: list[Job], settings: Settings, workers: int) -> Iterator[tuple[Job, Outcome]]:
@@ -134,14 +134,14 @@ def _in_workers(jobs: list[Job], settings: Settings, workers: int) -> Iterator[t
     queue = list(reversed(jobs))
     attempts: dict[Job, int] = {}
     # Where this process may fork (Linux, no other thread: mididdsp.parallel.can_fork), it loads the model once and
-    # makes one small render (numba's start, torch's first calls), and the workers are forked from it warm: two
-    # workers importing torch side by side took 1.6 s to their first file against 1.1 s for one, and each then paid
-    # 0.45 s of first calls. Elsewhere they are spawned and start cold.
+    # makes one small render (numba's start, the first calls), and the workers are forked from it warm: two
+    # workers starting side by side took 1.6 s to their first file against 1.1 s for one (when they imported
+    # torch), and each then paid 0.45 s of first calls. Elsewhere they are spawned and start cold.
     inherited = can_fork()
     if inherited:
-        import torch
+        from mididdsp import parallel
 
-        threads = torch.get_num_threads()
+        threads = parallel.set_threads(None)  # what the caller had (the warm-up sets a worker's)
         _warm_up(settings)
     context = multiprocessing.get_context("fork" if inherited else "spawn")
     idle: list[_Worker] = []
@@ -176,7 +176,7 @@ def _in_workers(jobs: list[Job], settings: Settings, workers: int) -> Iterator[t
         for worker in remaining:
             worker.stop()
         if inherited:  # the caller's process (render_many from Python) gets its threads back, and no model held
-            torch.set_num_threads(threads)
+            parallel.set_threads(threads)
             _WORKER_MODEL = None
 
 

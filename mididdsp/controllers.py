@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mididdsp.dsp.constants import FRAME_RATE
+
 MODULATION_VIBRATO = 0.5    # CC1 at 127 adds this much of the vibrato scale
+BEND_VIBRATO_CENTS = 5.0    # a note whose pitch bend carries at least this much vibrato plays the file's own
 DEFAULT_VIBRATO_RATE_HZ = 5.5
 
 
@@ -41,11 +44,10 @@ def apply_modulation(controls, notes, cc1):
 
 def leave_vibrato_to_bends(score, voices: list, sampled, fixed_mask=None) -> None:
     """Zero the sampled vibrato (``sampled`` [voices, notes, 7], rows in ``voices`` order, in place) of every note
-    whose track's pitch bend already carries vibrato (:func:`~mididdsp.expression.vibrato.bend_vibrato_extent` at
-    least :data:`~mididdsp.expression.vibrato.BEND_VIBRATO_CENTS`): the file's vibrato is played, not the prior's
+    whose track's pitch bend already carries vibrato (:func:`bend_vibrato_extent` at least
+    :data:`BEND_VIBRATO_CENTS`): the file's vibrato is played, not the prior's
     on top of it (two vibratos at once: the prior does not see the bends). A vibrato the caller fixed stays."""
-    from mididdsp.expression.vibrato import BEND_VIBRATO_CENTS, bend_vibrato_extent
-    from mididdsp.synthesis.generator import EXPRESSION_INPUTS
+    from mididdsp.synthesis.settings import EXPRESSION_INPUTS
 
     column = EXPRESSION_INPUTS.index("vibrato")
     frames = int(math.ceil(max((n.end for _, _, notes in voices for n in notes), default=0.0) * 250)) + 2
@@ -58,3 +60,38 @@ def leave_vibrato_to_bends(score, voices: list, sampled, fixed_mask=None) -> Non
         for i, extent in enumerate(bend_vibrato_extent(bends[t], notes)):
             if extent >= BEND_VIBRATO_CENTS and not (fixed_mask is not None and bool(fixed_mask[row, i, column])):
                 sampled[row, i, column] = 0.0
+
+
+def bend_vibrato_extent(bend_semitones, notes):
+    """The vibrato a MIDI file's pitch bend already carries inside each note of one voice, as ``mididdsp
+    extract`` measures it in an f0 (:func:`mididdsp.expression.vibrato.vibrato`: cents, at 3-9 Hz, gated; a bend ramp or a held bend is a
+    trend, not vibrato).
+
+    Args:
+        bend_semitones: [T] float pitch bend of the voice's track at 250 Hz frames (``Track.control_frames``).
+        notes: the voice's notes (``.start``, ``.end`` in seconds), in order, not overlapping.
+    Returns:
+        [N] float64 extents in cents (0 for notes whose bend does not move).
+    """
+    import numpy as np
+
+    bend = np.asarray(bend_semitones, np.float64)
+    extent = np.zeros(len(notes))
+    spans = [(int(round(n.start * FRAME_RATE)), min(len(bend), int(round(n.end * FRAME_RATE)))) for n in notes]
+    moving = [i for i, (first, stop) in enumerate(spans) if stop - first > 1 and np.ptp(bend[first:stop]) > 0.01]
+    if not moving:  # most files: no bend inside any note, nothing to measure
+        return extent
+    note_index = np.full(len(bend), -1, np.int64)
+    for number, i in enumerate(moving):
+        first, stop = spans[i]
+        note_index[first:stop] = number
+    # the extractor's own measure (torch), imported only for a file whose bend moves inside a note
+    import torch
+
+    from mididdsp.expression.controls import NoteFrames
+    from mididdsp.expression.vibrato import vibrato
+
+    measured, _ = vibrato(torch.from_numpy(100.0 * bend)[None], NoteFrames(torch.from_numpy(note_index)[None],
+                                                                            len(moving)))
+    extent[moving] = measured.numpy()
+    return extent

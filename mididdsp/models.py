@@ -14,8 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from mididdsp.errors import ModelError
 
 CONFIG_FILE = "config.yaml"
@@ -27,6 +25,7 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike, extra: dict
 
     ``extra`` (instruments, statistics, training provenance, ...) is stored beside ``model:`` in config.yaml.
     """
+    import torch
     from omegaconf import OmegaConf
 
     directory = Path(directory)
@@ -123,13 +122,10 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu",
     """Load a model directory for inference (eval mode). The config is attached as ``model.metadata``.
 
     ``expected``: the model types the caller can use (ModelError naming the directory otherwise)."""
+    import torch
+
     directory = Path(directory)
-    config = read_model_config(directory)
-    model_type = config.get("model_type", "DDSPAutoencoder")
-    if model_type not in MODEL_TYPES:
-        raise ModelError(f"{directory}: unknown model type {model_type!r} (expected one of {sorted(MODEL_TYPES)})")
-    if expected is not None and model_type not in expected:
-        raise ModelError(f"{directory}: a {model_type} model, expected {' or '.join(expected)}")
+    config, model_type = read_typed_config(directory, expected)
     try:
         model = model_class(model_type)(config["model"])
     except (TypeError, ValueError) as error:
@@ -144,25 +140,58 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu",
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ModelError(f"{weights_path}: the weights file is corrupt, truncated or not a mididdsp weights file "
                          "(export or copy the model again)")
-    _check_state_fits(model, state, weights_path, directory / CONFIG_FILE)
+    check_state_fits({name: tuple(value.shape) for name, value in model.state_dict().items()},
+                     {name: tuple(value.shape) for name, value in state.items()}, weights_path,
+                     directory / CONFIG_FILE)
     model.load_state_dict(state)
     model.metadata = config
     return model.to(device).eval()
 
 
-def _check_state_fits(model: torch.nn.Module, state: dict, weights_path: Path, config_path: Path) -> None:
-    """ModelError (one line) when a readable state dict does not fit the model that ``config_path`` describes."""
-    expected = model.state_dict()
-    missing = [name for name in expected if name not in state]
-    unexpected = [name for name in state if name not in expected]
-    reshaped = [name for name in expected if name in state and state[name].shape != expected[name].shape]
+def read_typed_config(directory: Path, expected: tuple[str, ...] | None) -> tuple[dict, str]:
+    """(config, model type) of a model directory; ModelError for an unknown type or one not in ``expected``."""
+    config = read_model_config(directory)
+    model_type = config.get("model_type", "DDSPAutoencoder")
+    if model_type not in MODEL_TYPES:
+        raise ModelError(f"{directory}: unknown model type {model_type!r} (expected one of {sorted(MODEL_TYPES)})")
+    if expected is not None and model_type not in expected:
+        raise ModelError(f"{directory}: a {model_type} model, expected {' or '.join(expected)}")
+    return config, model_type
+
+
+def load_arrays(directory: str | os.PathLike, expected: tuple[str, ...]) -> tuple[dict, dict]:
+    """(config, ``{parameter name: numpy array}``) of a model directory, without torch: for the inference path's
+    models (:mod:`mididdsp.synthesis.inference`, :mod:`mididdsp.expression.prior_inference`), which check the
+    shapes against their config with :func:`check_state_fits`. ModelError naming the file when it is unreadable."""
+    from mididdsp.weights import WeightsError, read_state_dict
+
+    directory = Path(directory)
+    config, _ = read_typed_config(directory, expected)
+    weights_path = directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise ModelError(f"{directory}: {WEIGHTS_FILE} is missing")
+    try:
+        state = read_state_dict(weights_path)
+    except (WeightsError, OSError):
+        raise ModelError(f"{weights_path}: the weights file is corrupt, truncated or not a mididdsp weights file "
+                         "(export or copy the model again)") from None
+    return config, state
+
+
+def check_state_fits(expected: dict[str, tuple], found: dict[str, tuple], weights_path: Path,
+                     config_path: Path) -> None:
+    """ModelError (one line) when a readable state dict's shapes (``found``, name -> shape) do not fit those of the
+    model that ``config_path`` describes (``expected``)."""
+    missing = [name for name in expected if name not in found]
+    unexpected = [name for name in found if name not in expected]
+    reshaped = [name for name in expected if name in found and tuple(found[name]) != tuple(expected[name])]
     if not (missing or unexpected or reshaped):
         return
     details = []
     if reshaped:
         name = reshaped[0]
-        details.append(f"{len(reshaped)} of another shape (e.g. {name}: {list(state[name].shape)} in the file, "
-                       f"{list(expected[name].shape)} in the config)")
+        details.append(f"{len(reshaped)} of another shape (e.g. {name}: {list(found[name])} in the file, "
+                       f"{list(expected[name])} in the config)")
     if missing:
         details.append(f"{len(missing)} missing (e.g. {missing[0]})")
     if unexpected:

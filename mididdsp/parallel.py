@@ -1,6 +1,7 @@
 """A render's voices (and reverb buses) on every core, with the same bits as one after another.
 
-Each item (a voice, a bus) is computed on one torch thread, so its bits do not depend on where it runs:
+Each item (a voice, a bus) is computed on one thread (numpy's BLAS held to one, :func:`one_thread`), so its bits
+do not depend on where it runs:
 :func:`in_threads` runs the items on threads of this process (the editor, any caller), :func:`in_processes` on
 copies of this process made by ``fork`` (``mididdsp render``, Linux). Threads share one interpreter: the Python
 between the networks' ops holds its lock and page faults serialise on the process's memory map, so two voice
@@ -18,42 +19,66 @@ import threading
 from typing import Callable, Iterable, Iterator
 
 
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch on one thread in the calling thread. MKL's GEMM and oneDNN's convolutions round differently with
-    the number of threads (measured: 1 vs 2 threads changed about 1 % of the 16-bit samples by one step), and a
-    render must be the same bits on one thread (a batch worker) as on several (``mididdsp render``). The count is
-    set every time, even where torch already reports one: OpenMP's and MKL's counts are per thread (torch sets
-    MKL's with ``mkl_set_num_threads_local``), and a thread that never set its own (an editor request's executor
-    thread, a pool thread) ran its first matrix products on every core, with other rounding."""
-    import torch
+_THREADS: int | None = None   # set_threads()'s count; None: the default
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+
+def threads() -> int:
+    """How many threads (or forked processes) a render may use: :func:`set_threads`'s count, else
+    ``OMP_NUM_THREADS`` where set (as torch reads it), else the cores this process may run on."""
+    if _THREADS is not None:
+        return _THREADS
+    with contextlib.suppress(ValueError):
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_threads(count: int | None) -> int | None:
+    """Let renders in this process use ``count`` threads (None: the default of :func:`threads`); returns the
+    setting it replaces (to give back). A batch worker is one core: it sets 1."""
+    global _THREADS
+    previous, _THREADS = _THREADS, None if count is None else max(1, int(count))
+    return previous
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Hold numpy's BLAS (and torch, where this process has imported it) to one thread while rendering. A GEMM
+    may round differently with its number of threads (measured with torch's: 1 vs 2 threads changed about 1 % of
+    the 16-bit samples by one step), and a render must be the same bits on one thread (a batch worker) as on
+    several (``mididdsp render``, whose voices run side by side, each on one). threadpoolctl sets OpenBLAS's count
+    for the process and gives the old one back after; torch's OpenMP and MKL counts are per thread, so torch's is
+    set in the calling thread."""
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    previous = torch.get_num_threads() if torch is not None else 1
+    if torch is not None:
+        torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(1, user_api="blas"):
+            yield
     finally:
-        if threads != 1:
-            torch.set_num_threads(threads)
+        if torch is not None and previous != 1:
+            torch.set_num_threads(previous)
 
 
 def in_threads(function: Callable, items: list, costs: list[float] | None = None) -> Iterator:
-    """``function(*item)`` of each item, in order, on as many threads as torch has (its cores), each on one torch
-    thread. The networks' ops, the compiled kernels (``nogil``), numpy and scipy's FFT release the GIL.
+    """``function(*item)`` of each item, in order, on :func:`threads` threads, each on one BLAS thread. The compiled
+    kernels (``nogil``), numpy's BLAS and scipy's FFT release the GIL.
     ``costs``: an estimate of each item's work; the costliest start first, so that no thread is left with a long
     item when the others are done (results still come in the items' order)."""
-    import torch
-
-    threads = min(torch.get_num_threads(), len(items))
-    if threads <= 1:
-        with one_torch_thread():
+    count = min(threads(), len(items))
+    if count <= 1:
+        with one_thread():
             for item in items:
                 yield function(*item)
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with one_torch_thread(), ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-voice",
-                                                initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    torch = sys.modules.get("torch")  # a caller's torch (its counts are per thread): one in each pool thread too
+    with one_thread(), ThreadPoolExecutor(count, thread_name_prefix="mididdsp-voice",
+                                          initializer=torch.set_num_threads if torch else None,
+                                          initargs=(1,) if torch else ()) as pool:
         submitted = {index: pool.submit(function, *items[index]) for index in _costliest_first(items, costs)}
         futures = [submitted[index] for index in range(len(items))]
         try:
@@ -98,7 +123,7 @@ def can_fork() -> bool:
 def in_processes(function: Callable, items: list, costs: list[float] | None = None,
                  processes: int = 2) -> Iterator[tuple[int, object]]:
     """``(index, function(*items[index]))`` for every item, in the order they finish, computed by this process
-    and ``processes - 1`` forked copies of it, each on one torch thread. The items are handed out one at a time
+    and ``processes - 1`` forked copies of it, each on one thread. The items are handed out one at a time
     (costliest first) through a pipe that every process reads from, so the copies stay busy to the end; a copy
     sends each result back pickled. The caller's process is one of the workers: the copies inherit the loaded
     model and need no start-up.
@@ -129,7 +154,7 @@ def in_processes(function: Callable, items: list, costs: list[float] | None = No
             os.close(results_write)
             children.append((pid, _Results(results_read)))
         done = set()
-        with one_torch_thread():
+        with one_thread():
             while True:
                 index = _next_job(jobs_read)
                 if index is None:
@@ -148,7 +173,7 @@ def in_processes(function: Callable, items: list, costs: list[float] | None = No
             done.add(index)
             yield index, result
         missing = [index for index in range(len(items)) if index not in done]  # a copy died (killed, out of memory)
-        with one_torch_thread():
+        with one_thread():
             for index in missing:
                 yield index, function(*items[index])
     finally:
@@ -176,10 +201,7 @@ def _child(function: Callable, items: list, jobs_read: int, results_write: int, 
     status = 0
     try:
         _die_with(parent)
-        import torch
-
-        torch.set_num_threads(1)
-        with os.fdopen(results_write, "wb") as out:
+        with one_thread(), os.fdopen(results_write, "wb") as out:
             while (index := _next_job(jobs_read)) is not None:
                 try:
                     result = ("ok", function(*items[index]))

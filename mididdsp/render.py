@@ -38,8 +38,6 @@ from typing import Any
 from mididdsp.controllers import apply_modulation, leave_vibrato_to_bends, midi_volume_gain
 
 PRETRAINED_MIDI = Path(__file__).resolve().parent / "pretrained" / "midi"
-SYNTH_CHUNK_S = 4.0         # synthesizer pieces: less per-piece overhead than 1 s pieces (a 5-minute render 4.52
-                            # -> 3.45 s as a whole process), 64 000 samples x 60 harmonics of working memory
 TAIL_S = 1.0                # audio after the last note: release and reverb
 RELEASE_BOUND_DB = 0.0      # a voice's span lasts until the release from a note ending at this level (full scale)
                             # is silent; a note ending louder makes that voice compute every frame (still exact)
@@ -109,9 +107,13 @@ class MidiModel:
     """Expression prior + synthesis generator (+ its synthesizer) + instrument table. See the module docstring."""
 
     def __init__(self, generator, prior, directory: Path | None = None):
+        """``generator``, ``prior``: the inference models (:class:`~mididdsp.synthesis.inference.GeneratorInference`,
+        :class:`~mididdsp.expression.prior_inference.PriorInference`; numpy, no torch), as :func:`load_model`
+        makes them from a model directory."""
         from mididdsp.models import model_metadata
 
         self.generator, self.prior, self.directory = generator, prior, directory
+        self._modules: dict = {}
         metadata = model_metadata(generator)
         self.instruments: dict[str, int] = dict(metadata.get("instruments") or {"default": 0})
         self.statistics: dict = metadata.get("statistics") or {}
@@ -123,6 +125,21 @@ class MidiModel:
         # velocity -> each track's level offset for tables from the prior (None: offset 0, models fitted before it)
         self.velocity_levels = VelocityLevels.from_config(model_metadata(prior).get(CONFIG_KEY),
                                                           f"{directory / 'prior' if directory else 'prior'} config")
+
+    def torch_module(self, part: str):
+        """The torch module of ``part`` (``"generator"``: :class:`~mididdsp.synthesis.generator.SynthesisGenerator`
+        with its synthesizer, ``"prior"``: :class:`~mididdsp.expression.prior.ExpressionPrior`), loaded from the
+        model directory on first use (this imports torch): for training, analysis and the dry render's level match;
+        rendering needs none."""
+        from mididdsp.errors import ModelError
+        from mididdsp.models import load_model as load_part
+
+        if part not in self._modules:
+            if self.directory is None:
+                raise ModelError(f"this MIDI model has no directory to load its torch {part} from")
+            expected = {"generator": ("SynthesisGenerator",), "prior": ("ExpressionPrior",)}[part]
+            self._modules[part] = load_part(self.directory / part, "cpu", expected=expected)
+        return self._modules[part]
 
     # ---------------------------------------------------------------------------------------- instruments
     def median_pitch(self, name: str) -> float:
@@ -215,11 +232,9 @@ class MidiModel:
         ``velocity_levels`` fit (:mod:`mididdsp.expression.levels`: the offset that puts the track's median note
         level where the training recordings with those velocities lie), else 0 (a model without the fit)."""
         import numpy as np
-        import torch
 
         from mididdsp.errors import MididdspError
         from mididdsp.expression.table import NoteExpression
-        from mididdsp.parallel import one_torch_thread
 
         if not temperature >= 0 or not math.isfinite(temperature):
             raise MididdspError(f"temperature {temperature}: expected a number >= 0")
@@ -230,33 +245,32 @@ class MidiModel:
         controls = []
         if voices:
             longest = max(len(notes) for _, _, notes in voices)
-            notes = torch.zeros(len(voices), longest, 4)
-            mask = torch.zeros(len(voices), longest, dtype=torch.bool)
+            notes = np.zeros((len(voices), longest, 4), np.float32)
+            mask = np.zeros((len(voices), longest), bool)
             for row, (_, _, voice) in enumerate(voices):
-                notes[row, :len(voice)] = torch.tensor([[n.start, n.end, n.pitch, n.velocity] for n in voice])
+                notes[row, :len(voice)] = [[n.start, n.end, n.pitch, n.velocity] for n in voice]
                 mask[row, :len(voice)] = True
-            ids = torch.tensor([self.prior_ids[names[t]] for t, _, _ in voices])
+            ids = np.array([self.prior_ids[names[t]] for t, _, _ in voices], np.int64)
             fixed_values = fixed_mask = None
             if fixed is not None:
-                from mididdsp.synthesis.generator import EXPRESSION_INPUTS
+                from mididdsp.synthesis.settings import EXPRESSION_INPUTS
 
                 chosen = list(fixed_columns or EXPRESSION_INPUTS)
                 unknown = [c for c in chosen if c not in EXPRESSION_INPUTS]
                 if unknown:
                     raise MididdspError(f"fixed_columns {unknown}: expected some of {', '.join(EXPRESSION_INPUTS)}")
                 rows = match_expression(fixed, voices, self.ranges)
-                fixed_values = torch.zeros(len(voices), longest, 7)
-                fixed_mask = torch.zeros(len(voices), longest, 7, dtype=torch.bool)
-                columns_mask = torch.tensor([c in chosen for c in EXPRESSION_INPUTS])
+                fixed_values = np.zeros((len(voices), longest, 7), np.float32)
+                fixed_mask = np.zeros((len(voices), longest, 7), bool)
+                columns_mask = np.array([c in chosen for c in EXPRESSION_INPUTS])
                 for row, (t, v, voice) in enumerate(voices):
-                    fixed_values[row, :len(voice)] = torch.from_numpy(rows[(t, v)][:, :7])
+                    fixed_values[row, :len(voice)] = rows[(t, v)][:, :7]
                     fixed_mask[row, :len(voice)] = columns_mask
-            # the compiled note loop: a tenth of the torch loop's work, equal to it to float rounding (which the
-            # autoregression carries on: a render moves by up to -76 dB of the mix against the torch loop's); the
-            # same bits in every process, so a batch worker and `mididdsp render` still agree exactly
-            with torch.no_grad(), one_torch_thread():
-                sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
-                                            fixed_values=fixed_values, fixed_mask=fixed_mask, compiled=True)
+            # the compiled note loop (numpy and numba, no torch): equal to the torch module's loop to float
+            # rounding (which the autoregression carries on: a render moves by up to -76 dB of the mix against
+            # the torch loop's); the same bits in every process, so a batch worker and `mididdsp render` agree
+            sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
+                                        fixed_values=fixed_values, fixed_mask=fixed_mask)
             leave_vibrato_to_bends(score, voices, sampled, fixed_mask)
             track_offsets = {} if fixed is not None else self.track_offsets(voices, names, sampled)
             for row, (t, v, voice) in enumerate(voices):
@@ -266,9 +280,9 @@ class MidiModel:
                 # a fixed table keeps its recording's level (not a control the prior samples)
                 offset = (rows[(t, v)][:, 7:8] if fixed is not None
                           else np.full((len(voice), 1), track_offsets.get(t, 0.0), np.float32))
-                controls.append(np.concatenate([sampled[row, :len(voice)].numpy(), offset], axis=1))
+                controls.append(np.concatenate([sampled[row, :len(voice)], offset], axis=1))
         values = np.concatenate(controls) if controls else np.zeros((0, 8))
-        from mididdsp.expression.controls import CONTROL_NAMES, LEVEL_OFFSET
+        from mididdsp.expression.names import CONTROL_NAMES, LEVEL_OFFSET
 
         for j, name in enumerate(CONTROL_NAMES):
             columns[name] = values[:, j].clip(0.0, 1.0)
@@ -289,7 +303,7 @@ class MidiModel:
         volumes: dict[int, list] = {}
         for row, (t, _, voice) in enumerate(voices):
             velocities.setdefault(t, []).extend(note.velocity for note in voice)
-            scaled = sampled[row, :len(voice), 0].numpy().clip(0.0, 1.0)  # as the table and the generator read it
+            scaled = sampled[row, :len(voice), 0].clip(0.0, 1.0)  # as the table and the generator read it
             volumes.setdefault(t, []).extend(low + scaled * (high - low))
         return {t: self.velocity_levels.track_offset_db(names[t], velocities[t], volumes[t]) for t in velocities}
 
@@ -342,18 +356,18 @@ class MidiModel:
         decide. :meth:`mix_voices` of every voice's result is :meth:`render`, bit for bit; so a caller that changes
         a few notes (the editor) renders only their voices again and mixes them with the others it kept.
         ``work`` and ``clock``: dicts that receive the counts and seconds :meth:`render` reports. The voices run on
-        one torch thread each, on torch's threads in this process (:func:`mididdsp.parallel.in_threads`), or with
-        ``processes`` > 1 in that many forked copies of it (:func:`mididdsp.parallel.in_processes`; Linux, and
-        only from a process whose other threads hold no lock: ``mididdsp render`` asks for it); the same bits."""
+        one thread each (:func:`mididdsp.parallel.one_thread`), on :func:`mididdsp.parallel.threads` threads in this
+        process (:func:`mididdsp.parallel.in_threads`), or with ``processes`` > 1 in that many forked copies of it
+        (:func:`mididdsp.parallel.in_processes`; Linux, and only from a process whose other threads hold no lock:
+        ``mididdsp render`` asks for it); the same bits."""
         import time
         import numpy as np
-        import torch
         from tqdm import tqdm
 
-        from mididdsp.dsp import SAMPLE_RATE, n_frames as count_frames
+        from mididdsp.dsp.constants import n_frames as count_frames
         from mididdsp.parallel import in_processes
         from mididdsp.synthesis import spans as spanning
-        from mididdsp.synthesis.generator import SILENCE_DB, generate_spans, receptive_field, release_frames
+        from mididdsp.synthesis.settings import SILENCE_DB, receptive_field
 
         work = {} if work is None else work
         for key in ("generator_frames", "synthesizer_frames"):
@@ -367,12 +381,11 @@ class MidiModel:
             only = {(int(t), int(v)) for t, v in only}
         rows = match_expression(expression, voices, self.ranges)
         n_samples = self._render_samples(voices)
-        synth = self.generator.synth
-        hop = synth.hop_size
+        generator = self.generator
+        hop = generator.hop_size
         frames = count_frames(n_samples)
-        chunk_frames = max(1, int(SYNTH_CHUNK_S * SAMPLE_RATE) // hop)
         # spans closer than two receptive fields are computed as one: apart, their context would be computed twice
-        context = receptive_field(self.generator.config) + 1
+        context = receptive_field(generator.config) + 1
         performances: dict[int, dict] = {}
         wanted = [(t, v, notes) for t, v, notes in voices if only is None or (t, v) in only]
         for t, _, _ in wanted:
@@ -393,44 +406,43 @@ class MidiModel:
             voice_seed = None if seed is None else (int(seed) * 1_000_003 + t * 1009 + v) % (1 << 62)
             started = time.perf_counter()
             if sparse:
-                tail = release_frames(self.generator, instrument_id, RELEASE_BOUND_DB)
+                tail = generator.release_frames(instrument_id, RELEASE_BOUND_DB)
                 voice_spans = spanning.note_spans(note_array, frames, tail, 2 * context)
             else:
                 voice_spans = [(0, frames)]
-            generated = generate_spans(self.generator, note_array, controls_in, instrument_id, frames,
-                                       voice_spans, voice_seed, counter=voice_work)
+            generated = generator.spans(note_array, controls_in, instrument_id, frames, voice_spans, voice_seed,
+                                        counter=voice_work)
             silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
             if sparse and any(stop < frames and not (harmonic[-1] and noise[-1])
                               for (_, stop), (harmonic, noise) in zip(voice_spans, silences)):
                 # a note ended above RELEASE_BOUND_DB, so its release outlasts its span: compute every frame
                 voice_spans = [(0, frames)]
-                generated = generate_spans(self.generator, note_array, controls_in, instrument_id, frames,
-                                           voice_spans, voice_seed, counter=voice_work)
+                generated = generator.spans(note_array, controls_in, instrument_id, frames, voice_spans, voice_seed,
+                                            counter=voice_work)
                 silences = [spanning.silent_frames(c, SILENCE_DB) for c in generated]
             voice_clock["generator"] += time.perf_counter() - started
             started = time.perf_counter()
-            instrument_ids = torch.tensor([instrument_id])
             segments: list[tuple[int, np.ndarray]] = []
             curves: list[tuple[int, np.ndarray, np.ndarray]] = []
             for (span_first, span_stop), controls, (harmonic_silent, noise_silent) in zip(voice_spans, generated,
                                                                                        silences):
                 controls = spanning.gate_silence(controls, harmonic_silent, noise_silent,
                                                  performance["gain"][span_first:span_stop])
-                controls["f0_hz"] = controls["f0_hz"] * torch.from_numpy(performance["bend"][span_first:span_stop])
-                curves.append((span_first, controls["f0_hz"][0].numpy().copy(),
-                               (20 * torch.log10(controls["amplitude"][0].clamp_min(1e-5))).numpy()))
+                controls["f0_hz"] = controls["f0_hz"] * performance["bend"][span_first:span_stop]
+                curves.append((span_first, controls["f0_hz"],
+                               20 * np.log10(np.maximum(controls["amplitude"], np.float32(1e-5)))))
                 if not reverb:  # the dry render at the level of the wet one, not the 15-20 dB the reverb carries
-                    with torch.no_grad():
-                        controls = synth.dry_at_wet_level(controls, instrument_ids)
+                    controls = self._dry_at_wet_level(controls, instrument_id)
                 silent = harmonic_silent & noise_silent
                 for run_first, run_stop in spanning.sounding_runs(silent):
                     first_sample = (span_first + run_first) * hop
                     audio = spanning.synthesize_run(
-                        synth, spanning.run_controls(controls, run_first, run_stop, silent), first_sample,
-                        0 if voice_seed is None else voice_seed, chunk_frames)
+                        spanning.run_controls(controls, run_first, run_stop, silent), first_sample,
+                        0 if voice_seed is None else voice_seed, hop, generator.sample_rate, generator.nyquist_fade,
+                        generator.amplitude_upsampling)
                     voice_work["synthesizer_frames"] += run_stop - run_first
                     count = min(len(audio), n_samples - first_sample)
-                    segments.append((first_sample, audio[:count].numpy()))
+                    segments.append((first_sample, audio[:count]))
             voice_clock["synthesizer"] += time.perf_counter() - started
             return VoiceAudio(t, v, name, segments, curves), voice_work, voice_clock
 
@@ -450,6 +462,20 @@ class MidiModel:
         if bar is not None:
             bar.close()
         return {(audio.track, audio.voice): audio for audio in (done[index] for index in range(len(wanted)))}
+
+    def _dry_at_wet_level(self, controls: dict, instrument: int) -> dict:
+        """One voice's controls at the level their synthesis reads through the instrument's reverb, for a render
+        without it (:meth:`mididdsp.dsp.DDSPSynth.dry_at_wet_level`: a learned reverb carries 15-20 dB of the
+        level). The synthesizer's loudness model is torch's: this imports torch, for ``reverb=False`` only."""
+        import numpy as np
+        import torch
+
+        from mididdsp.synthesis.spans import CONTROL_NAMES
+
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(controls[name]))[None] for name in CONTROL_NAMES}
+        with torch.no_grad():
+            matched = self.torch_module("generator").synth.dry_at_wet_level(tensors, torch.tensor([instrument]))
+        return {**controls, **{name: matched[name][0].numpy() for name in CONTROL_NAMES}}
 
     def _render_samples(self, voices) -> int:
         """Samples of a render of these voices (their last note's end + :data:`TAIL_S`); refuses absurd lengths."""
@@ -478,12 +504,11 @@ class MidiModel:
         from concurrent.futures import ThreadPoolExecutor
 
         import numpy as np
-        import torch
 
         from mididdsp.audio import resample
-        from mididdsp.dsp import SAMPLE_RATE
+        from mididdsp.dsp.constants import SAMPLE_RATE
         from mididdsp.errors import MididdspError
-        from mididdsp.parallel import ordered_map
+        from mididdsp.parallel import ordered_map, threads as thread_count
         from mididdsp.synthesis.spans import ReverbBus, mixed_blocks
 
         work = {} if work is None else work
@@ -495,7 +520,6 @@ class MidiModel:
             warning_filter.simplefilter("ignore")  # render_voices has warned about dropped voices already
             voices = self.voices(score)
         n_samples = self._render_samples(voices)
-        synth = self.generator.synth
         started = time.perf_counter()
         members: dict = {}      # bus key -> the VoiceAudio summed on it, in voice order
         for t, v, _ in voices:
@@ -503,7 +527,7 @@ class MidiModel:
                 raise MididdspError(f"mix_voices: no audio for track {t}, voice {v}; render every voice first")
             voice = voice_audio[(t, v)]
             members.setdefault(t if stems else voice.instrument, []).append(voice)
-        use_reverb = reverb and synth.reverb is not None
+        use_reverb = reverb and self.generator.reverb_response is not None
         block = 8 * int(round(self.generator.config.reverb_seconds * SAMPLE_RATE))
         # the editor's buses keep their block spectra (mixed again after every edit); stems transform each bus's
         # blocks once more for the mix rather than hold every bus's spectra at once (20 tracks of 10 minutes: 0.9 GB)
@@ -517,9 +541,7 @@ class MidiModel:
                 continue
             impulse_response = None
             if use_reverb:
-                with torch.no_grad():
-                    impulse_response = synth.reverb.get_impulse_response(
-                        torch.tensor([self.instruments[bus_voices[0].instrument]]))
+                impulse_response = self.generator.impulse_response(self.instruments[bus_voices[0].instrument])
             segments = [segment for voice in bus_voices for segment in voice.segments]
             buses[key] = ReverbBus(segments, n_samples, block, impulse_response, keep)
             if wet_cache is not None:
@@ -529,7 +551,7 @@ class MidiModel:
                 del wet_cache[key]
         mix = np.zeros(n_samples, np.float32)
         out_stems = {}
-        threads = torch.get_num_threads()
+        threads = thread_count()
         # the buses in the score's voice order (the order of the mix's sum), the blocks on every core (scipy's FFT
         # and numpy release the GIL; each block's bits do not depend on its thread)
         with ThreadPoolExecutor(threads, thread_name_prefix="mididdsp-reverb") as pool:
@@ -571,7 +593,7 @@ def match_expression(expression, voices, ranges) -> dict:
     import numpy as np
 
     from mididdsp.errors import MididdspError
-    from mididdsp.expression.controls import CONTROL_NAMES, LEVEL_OFFSET
+    from mididdsp.expression.names import CONTROL_NAMES, LEVEL_OFFSET
 
     wanted = {(t, v, i): note for t, v, notes in voices for i, note in enumerate(notes)}
     # the columns read once as arrays (row by row, the table's dicts cost a render a second per 10 000 notes)
@@ -601,9 +623,11 @@ def match_expression(expression, voices, ranges) -> dict:
 
 def load_model(directory: str | Path | None = None, device: str = "cpu") -> MidiModel:
     """A MIDI model directory (default: the shipped one) -> :class:`MidiModel`. ModelError naming the directory
-    when it is missing or broken. Nothing is downloaded."""
+    when it is missing or broken. Nothing is downloaded, and torch is not imported: the render runs on the CPU
+    (``device`` is the torch modules' of :meth:`MidiModel.torch_module`, "cpu")."""
     from mididdsp.errors import ModelError
-    from mididdsp.models import load_model as load_part
+    from mididdsp.expression.prior_inference import PriorInference
+    from mididdsp.synthesis.inference import GeneratorInference
 
     directory = Path(directory) if directory is not None else PRETRAINED_MIDI
     if not directory.is_dir():
@@ -613,6 +637,7 @@ def load_model(directory: str | Path | None = None, device: str = "cpu") -> Midi
     for part in ("generator", "prior"):
         if not (directory / part).is_dir():
             raise ModelError(f"{directory}: not a MIDI model ({part}/ is missing; expected generator/ and prior/)")
-    generator = load_part(directory / "generator", device, expected=("SynthesisGenerator",))
-    prior = load_part(directory / "prior", device, expected=("ExpressionPrior",))
+    # the inference models: numpy and the compiled kernels, no torch (MidiModel.torch_module loads torch's)
+    generator = GeneratorInference.load(directory / "generator")
+    prior = PriorInference.load(directory / "prior")
     return MidiModel(generator, prior, directory)

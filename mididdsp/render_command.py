@@ -136,14 +136,13 @@ def render_score(model: MidiModel, score, output: Path, options: RenderOptions, 
     """Render ``score`` with ``options`` and write the mix to ``output`` (its suffix picks the format), the stems
     into the folder ``stems`` and the expression table to ``expression_out``: all written, or none. The one path of
     ``mididdsp render``, for one file and for every file of a batch (so both give the same bits)."""
-    import torch
-
     from mididdsp.errors import MididdspError
+    from mididdsp.parallel import threads
 
     per_track = dict(options.track_instruments)
     # the voices in forked copies of this process, one per core (a batch worker has one: none), not on threads:
     # copies do not contend for the interpreter (mididdsp.parallel)
-    processes = torch.get_num_threads()
+    processes = threads()
     if expression_in:
         from mididdsp.expression.table import NoteExpression
 

@@ -33,7 +33,7 @@ import mido
 import numpy as np
 import pretty_midi
 
-from mididdsp.dsp.core import FRAME_RATE
+from mididdsp.dsp.constants import FRAME_RATE
 from mididdsp.errors import InputFileError, MididdspError
 from mididdsp.fileio import atomic_open
 

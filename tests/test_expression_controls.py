@@ -82,7 +82,7 @@ def test_the_vibrato_a_pitch_bend_carries_is_measured_as_in_an_f0():
     """A 5.5 Hz, 30-cent bend vibrato on the second note reads 30 cents; a step, no bend and a slow ramp read 0."""
     import numpy as np
 
-    from mididdsp.expression.vibrato import bend_vibrato_extent
+    from mididdsp.controllers import bend_vibrato_extent
     from mididdsp.score import Note
 
     t = np.arange(1200) / FR

@@ -97,8 +97,9 @@ def test_reverb_per_bus_equals_reverb_per_voice(model):
             start = int(torch.randint(0, n_samples - 8000, (1,), generator=generator))
             dry[start:start + 6000] += (torch.rand(6000, generator=generator).numpy() - 0.5) * 0.2
         voices.append(dry)
-    impulse_response = model.generator.synth.reverb.get_impulse_response(torch.tensor([3])).detach()
-    per_voice = sum(apply_reverb(torch.from_numpy(dry)[None], impulse_response)[0].numpy() for dry in voices)
+    impulse_response = model.generator.impulse_response(3)
+    per_voice = sum(apply_reverb(torch.from_numpy(dry)[None], torch.from_numpy(impulse_response)[None])[0].numpy()
+                    for dry in voices)
     # the bus as render gives it: each voice's sounding stretches as segments (cut where the bursts are)
     segments = []
     for dry in voices:
@@ -139,8 +140,8 @@ def test_a_mix_of_buses_is_each_bus_reverberated_and_summed(model):
         dry = np.zeros(n_samples, np.float32)
         start = int(torch.randint(0, n_samples - 20000, (1,), generator=generator))
         dry[start:start + 15000] = (torch.rand(15000, generator=generator).numpy() - 0.5) * 0.3
-        response = model.generator.synth.reverb.get_impulse_response(torch.tensor([instrument])).detach()
-        reference += apply_reverb(torch.from_numpy(dry)[None], response)[0].numpy()
+        response = model.generator.impulse_response(instrument)
+        reference += apply_reverb(torch.from_numpy(dry)[None], torch.from_numpy(response)[None])[0].numpy()
         buses.append(spans.ReverbBus([(start, dry[start:start + 15000].copy())], n_samples, block, response,
                                      keep=True))
     mix = np.zeros(n_samples, np.float32)
@@ -165,22 +166,24 @@ def test_a_run_is_synthesised_as_the_synthesizer_would(model):
     # synthesizer's one-piece render of the same controls and excitation
     notes = np.array([[0.1, 0.6, 67, 90], [0.6, 1.2, 72, 90]], np.float32)
     expression = np.tile(np.array([0.6, 0.4, 0.3, 0.5, 0.5, 0.5, 5.5], np.float32), (2, 1))
-    from mididdsp.synthesis.generator import generate_voice
-
-    controls = generate_voice(model.generator, notes, expression, model.instruments["violin"], 500, seed=0)
+    controls = model.generator.controls(notes, expression, model.instruments["violin"], 500, seed=0)
     harmonic, noise = spans.silent_frames(controls, -100.0)
     controls = spans.gate_silence(controls, harmonic, noise)
     runs = spans.sounding_runs(harmonic & noise)
     assert len(runs) == 1
     first, stop = runs[0]
     run = spans.run_controls(controls, first, stop, harmonic & noise)
-    hop = model.generator.synth.hop_size
-    audio = spans.synthesize_run(model.generator.synth, run, first * hop, seed=5, chunk_frames=37)
+    synth = model.torch_module("generator").synth
+    hop = synth.hop_size
+    audio = spans.synthesize_run(run, first * hop, 5, hop, synth.sample_rate, synth.harmonic.nyquist_fade,
+                                 synth.harmonic.amplitude_upsampling)
     length = (stop - first - 1) * hop
     excitation = spans.noise_excitation(5, first * hop, length)
-    reference = model.generator.synth.render(run, length, None, reverb=False, noise=torch.from_numpy(excitation)[None])[0]
+    with torch.no_grad():
+        reference = synth.render({name: torch.from_numpy(run[name])[None] for name in spans.CONTROL_NAMES}, length,
+                                 None, reverb=False, noise=torch.from_numpy(excitation)[None])[0]
     assert audio.shape == reference.shape
-    assert error_db(audio.numpy(), reference.numpy()) < -90
+    assert error_db(audio, reference.numpy()) < -90
     # the excitation is a function of the absolute sample: any window reads the same values
     whole = spans.noise_excitation(5, 0, 50000)
     assert np.array_equal(spans.noise_excitation(5, 1000, 40000), whole[1000:41000])

@@ -165,7 +165,7 @@ def test_compiled_tilt_equals_the_torch_solve() -> None:
     target = 1.05 + torch.rand(frames) * (highest.float() - 1.1).clamp_max(25.0)
     k = torch.arange(1, harmonics + 1.0)
     for order in (torch.randperm(frames), torch.argsort(target)):
-        fast = tilt.tilt_to_centroid_inference(logits[order], target[order])
+        fast = torch.from_numpy(tilt.tilt_to_centroid_inference(logits[order], target[order]))
         with torch.enable_grad():  # a gradient asked for: the torch solve
             slow = tilt_to_centroid(logits[order].clone().requires_grad_(), target[order]).detach()
         assert (fast - slow).abs().max() < 3e-5  # the torch solve's float32 exponents round to ~1e-5
@@ -173,7 +173,8 @@ def test_compiled_tilt_equals_the_torch_solve() -> None:
         torch.testing.assert_close(fast.sum(-1), torch.ones(frames))
         assert fast[(k > highest[order][:, None])].max() == 0.0
     with torch.no_grad():  # tilt_to_centroid itself takes the compiled solve when no gradient is wanted
-        assert torch.equal(tilt_to_centroid(logits, target), tilt.tilt_to_centroid_inference(logits, target))
+        assert torch.equal(tilt_to_centroid(logits, target),
+                           torch.from_numpy(tilt.tilt_to_centroid_inference(logits, target)))
 
 
 def test_compiled_harmonic_distribution_needs_no_detilt_and_no_mask() -> None:
@@ -190,11 +191,11 @@ def test_compiled_harmonic_distribution_needs_no_detilt_and_no_mask() -> None:
     raw = (torch.randn(frames, harmonics) * 3 + torch.linspace(-20, 20, harmonics) * torch.randn(frames, 1))[None]
     f0_hz = torch.exp(torch.empty(1, frames).uniform_(math.log(30.0), math.log(7000.0)))
     f0_hz[0, :60] = limit / torch.arange(2, 62)  # exactly on a harmonic's boundary: that harmonic is cut
-    highest = kernels.nyquist_count(f0_hz, harmonics, limit)
+    highest = torch.from_numpy(kernels.nyquist_count(f0_hz, harmonics, limit))
     nyquist_ok = f0_hz.unsqueeze(-1) * torch.arange(1, harmonics + 1) < limit
     assert torch.equal(highest, nyquist_ok.float().sum(-1).clamp_min(1.0))
     target = torch.minimum(1.05 + torch.rand(1, frames) * (highest - 1.1).clamp(0.0, 25.0), highest)
-    fast = kernels.harmonic_distribution(raw, highest, target, generator.LOGIT_RANGE)
+    fast = torch.from_numpy(kernels.harmonic_distribution(raw, highest, target, generator.LOGIT_RANGE))
     logits = without_tilt(generator.LOGIT_RANGE * torch.tanh(raw / generator.LOGIT_RANGE))
     with torch.enable_grad():  # a gradient asked for: the torch solve
         slow = tilt_to_centroid(logits.masked_fill(~nyquist_ok, -1e4).requires_grad_(), target).detach()

@@ -12,22 +12,8 @@ import math
 
 import torch
 
-SAMPLE_RATE = 16000
-FRAME_RATE = 250
-HOP_SIZE = SAMPLE_RATE // FRAME_RATE  # 64 samples
-DB_FLOOR = -80.0
-
-
-def hop_size_for(sample_rate: int = SAMPLE_RATE, frame_rate: int = FRAME_RATE) -> int:
-    """Samples per frame; the frame rate must divide the sample rate exactly."""
-    if sample_rate % frame_rate:
-        raise ValueError(f"frame rate {frame_rate} Hz must divide the sample rate {sample_rate} Hz")
-    return sample_rate // frame_rate
-
-
-def n_frames(n_samples: int, hop_size: int = HOP_SIZE) -> int:
-    """Number of centred frames for ``n_samples`` samples: ``n_samples // hop_size + 1``."""
-    return int(n_samples) // int(hop_size) + 1
+from mididdsp.dsp.constants import DB_FLOOR, FRAME_RATE, HOP_SIZE, SAMPLE_RATE, hop_size_for, n_frames  # noqa: F401
+from mididdsp.dsp.constants import fast_fft_size as _fast_fft_size  # noqa: F401
 
 
 def hz_to_midi(f0_hz: torch.Tensor) -> torch.Tensor:
@@ -160,17 +146,6 @@ def fft_convolve(signal: torch.Tensor, kernel: torch.Tensor, kernel_spectra: dic
         kernel_spectrum = kernel_spectra[n_fft]
     spectrum = torch.fft.rfft(signal, n_fft) * kernel_spectrum
     return torch.fft.irfft(spectrum, n_fft)[..., :n_out]
-
-
-def _fast_fft_size(n: int) -> int:
-    """Smallest size >= n of the form 2^a * 3^b (both FFT backends are fast on such sizes)."""
-    best = 1 << (int(n) - 1).bit_length()
-    power3 = 1
-    while power3 < best:
-        candidate = power3 * (1 << max(0, (-(-int(n) // power3) - 1).bit_length()))
-        best = min(best, candidate)
-        power3 *= 3
-    return best
 
 
 def frequency_impulse_response(magnitudes: torch.Tensor, window_size: int | None = None) -> torch.Tensor:

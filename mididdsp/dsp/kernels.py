@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import torch
 
 PHASE_BLOCK = 64  # samples the running phase sums unwrapped (at most 0.5 cycle each)
 NOISE_DESIGN_BLOCK = 2048  # segments whose noise filters are designed at once
@@ -136,10 +135,16 @@ def noise_taps_operator(n_bands: int, taps: int) -> np.ndarray:
     """[n_bands, taps // 2 + 1] float32: magnitudes -> taps 0 .. taps // 2 of ``frequency_impulse_response``'s
     filter (it is linear in them; built in float64). The filter is symmetric, tap ``taps - t`` equal to tap ``t``
     (tests/test_dsp_synths.py), so its other half needs no product."""
-    from mididdsp.dsp.core import frequency_impulse_response
-
-    identity = torch.eye(n_bands, dtype=torch.float64)
-    full = frequency_impulse_response(identity, taps).numpy().astype(np.float32)
+    # frequency_impulse_response (mididdsp.dsp.core) of each unit magnitude vector, in numpy: a zero-phase
+    # response centred on tap 0, taps -half .. taps - half - 1 taken, a periodic Hann window peaking at tap half
+    full_size = 2 * (n_bands - 1)
+    if not 1 < taps <= full_size:
+        raise ValueError(f"taps must be in (1, {full_size}], got {taps}")
+    response = np.fft.irfft(np.eye(n_bands, dtype=np.complex128), full_size)
+    half = taps // 2
+    response = np.concatenate([response[:, full_size - half:], response[:, :taps - half]], axis=1)
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(taps) / taps)
+    full = (response * window).astype(np.float32)
     return np.ascontiguousarray(full[:, :taps // 2 + 1])
 
 
@@ -194,13 +199,13 @@ def dry_synthesis(f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distributio
     n_bands = noise_magnitudes.shape[-1]
     taps = 2 * (n_bands - 1)
     # The filters of the frames, designed per block by one matrix product (the design is linear in the magnitudes;
-    # torch's, on the thread's one torch thread); the kernel takes each segment's as the mean of its two frames'.
+    # numpy's BLAS); the kernel takes each segment's as the mean of its two frames'.
     # Only taps 0 .. taps / 2 are designed: the filters are symmetric (linear phase). A block bounds the working
     # memory.
-    operator = torch.from_numpy(noise_taps_operator(n_bands, taps))
-    magnitudes = torch.from_numpy(np.ascontiguousarray(noise_magnitudes, np.float32))
+    operator = noise_taps_operator(n_bands, taps)
+    magnitudes = np.ascontiguousarray(noise_magnitudes, np.float32)
     excitation = np.ascontiguousarray(excitation, np.float32)
     for first in range(0, frames - 1, NOISE_DESIGN_BLOCK):
         stop = min(first + NOISE_DESIGN_BLOCK, frames - 1)
-        noise_add((magnitudes[first:stop + 1] @ operator).numpy(), excitation, first, hop_size, taps // 2, out)
+        noise_add(magnitudes[first:stop + 1] @ operator, excitation, first, hop_size, taps // 2, out)
     return out

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mididdsp.dsp.core import DB_FLOOR, SAMPLE_RATE, exp_sigmoid, grid_lookup, normalize_harmonic_distribution
+from mididdsp.dsp.constants import AMPLITUDE_UPSAMPLING, NYQUIST_FADE
 from mididdsp.dsp.spectral import sinusoid_loudness_weight
 from mididdsp.dsp.synths import (NOISE_VARIANCE, default_hop_size, filtered_noise, filtered_noise_loudness_terms,
                                  harmonic_synthesis)
@@ -94,7 +95,7 @@ class HarmonicSynth(nn.Module):
     """
 
     def __init__(self, n_harmonics: int = 60, sample_rate: int = SAMPLE_RATE, hop_size: int | None = None,
-                 nyquist_fade: float = 0.05, amplitude_upsampling: str = "hann"):
+                 nyquist_fade: float = NYQUIST_FADE, amplitude_upsampling: str = AMPLITUDE_UPSAMPLING):
         super().__init__()
         self.n_harmonics = n_harmonics
         self.sample_rate = sample_rate

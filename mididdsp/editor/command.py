@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
                                 name=Path(args.midi).name)
     except MididdspError as error:
         raise MididdspError(f"{args.expression_in}: {error}" if args.expression_in else str(error)) from None
-    import torch
+    from mididdsp.parallel import threads
 
     # warm: every voice rendered once before the page asks, in forked copies while no server thread runs yet
-    session.update_audio(processes=torch.get_num_threads())
+    session.update_audio(processes=threads())
     server = EditorServer(session, args.host, args.port).start()
     print(server.url, flush=True)
     if args.browser:

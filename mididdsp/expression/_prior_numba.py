@@ -123,3 +123,32 @@ def sample_loop(gru_context, gru_previous, gru_hidden, gru_hidden_bias, head_bas
                 previous[p] = unit[p]
             previous[n_previous - 1] = 1.0
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def gru_sequence(gates_input, weight_hidden, bias_hidden, lengths, reverse, out):
+    """One direction of a one-layer GRU over each row's first ``lengths[b]`` steps, as torch's ``nn.GRU`` on a
+    packed sequence (the backward direction starts at the row's own last step): ``gates_input`` [B, N, 3H] float32
+    (the input weights applied, with their bias; rows r, z, n as in torch), ``weight_hidden`` [3H, H],
+    ``bias_hidden`` [3H] -> ``out`` [B, N, H] float32 (steps past a row's length untouched). float32, as torch's."""
+    batch, steps, gates = gates_input.shape
+    size = gates // 3
+    hidden = np.zeros(size, np.float32)
+    recurrent = np.zeros(gates, np.float32)
+    for b in range(batch):
+        hidden[:] = 0.0
+        for step in range(lengths[b]):
+            i = lengths[b] - 1 - step if reverse else step
+            for g in range(gates):
+                total = bias_hidden[g]
+                for h in range(size):
+                    total += weight_hidden[g, h] * hidden[h]
+                recurrent[g] = total
+            for h in range(size):
+                reset = np.float32(1.0) / (np.float32(1.0) + np.exp(-(gates_input[b, i, h] + recurrent[h])))
+                update = np.float32(1.0) / (np.float32(1.0) + np.exp(-(gates_input[b, i, size + h]
+                                                                        + recurrent[size + h])))
+                candidate = np.tanh(gates_input[b, i, 2 * size + h] + reset * recurrent[2 * size + h])
+                hidden[h] = (np.float32(1.0) - update) * candidate + update * hidden[h]
+            for h in range(size):
+                out[b, i, h] = hidden[h]

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from mididdsp.dsp.core import FRAME_RATE
+from mididdsp.dsp.constants import FRAME_RATE
 from mididdsp.expression.controls import CONTROL_NAMES
 from mididdsp.fileio import atomic_path
 

@@ -24,54 +24,12 @@ POINTS = {"mean": 0, "median": 1, "mode": 2}
 
 
 def precompute(prior, context: torch.Tensor, inputs: torch.Tensor) -> dict[str, np.ndarray]:
-    """The autoregression-free parts of the loop and the weights it reads, as float64 numpy arrays.
+    """The autoregression-free parts of the loop and the weights it reads, as float64 numpy arrays (the torch
+    module's weights given to :func:`mididdsp.expression.prior_inference.precompute`, which says what they are)."""
+    from mididdsp.expression import prior_inference
 
-    Args:
-        prior: an :class:`~mididdsp.expression.prior.ExpressionPrior`.
-        context: [B, N, C] bidirectional note context (C = 2 * hidden_size).
-        inputs: [B, N, I] per-note features and instrument embedding.
-    Returns:
-        ``gru_context`` [B, N, 3A] (the GRU's input weights on the context, plus both GRU biases' input part),
-        ``gru_previous`` [3A, 7], ``gru_hidden`` [3A, A], ``gru_hidden_bias`` [3A] (A = ar_size; rows r, z, n as
-        in torch), ``head_base`` [B, N, 7, H] (each head's first layer on context and features, with its bias;
-        H = head_size), ``head_ar`` [7, H, A], ``head_raw`` [7, H, 6] and ``head_bumps`` [7, H, 6, V] (first-layer
-        columns of the earlier outputs: raw value and bumps, zero for outputs at or after the head's own),
-        ``head_out`` [7, bins, H], ``head_out_bias`` [7, bins].
-    """
-    gru = prior.ar_gru
-    c = context.shape[-1]
-    w_ih, w_hh = gru.weight_ih_l0.detach(), gru.weight_hh_l0.detach()
-    b_ih, b_hh = gru.bias_ih_l0.detach(), gru.bias_hh_l0.detach()
-    gru_context = torch.nn.functional.linear(context, w_ih[:, :c], b_ih)
-    ar = prior.config.ar_size
-    bumps = prior.config.value_bumps
-    heads = prior.heads
-    n_heads, hidden = len(heads), prior.config.head_size
-    state_size = c + ar + inputs.shape[-1]
-    head_base, head_ar = [], []
-    head_raw = np.zeros((n_heads, hidden, 6))
-    head_bumps = np.zeros((n_heads, hidden, 6, max(bumps, 1)))
-    for j, head in enumerate(heads):
-        weight, bias = head[0].weight.detach(), head[0].bias.detach()
-        head_base.append(torch.nn.functional.linear(context, weight[:, :c], bias)
-                         + torch.nn.functional.linear(inputs, weight[:, c + ar:state_size]))
-        head_ar.append(weight[:, c:c + ar])
-        earlier = weight[:, state_size:].double().numpy()   # encode_values layout: j raw values, then j x bumps
-        head_raw[j, :, :j] = earlier[:, :j]
-        if bumps:
-            head_bumps[j, :, :j] = earlier[:, j:].reshape(hidden, j, bumps)
-    return {
-        "gru_context": gru_context.double().numpy(),
-        "gru_previous": w_ih[:, c:].double().numpy(),
-        "gru_hidden": w_hh.double().numpy(),
-        "gru_hidden_bias": b_hh.double().numpy(),
-        "head_base": torch.stack(head_base, dim=2).double().numpy(),
-        "head_ar": torch.stack(head_ar).double().numpy(),
-        "head_raw": head_raw,
-        "head_bumps": head_bumps,
-        "head_out": torch.stack([head[2].weight.detach() for head in heads]).double().numpy(),
-        "head_out_bias": torch.stack([head[2].bias.detach() for head in heads]).double().numpy(),
-    }
+    state = {name: value.detach().numpy() for name, value in prior.state_dict().items()}
+    return prior_inference.precompute(state, prior.config, context.detach().numpy(), inputs.detach().numpy())
 
 
 @functools.lru_cache(maxsize=1)

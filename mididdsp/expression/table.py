@@ -46,8 +46,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from mididdsp.errors import InputFileError, MididdspError
-from mididdsp.expression.controls import (CONTROL_NAMES, LEVEL_CONTROLS, LEVEL_OFFSET, PHYSICAL_NAMES, PHYSICAL_OF,
-                                          control_ranges)
+from mididdsp.expression.names import (CONTROL_NAMES, LEVEL_CONTROLS, LEVEL_OFFSET, PHYSICAL_NAMES, PHYSICAL_OF,
+                                       control_ranges)
 from mididdsp.fileio import write_text_atomic
 
 INFO_COLUMNS = ("track", "voice", "note_index", "start", "end", "pitch", "velocity", "instrument")

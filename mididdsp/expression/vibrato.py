@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mididdsp.dsp.core import FRAME_RATE
+from mididdsp.dsp.constants import FRAME_RATE
 
 if TYPE_CHECKING:
     from mididdsp.expression.controls import NoteFrames
@@ -227,35 +227,3 @@ def vibrato_gate(rate_hz: torch.Tensor, duration_s: torch.Tensor, analysed_s: to
 
     return (above(rate_hz, low, rate_ramp) * above(-rate_hz, -high, rate_ramp)
             * above(duration_s, VIBRATO_MIN_NOTE_S, duration_ramp) * above(seen_s * rate_hz, 1.0, cycle_ramp))
-
-
-BEND_VIBRATO_CENTS = 5.0  # a note whose pitch bend carries at least this much vibrato plays the file's own
-
-
-def bend_vibrato_extent(bend_semitones, notes) -> np.ndarray:
-    """The vibrato a MIDI file's pitch bend already carries inside each note of one voice, as ``mididdsp
-    extract`` measures it in an f0 (:func:`vibrato`: cents, at 3-9 Hz, gated; a bend ramp or a held bend is a
-    trend, not vibrato).
-
-    Args:
-        bend_semitones: [T] float pitch bend of the voice's track at 250 Hz frames (``Track.control_frames``).
-        notes: the voice's notes (``.start``, ``.end`` in seconds), in order, not overlapping.
-    Returns:
-        [N] float64 extents in cents (0 for notes whose bend does not move).
-    """
-    from mididdsp.expression.controls import NoteFrames
-
-    bend = np.asarray(bend_semitones, np.float64)
-    extent = np.zeros(len(notes))
-    spans = [(int(round(n.start * FRAME_RATE)), min(len(bend), int(round(n.end * FRAME_RATE)))) for n in notes]
-    moving = [i for i, (first, stop) in enumerate(spans) if stop - first > 1 and np.ptp(bend[first:stop]) > 0.01]
-    if not moving:  # most files: no bend inside any note, nothing to measure
-        return extent
-    note_index = np.full(len(bend), -1, np.int64)
-    for number, i in enumerate(moving):
-        first, stop = spans[i]
-        note_index[first:stop] = number
-    measured, _ = vibrato(torch.from_numpy(100.0 * bend)[None], NoteFrames(torch.from_numpy(note_index)[None],
-                                                                            len(moving)))
-    extent[moving] = measured.numpy()
-    return extent

@@ -208,6 +208,21 @@ def layer_norm_leaky(hidden, weight, bias, eps, slope, out, then_add):
     return out
 
 
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def add_taps(hidden, taps, dilation):
+    """hidden [T, C] += the three taps of a dilated convolution from their products ``taps`` [T, 3C] (each input
+    frame times each tap's weights): output frame t reads tap k at input frame t + (k - 1) * dilation, zero
+    outside the frames."""
+    frames, channels = hidden.shape
+    for t in range(frames):
+        for k in range(3):
+            source = t + (k - 1) * dilation
+            if 0 <= source < frames:
+                offset = k * channels
+                for c in range(channels):
+                    hidden[t, c] += taps[source, offset + c]
+
+
 @numba.njit(nogil=True, cache=True)
 def _note_means(values, weights, note, n_notes):
     """Per-note weighted mean of [T] ``values`` (``weights`` [T], 0 outside), as ``FrameLayout.note_mean``:
@@ -263,7 +278,7 @@ def frame_controls(raw, note, active, since_onset, length, since_end, first, sto
     raw [T, >= 6] float32 (the heads); note, since_onset, length, since_end [T] int64 and active [T] bool (the
     layout); first, stop [N] int64; physical [N, 7] float32 (dB, dB, fraction, cents, harmonic, dB, Hz); pitch,
     previous_pitch, gap, next_pitch, next_gap, phases [N]; settings [19] float64, the generator's constants in the
-    order ``SynthesisGenerator._kernel_settings`` lists them. Writes f0 (Hz), the level (dB, silence before the
+    order ``mididdsp.synthesis.settings.kernel_settings`` lists them. Writes f0 (Hz), the level (dB, silence before the
     first note), the noise level (dB), the noise bands' spread (0..1), the centroid and the Nyquist count of
     harmonics (:func:`kept_harmonics`), each [T] float32."""
     learned_shape, level_noise, shape_db, max_deviation = settings[0] > 0, settings[1] > 0, settings[2], settings[3]

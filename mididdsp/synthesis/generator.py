@@ -47,79 +47,20 @@ Python loop of 15 000 sampling steps.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
+import numpy
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mididdsp.dsp import DB_FLOOR, DDSPSynth, FRAME_RATE, SAMPLE_RATE, midi_to_hz
-from mididdsp.models import settings_from_dict
+from mididdsp.dsp import DB_FLOOR, DDSPSynth, FRAME_RATE, midi_to_hz
 from mididdsp.synthesis.tilt import tilt_to_centroid, without_tilt
-
-EXPRESSION_INPUTS = ("volume", "volume_fluctuation", "volume_peak_position", "vibrato", "brightness", "attack_noise",
-                     "vibrato_rate_hz")
-SCALED_INPUTS = EXPRESSION_INPUTS[:6]
-# Physical quantity of each scaled control, (low, high) <-> 0..1; the model stores the ranges of the extractor it
-# was trained against (expression_ranges of the synthesis coder), so a table's numbers mean the same to both.
-PHYSICAL_UNITS = {"volume": "dB", "volume_fluctuation": "dB", "volume_peak_position": "fraction",
-                  "vibrato": "cents", "brightness": "harmonic number", "attack_noise": "dB"}
-ATTACK_FRAMES = 10            # the attack-noise control's window (40 ms), as the extractor measures it
-SILENCE_DB = -100.0           # level of silence (before the first note, end of release tails)
-GLIDE_FRAMES = 8              # legato glide between two pitches (32 ms, centred on the onset)
-LEGATO_GAP_S = 0.02           # a note starting within this of the previous one's end is legato
-VIBRATO_FADE_S = 0.15
-DEVIATION_SMOOTHING = 75      # frames (0.3 s) of each of two moving averages on the learned f0 drift
-RIPPLE = 0.03                 # learned level ripple, relative to the tent's depth: at 0.1 it moved the measured
-                              # peak by up to 0.2 on gently peaked notes (the extractor's top is 1 dB wide)
-NOISE_RELATIVE_DB = 80.0      # noise_reference "level": the sustained noise lies 0 .. this many dB under the level
-RATE_RANGE = 2.0              # level_shape "learned": the fall rates span e^-2 .. e^2 (ratio 55)
-EDGE_FRAMES = 8.0             # time constant of the learned attack / release dips of the level (32 ms)
-LOGIT_RANGE = 12.0            # harmonic logits are squashed into +-this (e^24 between strongest and weakest)
-HEADS = 6                     # per-frame heads before the harmonic and noise-band outputs
-N_FEATURES = 13 + 5           # per-frame note features + the note's expression (without vibrato)
-
-
-@dataclass
-class GeneratorConfig:
-    """Sizes of :class:`SynthesisGenerator` (``model:`` section of a ``synthesis_generator`` config)."""
-
-    n_instruments: int = 1
-    instrument_embedding: int = 16
-    channels: int = 64                  # width of the dilated convolution stack
-    layers: int = 6                     # dilations 1, 2, 4, ... (receptive field 2^layers - 1 frames either side)
-    kernel_size: int = 3
-    n_harmonics: int = 60
-    n_noise_bands: int = 65
-    max_deviation_cents: float = 50.0
-    noise_shape_db: float = 10.0        # the noise bands lie within +-this of the frame's level
-    noise_reference: str = "absolute"   # "level": the noise level is learned in dB under the harmonic level
-    level_shape: str = "tent"           # "learned": a learned unimodal contour around the peak (module docstring)
-    reverb: str | None = "learned"
-    reverb_seconds: float = 1.0
-    sample_rate: int = SAMPLE_RATE
-    ranges: dict = field(default_factory=dict)  # {scaled control: [low, high]} physical range; all six needed
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "GeneratorConfig":
-        config = settings_from_dict(cls, values)
-        missing = [name for name in SCALED_INPUTS if name not in (config.ranges or {})]
-        if missing:
-            raise ValueError(f"model.ranges lacks {missing}: the generator needs the physical range of each control")
-        if config.level_shape not in ("tent", "learned"):
-            raise ValueError(f"model.level_shape {config.level_shape!r}: expected 'tent' or 'learned'")
-        if config.noise_reference not in ("absolute", "level"):
-            raise ValueError(f"model.noise_reference {config.noise_reference!r}: expected 'absolute' or 'level'")
-        for name, pair in config.ranges.items():
-            low, high = (float(v) for v in pair)
-            if not (math.isfinite(low) and math.isfinite(high) and low < high):
-                raise ValueError(f"model.ranges.{name}: expected finite low < high, got {pair}")
-        return config
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["ranges"] = {k: [float(v) for v in pair] for k, pair in self.ranges.items()}
-        return out
+from mididdsp.synthesis.settings import (  # noqa: F401 - re-exported, as before the split
+    ATTACK_FRAMES, DEVIATION_SMOOTHING, EDGE_FRAMES, EXPRESSION_INPUTS, GLIDE_FRAMES, HEADS, LEGATO_GAP_S,
+    LOGIT_RANGE, N_FEATURES, NOISE_RELATIVE_DB, PHYSICAL_UNITS, RATE_RANGE, RIPPLE, SCALED_INPUTS, SILENCE_DB,
+    VIBRATO_FADE_S, GeneratorConfig, kernel_settings, limit_hz as _limit_hz, receptive_field,
+    release_db_per_frame)
 
 
 # ------------------------------------------------------------------------------------------------ note layout
@@ -176,7 +117,7 @@ def frame_layout(notes: torch.Tensor, note_mask: torch.Tensor, n_frames: int, st
 
         columns = [kernels.frame_positions(first[item], stop[item], end[item], n_frames, start_frame)
                    for item in range(batch)]
-        stacked = {name: torch.stack([column[name] for column in columns]) if batch > 1 else columns[0][name][None]
+        stacked = {name: torch.from_numpy(numpy.stack([column[name] for column in columns]))
                    for name in kernels.FRAME_POSITIONS}
         return FrameLayout(**stacked, first=first, stop=stop, n_notes=max(n_notes, 1))
     frames = torch.arange(start_frame, start_frame + n_frames, device=device).expand(batch, n_frames).contiguous()
@@ -285,7 +226,7 @@ class SynthesisGenerator(nn.Module):
 
             rows = [kernels.frame_features(per_note[item], scaled[item], {
                 name: getattr(layout, name)[item] for name in kernels.FRAME_POSITIONS}) for item in range(len(notes))]
-            return torch.stack(rows) if len(rows) > 1 else rows[0][None]
+            return torch.from_numpy(rows[0][None] if len(rows) == 1 else numpy.stack(rows))
         frame = layout.gather(per_note)
         seconds = layout.since_onset.float() / FRAME_RATE
         length = layout.length.float()
@@ -332,7 +273,8 @@ class SynthesisGenerator(nn.Module):
             normed = torch.empty_like(hidden)
         for conv, norm in zip(self.blocks, self.norms):
             if compiled:  # the convolution's bias goes into the residual in the same pass
-                kernels.layer_norm_leaky(hidden, norm.weight, norm.bias, norm.eps, 0.1, normed, conv.bias)
+                kernels.layer_norm_leaky(hidden.numpy(), norm.weight.detach(), norm.bias.detach(), norm.eps, 0.1,
+                                         normed.numpy(), conv.bias.detach())
             else:
                 normed = F.leaky_relu_(F.layer_norm(hidden, hidden.shape[1:], norm.weight, norm.bias, norm.eps), 0.1)
                 hidden.add_(conv.bias)
@@ -486,27 +428,18 @@ class SynthesisGenerator(nn.Module):
                         **{name: values[item] for name, values in neighbours.items()}}
             frame = {name: getattr(layout, name)[item] for name in (*kernels.FRAME_POSITIONS, "first", "stop")}
             rows.append(kernels.frame_controls(raw[item], frame, per_note,
-                                               self._kernel_settings(float(release_db_per_frame[item]))))
-        controls = {name: torch.stack([row[name] for row in rows]) for name in kernels.FRAME_CONTROLS}
+                                               kernel_settings(config, float(release_db_per_frame[item]))))
+        controls = {name: torch.from_numpy(numpy.stack([row[name] for row in rows])) for name in kernels.FRAME_CONTROLS}
         silent = layout.note < 0
-        noise_magnitudes = kernels.noise_magnitudes(raw[..., HEADS + config.n_harmonics:], controls["noise_db"],
-                                                    controls["spread"], silent, config.noise_shape_db, SILENCE_DB)
-        distribution = kernels.harmonic_distribution(raw[..., HEADS:HEADS + config.n_harmonics],
-                                                     controls["highest"], controls["centroid"], LOGIT_RANGE)
+        noise_magnitudes = torch.from_numpy(kernels.noise_magnitudes(
+            raw[..., HEADS + config.n_harmonics:], controls["noise_db"], controls["spread"], silent,
+            config.noise_shape_db, SILENCE_DB))
+        distribution = torch.from_numpy(kernels.harmonic_distribution(
+            raw[..., HEADS:HEADS + config.n_harmonics], controls["highest"], controls["centroid"], LOGIT_RANGE))
         level_db = controls["amplitude_db"]
         return {"f0_hz": controls["f0_hz"], "amplitude": torch.pow(10.0, level_db / 20.0),
                 "harmonic_distribution": distribution, "noise_magnitudes": noise_magnitudes, "amplitude_db": level_db,
                 "noise_db": controls["noise_db"], "active": layout.active, "note": layout.note}
-
-    def _kernel_settings(self, release_db_per_frame: float):
-        """The constants :func:`mididdsp.synthesis.kernels.frame_controls` takes, in its order (float64 [19])."""
-        import numpy as np
-
-        config = self.config
-        return np.array([config.level_shape == "learned", config.noise_reference == "level", config.noise_shape_db,
-                         config.max_deviation_cents, config.n_harmonics, _limit_hz(config), release_db_per_frame,
-                         SILENCE_DB, DB_FLOOR, RIPPLE, RATE_RANGE, EDGE_FRAMES, ATTACK_FRAMES, NOISE_RELATIVE_DB,
-                         DEVIATION_SMOOTHING, FRAME_RATE, GLIDE_FRAMES, LEGATO_GAP_S, VIBRATO_FADE_S], np.float64)
 
     def _release(self, level_db: torch.Tensor, layout: FrameLayout, per_frame: torch.Tensor) -> torch.Tensor:
         """Rest frames: the level of the note's last frame, falling ``per_frame`` dB per frame, floored."""
@@ -538,11 +471,6 @@ def _vibrato_phases(like: torch.Tensor, n_notes: int, generator: torch.Generator
         return like.new_zeros(batch, max(n_notes, 1))
     phases = torch.rand(batch, max(n_notes, 1), generator=generator, device=generator.device) * 2 * math.pi
     return phases.to(like)
-
-
-def _limit_hz(config: GeneratorConfig) -> float:
-    """The highest harmonic frequency kept (Hz): 0.95 of Nyquist."""
-    return 0.95 * config.sample_rate / 2
 
 
 def _compiled(tensor: torch.Tensor) -> bool:
@@ -592,11 +520,6 @@ def _moving_average(signal: torch.Tensor, width: int) -> torch.Tensor:
     """Centred moving average over ``width`` frames of [B, T], edges held."""
     padded = F.pad(signal.unsqueeze(1), (width // 2, width - 1 - width // 2), mode="replicate")
     return F.avg_pool1d(padded, width, stride=1).squeeze(1)
-
-
-def receptive_field(config: GeneratorConfig) -> int:
-    """Frames either side that one output frame depends on: the convolution stack and the drift's average."""
-    return sum(2 ** i * (config.kernel_size // 2) for i in range(config.layers)) + 2 * (DEVIATION_SMOOTHING // 2)
 
 
 def release_frames(model: SynthesisGenerator, instrument: int, from_db: float) -> int:

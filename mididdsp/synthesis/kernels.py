@@ -12,11 +12,13 @@ most of it was elementwise passes over [T, 60] and [T, 65] tensors and the centr
   take 2-3 steps), until the step is below float32 resolution. The result is the exact solution rounded to
   float32; the torch solve approaches it to :data:`~mididdsp.synthesis.tilt.TILT_TOLERANCE` and then takes a
   last Newton step, so the two agree to float rounding, whatever the start.
-* and, in torch but in place (their tanh and exp are vectorised there, 4x faster than libm's per element), the
-  harmonic logits before the tilt and the noise bands' magnitudes; the Nyquist cut is a count of harmonics per
-  frame that the solve honours, not a [T, K] mask.
+* and, in numpy (its float32 tanh and exp are vectorised, several times faster than libm's per element in a
+  kernel), the harmonic logits before the tilt and the noise bands' magnitudes; the Nyquist cut is a count of
+  harmonics per frame that the solve honours, not a [T, K] mask.
 
-numba is imported on first use; :func:`available` says whether it can be.
+Arrays in, arrays out (numpy; torch tensors are read through ``numpy.asarray``), so the render's inference
+(:mod:`mididdsp.synthesis.inference`) runs without torch. numba is imported on first use; :func:`available` says
+whether it can be.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ import functools
 import math
 
 import numpy as np
-import torch
 
 from mididdsp.dsp.kernels import available  # noqa: F401 - re-exported: whether numba imports
 
@@ -41,14 +42,15 @@ def _compiled() -> dict:
     return {"tilt": _numba_kernels.tilt, "tilt_kept": _numba_kernels.tilt_kept,
             "nyquist_count": _numba_kernels.nyquist_count, "layer_norm_leaky": _numba_kernels.layer_norm_leaky,
             "frame_controls": _numba_kernels.frame_controls, "frame_positions": _numba_kernels.frame_positions,
-            "frame_features": _numba_kernels.frame_features}
+            "frame_features": _numba_kernels.frame_features, "add_taps": _numba_kernels.add_taps}
 
 
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().numpy()
+def _array(values, dtype=np.float32) -> np.ndarray:
+    """A contiguous numpy array of ``values`` (a numpy array, or a CPU torch tensor without gradient)."""
+    return np.ascontiguousarray(np.asarray(values), dtype=dtype)
 
 
-def tilt_to_centroid_inference(logits: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
+def tilt_to_centroid_inference(logits, centroid) -> np.ndarray:
     """``softmax(logits + beta k)`` with ``beta`` per frame such that the centroid is ``centroid`` (no gradient).
 
     Args:
@@ -57,15 +59,14 @@ def tilt_to_centroid_inference(logits: torch.Tensor, centroid: torch.Tensor) -> 
     Returns:
         [..., K] float32 distributions (each sums to 1).
     """
-    shape = logits.shape
-    flat = np.ascontiguousarray(_numpy(logits.reshape(-1, shape[-1])), dtype=np.float32)
-    out = torch.empty(flat.shape)  # torch's allocation (aligned as oneDNN wants it), written through numpy
-    _compiled()["tilt"](flat, np.ascontiguousarray(_numpy(centroid.reshape(-1)), dtype=np.float32), out.numpy())
-    return out.reshape(shape)
+    logits = _array(logits)
+    flat = logits.reshape(-1, logits.shape[-1])
+    out = np.empty(flat.shape, np.float32)
+    _compiled()["tilt"](flat, _array(centroid).reshape(-1), out)
+    return out.reshape(logits.shape)
 
 
-def harmonic_distribution(raw: torch.Tensor, highest: torch.Tensor, centroid: torch.Tensor, squash: float
-                          ) -> torch.Tensor:
+def harmonic_distribution(raw, highest, centroid, squash: float) -> np.ndarray:
     """The generator's harmonic distribution from its raw harmonic outputs: logits ``squash * tanh(raw / squash)``,
     the harmonics from ``highest`` up cut (Nyquist), tilted to ``centroid``.
 
@@ -73,59 +74,72 @@ def harmonic_distribution(raw: torch.Tensor, highest: torch.Tensor, centroid: to
     (:func:`~mididdsp.synthesis.tilt.without_tilt`), which only steers its gradients: a line added to the logits
     changes no tilted distribution (its constant cancels in the softmax, its slope moves the solved beta by as
     much), so it is left out here, and so is the shift by the largest logit (the squashed logits lie within
-    +-``squash``, so ``exp(logit - squash)`` is at least e^-24: no underflow). What remains of the elementwise
-    part is one tanh and one exp over [T, K], in place (torch's are vectorised).
+    +-``squash``, so ``exp(logit - squash)`` is at least e^-24: no underflow).
 
     Args:
-        raw: [B, T, K] network outputs (any strides); highest: [B, T] float32, the number of harmonics kept per
-            frame (:func:`nyquist_count`); centroid: [B, T] reachable target (1 .. ``highest``).
+        raw: [..., T, K] network outputs (any strides); highest: [..., T] float32, the number of harmonics kept per
+            frame (:func:`nyquist_count`); centroid: [..., T] reachable target (1 .. ``highest``).
     Returns:
-        [B, T, K] float32 distributions.
+        [..., T, K] float32 distributions.
     """
-    scaled = (raw / squash).tanh_().mul_(squash).sub_(squash).exp_().reshape(-1, raw.shape[-1])
-    out = torch.empty(raw.shape)  # torch's allocation (aligned as oneDNN wants it), written through numpy
-    _compiled()["tilt_kept"](_numpy(scaled), _numpy(highest.reshape(-1)), _numpy(centroid.reshape(-1)),
-                             out.numpy().reshape(scaled.shape))
+    raw = np.asarray(raw)
+    scaled = np.tanh(raw * np.float32(1.0 / squash), dtype=np.float32)
+    scaled *= np.float32(squash)
+    scaled -= np.float32(squash)
+    np.exp(scaled, out=scaled)
+    out = np.empty(scaled.shape, np.float32)
+    width = raw.shape[-1]
+    _compiled()["tilt_kept"](scaled.reshape(-1, width), _array(highest).reshape(-1), _array(centroid).reshape(-1),
+                             out.reshape(-1, width))
     return out
 
 
-def layer_norm_leaky(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, slope: float,
-                     out: torch.Tensor, then_add: torch.Tensor) -> torch.Tensor:
+def layer_norm_leaky(hidden: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, slope: float,
+                     out: np.ndarray, then_add: np.ndarray) -> np.ndarray:
     """``leaky_relu(layer_norm(hidden, weight, bias, eps), slope)`` over each row of [T, C] float32 ``hidden``
     (contiguous), written to ``out`` [T, C], and then ``then_add`` [C] added to ``hidden`` in place, in one pass:
     the generator's norm and activation before each dilated convolution, and that convolution's bias into the
-    residual (in torch the norm and activation took a fifth of its inference, two passes, the norm's the slower)."""
-    _compiled()["layer_norm_leaky"](_numpy(hidden), _numpy(weight), _numpy(bias), np.float32(eps), np.float32(slope),
-                                    out.numpy(), _numpy(then_add))
+    residual (in torch the norm and activation took a fifth of its inference, two passes, the norm's the slower).
+    ``hidden`` and ``out`` are written in place (numpy arrays, or numpy views of torch tensors)."""
+    _compiled()["layer_norm_leaky"](hidden, _array(weight), _array(bias), np.float32(eps), np.float32(slope), out,
+                                    _array(then_add))
     return out
 
 
-def nyquist_count(f0_hz: torch.Tensor, n_harmonics: int, limit_hz: float) -> torch.Tensor:
-    """[B, T] f0 (Hz) -> [B, T] float32: how many of harmonics 1..``n_harmonics`` lie under ``limit_hz`` (at least
-    1), the count of the training path's ``f0 * k < limit`` (float32 products, the same comparisons)."""
-    out = torch.empty(f0_hz.shape)
-    _compiled()["nyquist_count"](_numpy(f0_hz.contiguous().reshape(-1)), n_harmonics, np.float32(limit_hz),
-                                 out.numpy().reshape(-1))
+def add_taps(hidden: np.ndarray, taps: np.ndarray, dilation: int) -> None:
+    """A dilated three-tap convolution's products into its residual, in place: ``taps`` [T, 3C] holds each input
+    frame times the three taps' weights (one matrix product for all three); output frame t adds tap k's product
+    of input frame ``t + (k - 1) * dilation`` (zero outside the frames) to ``hidden`` [T, C]."""
+    _compiled()["add_taps"](hidden, taps, int(dilation))
+
+
+def nyquist_count(f0_hz, n_harmonics: int, limit_hz: float) -> np.ndarray:
+    """[..., T] f0 (Hz) -> [..., T] float32: how many of harmonics 1..``n_harmonics`` lie under ``limit_hz`` (at
+    least 1), the count of the training path's ``f0 * k < limit`` (float32 products, the same comparisons)."""
+    f0_hz = _array(f0_hz)
+    out = np.empty(f0_hz.shape, np.float32)
+    _compiled()["nyquist_count"](f0_hz.reshape(-1), n_harmonics, np.float32(limit_hz), out.reshape(-1))
     return out
 
 
-def noise_magnitudes(raw: torch.Tensor, level_db: torch.Tensor, spread: torch.Tensor, silent: torch.Tensor,
-                     shape_db: float, silence_db: float) -> torch.Tensor:
-    """Linear noise-band magnitudes [B, T, M] from the raw band outputs [B, T, M], the noise level [B, T] (dB),
-    the bands' spread [B, T] (0..1) and the silent frames [B, T] bool (at ``silence_db``): the generator's
-    ``10 ** ((level + band - mean(band)) / 20)``, band = shape_db * spread * tanh(raw / 3), in place (torch's
-    pow(10, .) is 3x slower than exp)."""
-    band = (raw / 3.0).tanh_().mul_((shape_db * spread).unsqueeze(-1))
-    band = band.add_((level_db - band.mean(-1)).unsqueeze(-1)).masked_fill_(silent.unsqueeze(-1), silence_db)
-    return band.mul_(math.log(10.0) / 20.0).exp_()
+def noise_magnitudes(raw, level_db, spread, silent, shape_db: float, silence_db: float) -> np.ndarray:
+    """Linear noise-band magnitudes [..., T, M] from the raw band outputs [..., T, M], the noise level [..., T]
+    (dB), the bands' spread [..., T] (0..1) and the silent frames [..., T] bool (at ``silence_db``): the
+    generator's ``10 ** ((level + band - mean(band)) / 20)``, band = shape_db * spread * tanh(raw / 3)."""
+    band = np.tanh(np.asarray(raw) * np.float32(1.0 / 3.0), dtype=np.float32)
+    band *= (np.float32(shape_db) * np.asarray(spread, np.float32))[..., None]
+    band += (np.asarray(level_db, np.float32) - band.mean(-1, dtype=np.float32))[..., None]
+    band[np.asarray(silent, bool)] = silence_db
+    band *= np.float32(math.log(10.0) / 20.0)
+    return np.exp(band, out=band)
 
 
 FRAME_CONTROLS = ("f0_hz", "amplitude_db", "noise_db", "spread", "centroid", "highest")
 FRAME_POSITIONS = ("note", "active", "since_onset", "length", "since_end")  # a voice's frame layout, [T] each
 
 
-def frame_controls(raw: torch.Tensor, layout: dict[str, torch.Tensor], per_note: dict[str, torch.Tensor],
-                   settings: np.ndarray) -> dict[str, torch.Tensor]:
+def frame_controls(raw: np.ndarray, layout: dict[str, np.ndarray], per_note: dict[str, np.ndarray],
+                   settings: np.ndarray) -> dict[str, np.ndarray]:
     """The generator's per-frame controls after its network, for one voice, in one compiled pass (the tensor
     code's hundred elementwise passes over [T] took a sixth of its inference).
 
@@ -136,39 +150,38 @@ def frame_controls(raw: torch.Tensor, layout: dict[str, torch.Tensor], per_note:
         per_note: ``physical`` [N, 7] (dB, dB, fraction, cents, harmonic, dB, Hz), ``pitch``, ``previous_pitch``,
             ``gap`` (s), ``next_pitch``, ``next_gap`` (s), ``phases`` (rad) [N].
         settings: [19] float64, the generator's constants in the kernel's order (``SynthesisGenerator.
-            _kernel_settings``).
+            :func:`mididdsp.synthesis.settings.kernel_settings`).
     Returns:
         [T] float32 each: ``f0_hz``, ``amplitude_db`` (the silence level before the first note), ``noise_db``,
         ``spread`` (the noise bands' 0..1), ``centroid`` (harmonic number) and ``highest`` (harmonics under
         Nyquist's limit, at least 1).
     """
     frames = raw.shape[0]
-    out = {name: torch.empty(frames) for name in FRAME_CONTROLS}
-    arrays = [_numpy(layout[name]) for name in (*FRAME_POSITIONS, "first", "stop")]
-    arrays += [_numpy(per_note[name]) for name in ("physical", "pitch", "previous_pitch", "gap", "next_pitch",
-                                                   "next_gap", "phases")]
-    _compiled()["frame_controls"](_numpy(raw), *arrays, settings, *(out[name].numpy() for name in FRAME_CONTROLS))
+    out = {name: np.empty(frames, np.float32) for name in FRAME_CONTROLS}
+    arrays = [np.asarray(layout[name]) for name in (*FRAME_POSITIONS, "first", "stop")]
+    arrays += [np.asarray(per_note[name]) for name in ("physical", "pitch", "previous_pitch", "gap", "next_pitch",
+                                                       "next_gap", "phases")]
+    _compiled()["frame_controls"](np.asarray(raw), *arrays, settings, *(out[name] for name in FRAME_CONTROLS))
     return out
 
 
-def frame_positions(first: torch.Tensor, stop: torch.Tensor, end: torch.Tensor, n_frames: int, start_frame: int
-                    ) -> dict[str, torch.Tensor]:
+def frame_positions(first: np.ndarray, stop: np.ndarray, end: np.ndarray, n_frames: int, start_frame: int
+                    ) -> dict[str, np.ndarray]:
     """The frame columns of :func:`mididdsp.synthesis.generator.frame_layout` for one voice: ``first``, ``stop``,
     ``end`` [N] int64 (time order, padding notes last at "never") -> ``note``, ``since_onset``, ``length``,
     ``since_end`` [n_frames] int64 and ``active`` [n_frames] bool for frames ``start_frame ..``."""
-    out = {name: torch.empty(n_frames, dtype=torch.bool if name == "active" else torch.long)
-           for name in FRAME_POSITIONS}
-    _compiled()["frame_positions"](_numpy(first.contiguous()), _numpy(stop.contiguous()), _numpy(end.contiguous()),
-                                   int(start_frame), *(out[name].numpy() for name in FRAME_POSITIONS))
+    out = {name: np.empty(n_frames, bool if name == "active" else np.int64) for name in FRAME_POSITIONS}
+    _compiled()["frame_positions"](_array(first, np.int64), _array(stop, np.int64), _array(end, np.int64),
+                                   int(start_frame), *(out[name] for name in FRAME_POSITIONS))
     return out
 
 
-def frame_features(per_note: torch.Tensor, scaled: torch.Tensor, layout: dict[str, torch.Tensor]) -> torch.Tensor:
+def frame_features(per_note: np.ndarray, scaled: np.ndarray, layout: dict[str, np.ndarray]) -> np.ndarray:
     """``SynthesisGenerator.features`` of one voice in one pass: ``per_note`` [N, 6] and ``scaled`` [N, 5] float32
     note columns, ``layout`` the voice's :data:`FRAME_POSITIONS` [T] -> [T, 18] float32."""
-    from mididdsp.dsp import FRAME_RATE
+    from mididdsp.dsp.constants import FRAME_RATE
 
-    out = torch.empty(layout["note"].shape[0], per_note.shape[1] + scaled.shape[1] + 7)
-    _compiled()["frame_features"](_numpy(per_note.contiguous()), _numpy(scaled.contiguous()),
-                                  *(_numpy(layout[name]) for name in FRAME_POSITIONS), float(FRAME_RATE), out.numpy())
+    out = np.empty((layout["note"].shape[0], per_note.shape[1] + scaled.shape[1] + 7), np.float32)
+    _compiled()["frame_features"](_array(per_note), _array(scaled), *(np.asarray(layout[name]) for name in FRAME_POSITIONS),
+                                  float(FRAME_RATE), out)
     return out

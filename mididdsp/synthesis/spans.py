@@ -13,18 +13,20 @@ runs of the voices that share a reverb are summed on a bus (:class:`ReverbBus`),
 mixed block by block, each block's spectra summed and brought back once (:func:`mixed_blocks`).
 
 Units: frames at :data:`~mididdsp.dsp.FRAME_RATE` (250 Hz, frame ``i`` centred on sample ``i * hop``), samples at
-the synthesizer's rate; spans and runs are half-open ``(first, stop)`` frame ranges.
+the synthesizer's rate; spans and runs are half-open ``(first, stop)`` frame ranges. Controls are one voice's numpy
+arrays, ``f0_hz`` and ``amplitude`` [T], ``harmonic_distribution`` [T, K], ``noise_magnitudes`` [T, M] (as
+:meth:`mididdsp.synthesis.inference.GeneratorInference.spans` gives them); nothing here imports torch.
 """
 from __future__ import annotations
 
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
-from mididdsp.dsp import FRAME_RATE, kernels
-from mididdsp.dsp.graph import CONTROL_NAMES, StreamingRenderer
-from mididdsp.dsp.synths import _use_kernel
+from mididdsp.dsp import kernels
+from mididdsp.dsp.constants import AMPLITUDE_UPSAMPLING, FRAME_RATE, NYQUIST_FADE
+
+CONTROL_NAMES = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")  # as DDSPSynth takes them
 
 RUN_EDGE_FRAMES = 2     # silent frames kept either side of a run: the first and last segments ramp from / to 0, and
                         # the noise filters' output reaches half their length (64 samples) before the first segment
@@ -79,24 +81,24 @@ def silence_threshold(silence_db: float) -> float:
     return float(10.0 ** (silence_db / 20.0)) * (1.0 + 1e-4)
 
 
-def silent_frames(controls: dict[str, torch.Tensor], silence_db: float) -> tuple[np.ndarray, np.ndarray]:
-    """Which frames of one voice's controls ([1, T, ...]) are at the silence level: (harmonic [T], noise [T]) bool,
-    the noise silent where every band is."""
+def silent_frames(controls: dict[str, np.ndarray], silence_db: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which frames of one voice's controls are at the silence level: (harmonic [T], noise [T]) bool, the noise
+    silent where every band is."""
     threshold = silence_threshold(silence_db)
-    harmonic = (controls["amplitude"][0] <= threshold).numpy()
-    noise = (controls["noise_magnitudes"][0].amax(-1) <= threshold).numpy()  # every band: the loudest
+    harmonic = controls["amplitude"] <= threshold
+    noise = controls["noise_magnitudes"].max(-1) <= threshold  # every band: the loudest
     return harmonic, noise
 
 
-def gate_silence(controls: dict[str, torch.Tensor], harmonic_silent: np.ndarray, noise_silent: np.ndarray,
-                 gain: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+def gate_silence(controls: dict[str, np.ndarray], harmonic_silent: np.ndarray, noise_silent: np.ndarray,
+                 gain: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Controls with ``amplitude`` 0 on ``harmonic_silent`` frames and ``noise_magnitudes`` 0 on ``noise_silent``
     frames ([T] bool each): the silence level made exact, so that silent stretches need no synthesis. ``gain``
     ([T] linear, the MIDI file's volume controllers) scales both elsewhere, in the same pass (as
     :func:`mididdsp.dsp.processors.scale_level` would, to the bit)."""
     gain = np.ones(len(harmonic_silent), np.float32) if gain is None else np.asarray(gain, np.float32)
-    amplitude = controls["amplitude"] * torch.from_numpy(np.where(harmonic_silent, np.float32(0), gain))[None]
-    noise = controls["noise_magnitudes"] * torch.from_numpy(np.where(noise_silent, np.float32(0), gain))[None, :, None]
+    amplitude = controls["amplitude"] * np.where(harmonic_silent, np.float32(0), gain)
+    noise = controls["noise_magnitudes"] * np.where(noise_silent, np.float32(0), gain)[:, None]
     return {**controls, "amplitude": amplitude, "noise_magnitudes": noise}
 
 
@@ -114,20 +116,20 @@ def sounding_runs(silent: np.ndarray) -> list[tuple[int, int]]:
     return [(max(0, int(a) - RUN_EDGE_FRAMES), min(total, int(b) + RUN_EDGE_FRAMES)) for a, b in zip(starts, ends)]
 
 
-def run_controls(controls: dict[str, torch.Tensor], first: int, stop: int, silent: np.ndarray
-                 ) -> dict[str, torch.Tensor]:
+def run_controls(controls: dict[str, np.ndarray], first: int, stop: int, silent: np.ndarray
+                 ) -> dict[str, np.ndarray]:
     """The frames ``first .. stop - 1`` of gated controls ([1, T, ...]) for :func:`synthesize_run`, with ``f0_hz``
     held over the silent frames at the run's edges (``silent`` [T] bool): the oscillator's phase runs through them
     into the first sounding frame, and the generator's f0 there belongs to the rest after an earlier note, which a
     span need not have computed exactly (its per-note centring needs that note's frames). Held, the run depends
     only on its sounding frames."""
-    run = {name: controls[name][:, first:stop] for name in CONTROL_NAMES}
+    run = {name: controls[name][first:stop] for name in CONTROL_NAMES}
     sounding = np.flatnonzero(~silent[first:stop])
     if sounding.size:
-        f0 = run["f0_hz"].clone()
+        f0 = run["f0_hz"].copy()
         head, tail = int(sounding[0]), int(sounding[-1])
-        f0[:, :head] = f0[:, head:head + 1]
-        f0[:, tail + 1:] = f0[:, tail:tail + 1]
+        f0[:head] = f0[head]
+        f0[tail + 1:] = f0[tail]
         run["f0_hz"] = f0
     return run
 
@@ -139,39 +141,25 @@ def noise_excitation(seed: int, first_sample: int, n_samples: int) -> np.ndarray
     return kernels.uniform_noise(seed, first_sample, n_samples)
 
 
-def synthesize_run(synth, controls: dict[str, torch.Tensor], first_sample: int, seed: int,
-                   chunk_frames: int, backend: str = "auto") -> torch.Tensor:
-    """The dry audio of one run of frames: harmonic (phase 0 at the run's first frame) + filtered noise.
+def synthesize_run(controls: dict[str, np.ndarray], first_sample: int, seed: int, hop_size: int, sample_rate: int,
+                   nyquist_fade: float = NYQUIST_FADE, amplitude_upsampling: str = AMPLITUDE_UPSAMPLING
+                   ) -> np.ndarray:
+    """The dry audio of one run of frames: harmonic (phase 0 at the run's first frame) + filtered noise, in one
+    compiled pass (:func:`mididdsp.dsp.kernels.dry_synthesis`; equal to the synthesizer's streaming tensor code to
+    float rounding, tests/test_render_sparse.py).
 
     Args:
-        synth: the :class:`~mididdsp.dsp.DDSPSynth` of the generator (its reverb is not used here).
-        controls: [1, F, ...] controls of the run's F frames (gated; silent at both ends, see :func:`sounding_runs`).
+        controls: the run's F frames (gated; silent at both ends, see :func:`sounding_runs`).
         first_sample: absolute sample of the run's first frame (its noise excitation, :func:`noise_excitation`).
         seed: the voice's noise seed.
-        chunk_frames: frames per synthesis piece (bounded working memory) of the tensor path.
-        backend: ``"numba"`` (one compiled pass over the run: :func:`mididdsp.dsp.kernels.dry_synthesis`),
-            ``"torch"`` (the synthesizer's streaming tensor code), or ``"auto"``: numba where it imports.
+        hop_size, sample_rate, nyquist_fade, amplitude_upsampling: the synthesizer's (``DDSPSynth.harmonic``'s).
     Returns:
-        [(F - 1) * hop] float32 audio from ``first_sample`` on (frame ``F - 1`` is where it ends).
+        [(F - 1) * hop_size] float32 audio from ``first_sample`` on (frame ``F - 1`` is where it ends).
     """
-    frames = controls["f0_hz"].shape[1]
-    n_samples = (frames - 1) * synth.hop_size
-    if _use_kernel(backend, controls["f0_hz"]):
-        # The whole run at once: the tensor path's per-piece work (normalising, upsampling, two FFTs a frame
-        # for the noise filters) was about two thirds of the synthesizer's time in a render.
-        harmonic = synth.harmonic
-        audio = kernels.dry_synthesis(
-            controls["f0_hz"][0].numpy(), controls["amplitude"][0].numpy(),
-            controls["harmonic_distribution"][0].numpy(), controls["noise_magnitudes"][0].numpy(),
-            noise_excitation(seed, first_sample, n_samples), synth.hop_size, synth.sample_rate,
-            harmonic.nyquist_fade, harmonic.amplitude_upsampling)
-        return torch.from_numpy(audio)
-    noise = torch.from_numpy(noise_excitation(seed, first_sample, n_samples))[None]
-    stream = StreamingRenderer(synth, reverb=False, noise=noise)
-    pieces = [stream.push({name: controls[name][:, first:first + chunk_frames] for name in CONTROL_NAMES})
-              for first in range(0, frames, chunk_frames)]
-    pieces.append(stream.finish(n_samples))
-    return torch.cat(pieces, dim=1)[0]
+    n_samples = (len(controls["f0_hz"]) - 1) * hop_size
+    return kernels.dry_synthesis(controls["f0_hz"], controls["amplitude"], controls["harmonic_distribution"],
+                                 controls["noise_magnitudes"], noise_excitation(seed, first_sample, n_samples),
+                                 hop_size, sample_rate, nyquist_fade, amplitude_upsampling)
 
 
 class ReverbBus:
@@ -185,16 +173,16 @@ class ReverbBus:
             order, then each voice's runs).
         n_samples: the render's length; audio past it is dropped.
         block: samples per block.
-        impulse_response: [1, taps] wet impulse response (tap 0 is 0: the dry path is added), or None: the dry sum.
+        impulse_response: [taps] (or [1, taps]) wet impulse response (tap 0 is 0: the dry path is added), or None: the dry sum.
         keep: memorise each block's spectrum once computed (the editor's buses, mixed again after every edit); a
             render keeps nothing.
     """
 
     def __init__(self, segments: list[tuple[int, np.ndarray]], n_samples: int, block: int,
-                 impulse_response: torch.Tensor | None, keep: bool = False):
+                 impulse_response: np.ndarray | None, keep: bool = False):
         import scipy.fft
 
-        from mididdsp.dsp.core import _fast_fft_size
+        from mididdsp.dsp.constants import fast_fft_size as _fast_fft_size
 
         self.n_samples, self.block = n_samples, block
         self.touching: dict[int, list[tuple[int, np.ndarray]]] = {}  # block -> the segments over it, in sum order
@@ -206,7 +194,7 @@ class ReverbBus:
         self.response_spectrum = None
         if impulse_response is not None:
             # the dry path folded into tap 0: one product a block gives dry + wet
-            response = impulse_response.detach().reshape(-1).numpy().astype(np.float32)
+            response = np.array(impulse_response, np.float32).reshape(-1)  # a copy: tap 0 is changed
             response[0] += 1.0
             self.taps = len(response)
             self.n_fft = _fast_fft_size(min(block, n_samples) + self.taps - 1)

@@ -29,7 +29,7 @@ def tilt_to_centroid(logits: torch.Tensor, centroid: torch.Tensor, iterations: i
         from mididdsp.synthesis import kernels as tilt
 
         if tilt.available():
-            return tilt.tilt_to_centroid_inference(logits, centroid)
+            return torch.from_numpy(tilt.tilt_to_centroid_inference(logits.detach(), centroid.detach()))
     k = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
     with torch.no_grad():
         beta = _solve_tilt(logits.detach().reshape(-1, logits.shape[-1]), centroid.detach().reshape(-1), k,
