@@ -10,6 +10,7 @@ threads on two cores ran 1.5x one (test04.mid); two forked processes ran 1.9x.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import signal
@@ -48,18 +49,25 @@ def one_thread() -> Iterator[None]:
     several (``mididdsp render``, whose voices run side by side, each on one). threadpoolctl sets OpenBLAS's count
     for the process and gives the old one back after; torch's OpenMP and MKL counts are per thread, so torch's is
     set in the calling thread."""
-    from threadpoolctl import threadpool_limits
-
     torch = sys.modules.get("torch")
     previous = torch.get_num_threads() if torch is not None else 1
     if torch is not None:
         torch.set_num_threads(1)
     try:
-        with threadpool_limits(1, user_api="blas"):
+        with _blas().limit(limits=1, user_api="blas"):
             yield
     finally:
         if torch is not None and previous != 1:
             torch.set_num_threads(previous)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas():
+    """threadpoolctl's view of the BLAS libraries this process has loaded (found once: 3 ms; a limit then costs
+    7 us)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def in_threads(function: Callable, items: list, costs: list[float] | None = None) -> Iterator:

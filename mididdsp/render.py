@@ -235,6 +235,7 @@ class MidiModel:
 
         from mididdsp.errors import MididdspError
         from mididdsp.expression.table import NoteExpression
+        from mididdsp.parallel import one_thread
 
         if not temperature >= 0 or not math.isfinite(temperature):
             raise MididdspError(f"temperature {temperature}: expected a number >= 0")
@@ -269,8 +270,9 @@ class MidiModel:
             # the compiled note loop (numpy and numba, no torch): equal to the torch module's loop to float
             # rounding (which the autoregression carries on: a render moves by up to -76 dB of the mix against
             # the torch loop's); the same bits in every process, so a batch worker and `mididdsp render` agree
-            sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
-                                        fixed_values=fixed_values, fixed_mask=fixed_mask)
+            with one_thread():  # numpy's BLAS on one thread: the same bits on any machine, no idle spinning
+                sampled = self.prior.sample(notes, mask, ids, temperature=temperature, seed=seed,
+                                            fixed_values=fixed_values, fixed_mask=fixed_mask)
             leave_vibrato_to_bends(score, voices, sampled, fixed_mask)
             track_offsets = {} if fixed is not None else self.track_offsets(voices, names, sampled)
             for row, (t, v, voice) in enumerate(voices):

@@ -208,21 +208,6 @@ def layer_norm_leaky(hidden, weight, bias, eps, slope, out, then_add):
     return out
 
 
-@numba.njit(nogil=True, fastmath=True, cache=True)
-def add_taps(hidden, taps, dilation):
-    """hidden [T, C] += the three taps of a dilated convolution from their products ``taps`` [T, 3C] (each input
-    frame times each tap's weights): output frame t reads tap k at input frame t + (k - 1) * dilation, zero
-    outside the frames."""
-    frames, channels = hidden.shape
-    for t in range(frames):
-        for k in range(3):
-            source = t + (k - 1) * dilation
-            if 0 <= source < frames:
-                offset = k * channels
-                for c in range(channels):
-                    hidden[t, c] += taps[source, offset + c]
-
-
 @numba.njit(nogil=True, cache=True)
 def _note_means(values, weights, note, n_notes):
     """Per-note weighted mean of [T] ``values`` (``weights`` [T], 0 outside), as ``FrameLayout.note_mean``:

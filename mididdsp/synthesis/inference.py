@@ -1,4 +1,4 @@
-"""The synthesis generator's inference without torch: numpy for the matrix products, the compiled kernels of
+"""The synthesis generator's inference without torch: BLAS for the matrix products, the compiled kernels of
 :mod:`mididdsp.synthesis.kernels` for the rest. What a render runs (``mididdsp render``, a batch's workers, the
 editor), so that a process that only renders never imports torch (its import was about 1 s of every render's
 start, the batch driver's too).
@@ -6,15 +6,19 @@ start, the batch driver's too).
 :class:`GeneratorInference` holds a trained :class:`~mididdsp.synthesis.generator.SynthesisGenerator`'s weights
 as arrays and computes what its ``forward`` computes without gradient on the CPU, for one voice at a time, equal to
 it to float rounding (tests/test_inference.py): the same frame layout, features and per-frame controls (the same
-compiled kernels), the same vibrato phases from the same seed (:mod:`mididdsp.seeds`). The network's dilated
-convolutions are one matrix product per layer for all three taps (``[T, C] @ [C, 3C]``, OpenBLAS through numpy),
-whose three column blocks are added to the residual shifted by the dilation (:func:`kernels.add_taps`).
+compiled kernels), the same vibrato phases from the same seed (:mod:`mididdsp.seeds`). The network's layers are BLAS
+products that accumulate into their output in place (``sgemm`` with beta 1, as torch's ``addmm_``), in the
+transposed view (``C^T += W @ X^T``: a C-ordered [T, C] array is its transpose in Fortran order): a dilated
+convolution is three of them into the residual, one per tap, on rows shifted by the dilation, no copies. In that
+view OpenBLAS ran a layer over 3 000 frames in 0.29 ms, against 0.68 ms as one ``[T, C] @ [C, 3C]`` product and
+the shifted sums.
 
 Controls are one voice's arrays, without a batch axis: ``f0_hz`` [T] Hz, ``amplitude`` [T] linear,
 ``harmonic_distribution`` [T, K], ``noise_magnitudes`` [T, M] linear, and ``amplitude_db`` [T] (dB).
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -44,18 +48,17 @@ class GeneratorInference:
                              f"convolutions")
         self.n_outputs = HEADS + config.n_harmonics + config.n_noise_bands
         weight = lambda name: np.ascontiguousarray(state[name], np.float32)  # noqa: E731
+        # the layers' weights [out, in] in Fortran order, as BLAS takes them (see _accumulate)
         input_weight = weight("input.weight")[:, :, 0]                           # [C, F + E]
         self.n_features = input_weight.shape[1] - config.instrument_embedding
-        self.input_features = np.ascontiguousarray(input_weight[:, :self.n_features].T)   # [F, C]
+        self.input_features = np.asfortranarray(input_weight[:, :self.n_features])   # [C, F]
         self.input_embedding = input_weight[:, self.n_features:]                 # [C, E]
         self.input_bias = weight("input.bias")
         self.embedding = weight("embedding.weight")                             # [instruments, E]
-        # each block's three taps side by side: [C, 3C], columns k * C .. (k + 1) * C - 1 are tap k's
-        self.blocks = [(np.ascontiguousarray(np.concatenate([weight(f"blocks.{i}.weight")[:, :, k].T
-                                                             for k in range(3)], axis=1)),
+        self.blocks = [([np.asfortranarray(weight(f"blocks.{i}.weight")[:, :, k]) for k in range(3)],
                         weight(f"blocks.{i}.bias"), 2 ** i, weight(f"norms.{i}.weight"), weight(f"norms.{i}.bias"))
                        for i in range(config.layers)]
-        self.output_weight = np.ascontiguousarray(weight("output.weight")[:, :, 0].T)   # [C, outputs]
+        self.output_weight = np.asfortranarray(weight("output.weight")[:, :, 0])   # [outputs, C]
         self.output_bias = weight("output.bias")
         self.release = weight("release")                                        # [instruments]
         # [instruments, taps]; another kind of reverb's responses are given by the caller (:meth:`load`)
@@ -146,18 +149,24 @@ class GeneratorInference:
     def network(self, features: np.ndarray, instrument: int) -> np.ndarray:
         """[T, F] features -> [T, outputs] raw outputs (the module's ``_network_inference``)."""
         frames = features.shape[0]
-        bias = self.input_bias + self.input_embedding @ self.embedding[int(instrument)]
-        hidden = features @ self.input_features
-        hidden += bias
+        hidden = np.empty((frames, len(self.input_bias)), np.float32)
+        hidden[:] = self.input_bias + self.input_embedding @ self.embedding[int(instrument)]
+        _accumulate(self.input_features, np.ascontiguousarray(features, np.float32), hidden)
         normed = np.empty_like(hidden)
-        taps = np.empty((frames, 3 * hidden.shape[1]), np.float32)
-        for weight, conv_bias, dilation, norm_weight, norm_bias in self.blocks:
+        for weights, conv_bias, dilation, norm_weight, norm_bias in self.blocks:
             kernels.layer_norm_leaky(hidden, norm_weight, norm_bias, NORM_EPS, SLOPE, normed, conv_bias)
-            np.matmul(normed, weight, out=taps)
-            kernels.add_taps(hidden, taps, dilation)
+            for tap, weight in enumerate(weights):
+                shift = (tap - 1) * dilation  # output frame t reads input frame t + shift (zero outside)
+                if abs(shift) >= frames:
+                    continue
+                if shift >= 0:
+                    _accumulate(weight, normed[shift:], hidden[:frames - shift])
+                else:
+                    _accumulate(weight, normed[:frames + shift], hidden[-shift:])
         np.maximum(hidden, hidden * np.float32(SLOPE), out=hidden)  # leaky ReLU (slope < 1)
-        out = hidden @ self.output_weight
-        out += self.output_bias
+        out = np.empty((frames, len(self.output_bias)), np.float32)
+        out[:] = self.output_bias
+        _accumulate(self.output_weight, hidden, out)
         return out
 
     def controls(self, notes: np.ndarray, expression: np.ndarray, instrument: int, n_frames: int,
@@ -227,6 +236,24 @@ class GeneratorInference:
             results.append(pieces[0] if len(pieces) == 1 else
                            {key: np.concatenate([piece[key] for piece in pieces]) for key in CONTROL_KEYS})
         return results
+
+
+def _accumulate(weight: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+    """``out += rows @ weight.T`` in place: ``weight`` [O, I] float32 in Fortran order, ``rows`` [T, I] and
+    ``out`` [T, O] C-ordered float32 (row slices of such arrays too), as one BLAS ``sgemm`` on their transposes
+    (``out^T += weight @ rows^T``, both Fortran-ordered views: no copy)."""
+    if len(rows) == 0:
+        return
+    result = _sgemm()(1.0, weight, rows.T, beta=1.0, c=out.T, overwrite_c=1)
+    if not np.shares_memory(result, out):  # BLAS was handed a copy (an unexpected layout): keep the answer anyway
+        out[...] = result.T
+
+
+@functools.lru_cache(maxsize=1)
+def _sgemm():
+    from scipy.linalg.blas import sgemm  # numba's first compiled call imports scipy.linalg anyway
+
+    return sgemm
 
 
 def note_neighbours(notes: np.ndarray) -> dict[str, np.ndarray]:

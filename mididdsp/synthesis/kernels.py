@@ -42,7 +42,7 @@ def _compiled() -> dict:
     return {"tilt": _numba_kernels.tilt, "tilt_kept": _numba_kernels.tilt_kept,
             "nyquist_count": _numba_kernels.nyquist_count, "layer_norm_leaky": _numba_kernels.layer_norm_leaky,
             "frame_controls": _numba_kernels.frame_controls, "frame_positions": _numba_kernels.frame_positions,
-            "frame_features": _numba_kernels.frame_features, "add_taps": _numba_kernels.add_taps}
+            "frame_features": _numba_kernels.frame_features}
 
 
 def _array(values, dtype=np.float32) -> np.ndarray:
@@ -104,13 +104,6 @@ def layer_norm_leaky(hidden: np.ndarray, weight: np.ndarray, bias: np.ndarray, e
     _compiled()["layer_norm_leaky"](hidden, _array(weight), _array(bias), np.float32(eps), np.float32(slope), out,
                                     _array(then_add))
     return out
-
-
-def add_taps(hidden: np.ndarray, taps: np.ndarray, dilation: int) -> None:
-    """A dilated three-tap convolution's products into its residual, in place: ``taps`` [T, 3C] holds each input
-    frame times the three taps' weights (one matrix product for all three); output frame t adds tap k's product
-    of input frame ``t + (k - 1) * dilation`` (zero outside the frames) to ``hidden`` [T, C]."""
-    _compiled()["add_taps"](hidden, taps, int(dilation))
 
 
 def nyquist_count(f0_hz, n_harmonics: int, limit_hz: float) -> np.ndarray:
