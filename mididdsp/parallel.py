@@ -63,8 +63,11 @@ def one_thread() -> Iterator[None]:
 
 @functools.lru_cache(maxsize=1)
 def _blas():
-    """threadpoolctl's view of the BLAS libraries this process has loaded (found once: 3 ms; a limit then costs
-    7 us)."""
+    """threadpoolctl's view of the render's BLAS libraries (found once: 3 ms; a limit then costs 7 us). numpy and
+    scipy each bundle an OpenBLAS of their own, and the generator's layers run on scipy's (``sgemm``): it is loaded
+    first, or the view would miss it and leave it on every core (two batch workers, each with two BLAS threads
+    spinning, took twice the time of one worker)."""
+    import scipy.linalg.blas  # noqa: F401 - loads scipy's OpenBLAS, so that the controller sees it
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()

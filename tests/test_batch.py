@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 import pytest
-import torch
 
 import mididdsp
 from mididdsp.batch import REPORT_COLUMNS, REPORT_NAME, find_inputs
@@ -271,22 +270,37 @@ def test_a_worker_process_killed_mid_task_is_replaced_and_the_batch_completes(tm
         assert (out / f"s{index}.wav").read_bytes() == alone
 
 
-def test_the_render_has_the_same_bits_on_one_torch_thread_as_on_two(tmp_path):
+def test_the_render_has_the_same_bits_on_one_thread_as_on_two(tmp_path):
     """What lets a batch worker (one thread, one voice at a time) match `mididdsp render` (its voices and buses on
-    threads, one per core): MKL's GEMM and oneDNN round differently with the thread count, so every network call
-    runs on one torch thread, and the reverb convolves in scipy. Three voices, so two threads share them (forked
-    copies: tests/test_parallel.py)."""
+    threads, one per core): a GEMM may round differently with its thread count, so every matrix product runs on
+    one BLAS thread, and the reverb convolves in scipy. Three voices, so two threads share them (forked copies:
+    tests/test_parallel.py). And while a render computes, every BLAS library loaded (numpy's and scipy's each
+    bundle one; the generator's layers run on scipy's) is held to one thread: left at two, two batch workers'
+    spinning BLAS threads doubled a batch's time."""
+    from threadpoolctl import threadpool_info
+
+    from mididdsp import parallel
+
     model = mididdsp.load_model()
     score = mididdsp.read_midi(write_song(tmp_path / "trio.mid", 7, (40, 42, 71), seconds=3.0))
-    threads = torch.get_num_threads()
     audio = []
+    seen: list = []
+    generator_spans = model.generator.spans
+
+    def spans(*args, **kwargs):  # the BLAS libraries' thread counts, read while a voice is computed
+        seen.append({info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+        return generator_spans(*args, **kwargs)
+
+    model.generator.spans = spans
+    previous = parallel.set_threads(None)
     try:
         for count in (1, 2):
-            torch.set_num_threads(count)
+            parallel.set_threads(count)
             audio.append(model.render(score, seed=5, stems=False).audio)
     finally:
-        torch.set_num_threads(threads)
+        parallel.set_threads(previous)
     assert np.array_equal(audio[0], audio[1])
+    assert seen and all(len(counts) >= 2 and set(counts.values()) == {1} for counts in seen), seen
 
 
 def test_work_list_relative_paths_and_refusals(tmp_path, capsys):

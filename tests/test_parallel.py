@@ -129,19 +129,18 @@ def check_copy_dies_with_the_process(folder: str) -> None:
 def check_render_same_bits(folder: str) -> None:
     """The trio of tests/test_batch.py: its voices in a forked copy and here, on threads, one after another."""
     import numpy as np
-    import torch
 
     import mididdsp
-    from mididdsp.parallel import can_fork
+    from mididdsp.parallel import can_fork, set_threads
     from tests.test_batch import write_song
 
     model = mididdsp.load_model()
     score = mididdsp.read_midi(write_song(Path(folder) / "trio.mid", 7, (40, 42, 71), seconds=3.0))
     assert can_fork()
-    torch.set_num_threads(2)
+    set_threads(2)
     threads = model.render(score, seed=5, stems=False).audio
     forked = model.render(score, seed=5, stems=False, processes=2).audio
-    torch.set_num_threads(1)
+    set_threads(1)
     serial = model.render(score, seed=5, stems=False).audio
     assert np.array_equal(forked, threads) and np.array_equal(forked, serial)
 
