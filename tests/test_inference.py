@@ -143,3 +143,36 @@ def test_the_prior_without_torch_equals_the_module(modules):
                 kept = fixed_mask & mask[..., None]
                 assert np.array_equal(got[kept], fixed_values[kept])
             assert not got[~mask].any()
+
+
+@pytest.mark.parametrize("reverb", ["exponential", None])
+def test_a_generator_of_another_shape_and_reverb_loads_and_matches(tmp_path, reverb):
+    """A model a user trained with other sizes (3 layers of 16 channels, 2 instruments) and another reverb (the
+    parametric one, whose responses its module makes; or none): the inference loads it from its directory and
+    gives the module's controls and responses."""
+    from mididdsp.models import read_model_config, save_model
+    from mididdsp.synthesis.generator import SynthesisGenerator, generate_spans
+    from mididdsp.synthesis.inference import GeneratorInference
+
+    config = dict(read_model_config(PRETRAINED_MIDI / "generator")["model"])
+    config.update(channels=16, layers=3, n_instruments=2, reverb=reverb, reverb_seconds=0.1)
+    module = SynthesisGenerator(config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    save_model(module, tmp_path / "generator", {"instruments": {"a": 0, "b": 1}})
+    ours = GeneratorInference.load(tmp_path / "generator")
+    notes, expression = random_voice(np.random.default_rng(2), 12)
+    frames = int(notes[-1, 1] * 250) + 100
+    expected = generate_spans(module.eval(), notes, expression, 1, frames, [(0, frames)], 4)[0]
+    got = ours.spans(notes, expression, 1, frames, [(0, frames)], 4)[0]
+    for name in ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes"):
+        want = expected[name][0].numpy()
+        assert np.abs(got[name] - want).max() <= 1e-5 * np.abs(want).max(), name
+    if reverb is None:
+        assert ours.impulse_response(1) is None
+    else:
+        with torch.no_grad():
+            response = module.synth.reverb.get_impulse_response(torch.tensor([1]))[0].numpy()
+        assert np.array_equal(ours.impulse_response(1), response)
