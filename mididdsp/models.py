@@ -126,20 +126,14 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu",
 
     directory = Path(directory)
     config, model_type = read_typed_config(directory, expected)
-    try:
-        model = model_class(model_type)(config["model"])
-    except (TypeError, ValueError) as error:
-        raise ModelError(f"{directory / CONFIG_FILE}: invalid model settings: {error}") from None
-    weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise ModelError(f"{directory}: {WEIGHTS_FILE} is missing")
+    model = _from_settings(directory, model_class(model_type), config)
+    weights_path = _weights_path(directory)
     try:
         state = torch.load(weights_path, map_location=device, weights_only=True)
     except Exception:  # noqa: BLE001 - torch's own text (about weights_only and PyTorch 2.6) only confuses here
         state = None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise ModelError(f"{weights_path}: the weights file is corrupt, truncated or not a mididdsp weights file "
-                         "(export or copy the model again)")
+        raise _corrupt(weights_path)
     check_state_fits({name: tuple(value.shape) for name, value in model.state_dict().items()},
                      {name: tuple(value.shape) for name, value in state.items()}, weights_path,
                      directory / CONFIG_FILE)
@@ -159,23 +153,48 @@ def read_typed_config(directory: Path, expected: tuple[str, ...] | None) -> tupl
     return config, model_type
 
 
-def load_arrays(directory: str | os.PathLike, expected: tuple[str, ...]) -> tuple[dict, dict]:
-    """(config, ``{parameter name: numpy array}``) of a model directory, without torch: for the inference path's
-    models (:mod:`mididdsp.synthesis.inference`, :mod:`mididdsp.expression.prior_inference`), which check the
-    shapes against their config with :func:`check_state_fits`. ModelError naming the file when it is unreadable."""
+def load_arrays(directory: str | os.PathLike, expected: tuple[str, ...], settings_class: type,
+                expected_shapes) -> tuple[object, dict, dict]:
+    """A model directory without torch, for the inference path's models (:mod:`mididdsp.synthesis.inference`,
+    :mod:`mididdsp.expression.prior_inference`): (its settings, ``settings_class.from_dict`` of the ``model:``
+    section; the whole config; ``{parameter name: numpy array}``). ``expected_shapes(settings)`` gives the state
+    dict's names and shapes, as the torch module has them; a parameter that it names ``None`` is not checked.
+    ModelError (one line, naming the file) when the config or the weights are missing, unreadable or do not fit."""
     from mididdsp.weights import WeightsError, read_state_dict
 
     directory = Path(directory)
     config, _ = read_typed_config(directory, expected)
-    weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise ModelError(f"{directory}: {WEIGHTS_FILE} is missing")
+    settings = _from_settings(directory, settings_class.from_dict, config)
+    weights_path = _weights_path(directory)
     try:
         state = read_state_dict(weights_path)
     except (WeightsError, OSError):
-        raise ModelError(f"{weights_path}: the weights file is corrupt, truncated or not a mididdsp weights file "
-                         "(export or copy the model again)") from None
-    return config, state
+        raise _corrupt(weights_path) from None
+    shapes = expected_shapes(settings)
+    check_state_fits({name: shape for name, shape in shapes.items() if shape is not None},
+                     {name: value.shape for name, value in state.items()
+                      if name not in shapes or shapes[name] is not None}, weights_path, directory / CONFIG_FILE)
+    return settings, config, state
+
+
+def _from_settings(directory: Path, build, config: dict):
+    """``build(config["model"])`` (a module or a settings dataclass); ModelError naming config.yaml if invalid."""
+    try:
+        return build(config["model"])
+    except (TypeError, ValueError) as error:
+        raise ModelError(f"{directory / CONFIG_FILE}: invalid model settings: {error}") from None
+
+
+def _weights_path(directory: Path) -> Path:
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise ModelError(f"{directory}: {WEIGHTS_FILE} is missing")
+    return path
+
+
+def _corrupt(weights_path: Path) -> ModelError:
+    return ModelError(f"{weights_path}: the weights file is corrupt, truncated or not a mididdsp weights file "
+                      "(export or copy the model again)")
 
 
 def check_state_fits(expected: dict[str, tuple], found: dict[str, tuple], weights_path: Path,

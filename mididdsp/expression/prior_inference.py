@@ -131,17 +131,9 @@ class PriorInference:
     def load(cls, directory: str | Path) -> "PriorInference":
         """A prior model directory (``config.yaml`` + ``weights.pt``) -> PriorInference; ModelError naming the file
         when it is missing, broken or does not fit its config."""
-        from mididdsp.errors import ModelError
-        from mididdsp.models import CONFIG_FILE, WEIGHTS_FILE, check_state_fits, load_arrays
+        from mididdsp.models import load_arrays
 
-        directory = Path(directory)
-        metadata, state = load_arrays(directory, ("ExpressionPrior",))
-        try:
-            config = PriorConfig.from_dict(metadata["model"])
-        except (TypeError, ValueError) as error:
-            raise ModelError(f"{directory / CONFIG_FILE}: invalid model settings: {error}") from None
-        check_state_fits(cls.expected_shapes(config), {k: v.shape for k, v in state.items()},
-                         directory / WEIGHTS_FILE, directory / CONFIG_FILE)
+        config, metadata, state = load_arrays(directory, ("ExpressionPrior",), PriorConfig, cls.expected_shapes)
         return cls(config, state, metadata)
 
     @staticmethod

@@ -61,6 +61,7 @@ from mididdsp.synthesis.settings import (  # noqa: F401 - re-exported, as before
     LOGIT_RANGE, N_FEATURES, NOISE_RELATIVE_DB, PHYSICAL_UNITS, RATE_RANGE, RIPPLE, SCALED_INPUTS, SILENCE_DB,
     VIBRATO_FADE_S, GeneratorConfig, kernel_settings, limit_hz as _limit_hz, receptive_field,
     release_db_per_frame)
+from mididdsp.synthesis.spans import generator_pieces
 
 
 # ------------------------------------------------------------------------------------------------ note layout
@@ -568,15 +569,9 @@ def generate_spans(model: SynthesisGenerator, notes: torch.Tensor, expression: t
     onsets = torch.floor(notes[0, :, 0] * FRAME_RATE + 0.5).long().tolist()
     keys = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")
     results = []
-    for span_first, span_stop in spans:
-        cuts = [span_first]
-        for onset in onsets:
-            if onset - cuts[-1] >= chunk_frames and onset < span_stop:
-                cuts.append(onset)
-        cuts.append(span_stop)
+    for span in generator_pieces(onsets, spans, chunk_frames, context, n_frames):
         pieces = []
-        for first, last in zip(cuts[:-1], cuts[1:]):
-            start, stop = max(0, first - context), min(n_frames, last + context)
+        for first, last, start, stop in span:
             generator = None if seed is None else torch.Generator().manual_seed(int(seed))
             out = model(notes, mask, expression, ids, stop - start, start, generator)
             pieces.append({key: out[key][:, first - start:last - start] for key in keys})

@@ -27,6 +27,7 @@ import numpy as np
 from mididdsp.dsp.constants import AMPLITUDE_UPSAMPLING, FRAME_RATE, NYQUIST_FADE, hop_size_for
 from mididdsp.seeds import torch_uniform
 from mididdsp.synthesis import kernels
+from mididdsp.synthesis.spans import generator_pieces
 from mididdsp.synthesis.settings import (HEADS, LEGATO_GAP_S, LOGIT_RANGE, SCALED_INPUTS, SILENCE_DB, GeneratorConfig,
                                          kernel_settings, receptive_field, release_db_per_frame)
 
@@ -69,8 +70,8 @@ class GeneratorInference:
         self.nyquist_fade, self.amplitude_upsampling = NYQUIST_FADE, AMPLITUDE_UPSAMPLING
 
     @staticmethod
-    def expected_shapes(config: GeneratorConfig) -> dict[str, tuple]:
-        """The state dict's names and shapes a model of ``config`` has (as the torch module's)."""
+    def expected_shapes(config: GeneratorConfig) -> dict[str, tuple | None]:
+        """The state dict's names and shapes a model of ``config`` has (as the torch module's; None: not checked)."""
         from mididdsp.synthesis.settings import N_FEATURES
 
         width, outputs = config.channels, HEADS + config.n_harmonics + config.n_noise_bands
@@ -85,24 +86,19 @@ class GeneratorInference:
         if config.reverb == "learned":
             taps = int(round(config.reverb_seconds * config.sample_rate))
             shapes["synth.reverb.impulse_response"] = (config.n_instruments, taps)
+        elif config.reverb is not None:  # a parametric reverb: its module makes the responses (load), unchecked
+            shapes.update({f"synth.reverb.{name}": None for name in ("gain", "decay", "noise")})
         return shapes
 
     @classmethod
     def load(cls, directory: str | Path) -> "GeneratorInference":
         """A generator model directory (``config.yaml`` + ``weights.pt``) -> GeneratorInference; ModelError naming
         the file when it is missing, broken or does not fit its config."""
-        from mididdsp.errors import ModelError
-        from mididdsp.models import CONFIG_FILE, WEIGHTS_FILE, check_state_fits, load_arrays
+        from mididdsp.models import load_arrays
 
         directory = Path(directory)
-        metadata, state = load_arrays(directory, ("SynthesisGenerator",))
-        try:
-            config = GeneratorConfig.from_dict(metadata["model"])
-        except (TypeError, ValueError) as error:
-            raise ModelError(f"{directory / CONFIG_FILE}: invalid model settings: {error}") from None
-        found = {name: value.shape for name, value in state.items()
-                 if config.reverb in (None, "learned") or not name.startswith("synth.reverb.")}
-        check_state_fits(cls.expected_shapes(config), found, directory / WEIGHTS_FILE, directory / CONFIG_FILE)
+        config, metadata, state = load_arrays(directory, ("SynthesisGenerator",), GeneratorConfig,
+                                              cls.expected_shapes)
         model = cls(config, state, metadata)
         if config.reverb not in (None, "learned"):  # a parametric reverb: its responses made once, by its module
             import torch
@@ -220,15 +216,9 @@ class GeneratorInference:
         context = receptive_field(self.config) + 1
         onsets = np.floor(notes[:, 0] * np.float32(FRAME_RATE) + np.float32(0.5)).astype(np.int64).tolist()
         results = []
-        for span_first, span_stop in spans:
-            cuts = [span_first]
-            for onset in onsets:
-                if onset - cuts[-1] >= chunk_frames and onset < span_stop:
-                    cuts.append(onset)
-            cuts.append(span_stop)
+        for span in generator_pieces(onsets, spans, chunk_frames, context, n_frames):
             pieces = []
-            for first, last in zip(cuts[:-1], cuts[1:]):
-                start, stop = max(0, first - context), min(n_frames, last + context)
+            for first, last, start, stop in span:
                 out = self.controls(notes, expression, instrument, stop - start, start, seed)
                 pieces.append({key: out[key][first - start:last - start] for key in CONTROL_KEYS})
                 if counter is not None:

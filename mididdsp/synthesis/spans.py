@@ -76,6 +76,25 @@ def note_spans(notes: np.ndarray, n_frames: int, release_frames: int, merge_gap:
     return [(a, b) for a, b in spans]
 
 
+def generator_pieces(onsets: list[int], spans: list[tuple[int, int]], chunk_frames: int, context: int,
+                     n_frames: int) -> list[list[tuple[int, int, int, int]]]:
+    """How the generator computes each span of a voice: per span, its pieces ``(first, last, start, stop)``, the
+    piece's frames ``first .. last - 1`` and the window ``start .. stop - 1`` computed for them (``context`` frames
+    either side, cut at 0 and ``n_frames``). A span longer than ``chunk_frames`` is cut at note onsets (``onsets``,
+    the notes' first frames in time order), so every note lies whole in one piece and the working memory stays
+    bounded by the piece's length (and the longest note)."""
+    out = []
+    for span_first, span_stop in spans:
+        cuts = [span_first]
+        for onset in onsets:
+            if onset - cuts[-1] >= chunk_frames and onset < span_stop:
+                cuts.append(onset)
+        cuts.append(span_stop)
+        out.append([(first, last, max(0, first - context), min(n_frames, last + context))
+                    for first, last in zip(cuts[:-1], cuts[1:])])
+    return out
+
+
 def silence_threshold(silence_db: float) -> float:
     """Linear level at or below which a control is at the generator's silence level (float32 rounding allowed)."""
     return float(10.0 ** (silence_db / 20.0)) * (1.0 + 1e-4)
