@@ -106,13 +106,13 @@ def instrument_program(name: str) -> int | None:
 class MidiModel:
     """Expression prior + synthesis generator (+ its synthesizer) + instrument table. See the module docstring."""
 
-    def __init__(self, generator, prior, directory: Path | None = None):
+    def __init__(self, generator, prior, directory: Path | None = None, device: str = "cpu"):
         """``generator``, ``prior``: the inference models (:class:`~mididdsp.synthesis.inference.GeneratorInference`,
         :class:`~mididdsp.expression.prior_inference.PriorInference`; numpy, no torch), as :func:`load_model`
-        makes them from a model directory."""
+        makes them from a model directory. ``device``: where :meth:`torch_module` puts the torch modules."""
         from mididdsp.models import model_metadata
 
-        self.generator, self.prior, self.directory = generator, prior, directory
+        self.generator, self.prior, self.directory, self.device = generator, prior, directory, device
         self._modules: dict = {}
         metadata = model_metadata(generator)
         self.instruments: dict[str, int] = dict(metadata.get("instruments") or {"default": 0})
@@ -138,7 +138,7 @@ class MidiModel:
             if self.directory is None:
                 raise ModelError(f"this MIDI model has no directory to load its torch {part} from")
             expected = {"generator": ("SynthesisGenerator",), "prior": ("ExpressionPrior",)}[part]
-            self._modules[part] = load_part(self.directory / part, "cpu", expected=expected)
+            self._modules[part] = load_part(self.directory / part, self.device, expected=expected)
         return self._modules[part]
 
     # ---------------------------------------------------------------------------------------- instruments
@@ -475,9 +475,11 @@ class MidiModel:
         from mididdsp.synthesis.spans import CONTROL_NAMES
 
         tensors = {name: torch.from_numpy(np.ascontiguousarray(controls[name]))[None] for name in CONTROL_NAMES}
+        synth = self.torch_module("generator").synth
         with torch.no_grad():
-            matched = self.torch_module("generator").synth.dry_at_wet_level(tensors, torch.tensor([instrument]))
-        return {**controls, **{name: matched[name][0].numpy() for name in CONTROL_NAMES}}
+            matched = synth.dry_at_wet_level({name: value.to(self.device) for name, value in tensors.items()},
+                                             torch.tensor([instrument], device=self.device))
+        return {**controls, **{name: matched[name][0].cpu().numpy() for name in CONTROL_NAMES}}
 
     def _render_samples(self, voices) -> int:
         """Samples of a render of these voices (their last note's end + :data:`TAIL_S`); refuses absurd lengths."""
@@ -626,7 +628,7 @@ def match_expression(expression, voices, ranges) -> dict:
 def load_model(directory: str | Path | None = None, device: str = "cpu") -> MidiModel:
     """A MIDI model directory (default: the shipped one) -> :class:`MidiModel`. ModelError naming the directory
     when it is missing or broken. Nothing is downloaded, and torch is not imported: the render runs on the CPU
-    (``device`` is the torch modules' of :meth:`MidiModel.torch_module`, "cpu")."""
+    (``device`` is where :meth:`MidiModel.torch_module` puts the torch modules)."""
     from mididdsp.errors import ModelError
     from mididdsp.expression.prior_inference import PriorInference
     from mididdsp.synthesis.inference import GeneratorInference
@@ -642,4 +644,4 @@ def load_model(directory: str | Path | None = None, device: str = "cpu") -> Midi
     # the inference models: numpy and the compiled kernels, no torch (MidiModel.torch_module loads torch's)
     generator = GeneratorInference.load(directory / "generator")
     prior = PriorInference.load(directory / "prior")
-    return MidiModel(generator, prior, directory)
+    return MidiModel(generator, prior, directory, device)
