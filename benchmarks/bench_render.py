@@ -3,7 +3,8 @@
 * Speed: the wall time of ``python -m mididdsp render FILE -o OUT.wav --quiet`` (start-up, model load, MIDI
   parse, prior, generator, synthesizer, write) beside ``fluidsynth -ni ... FluidR3_GM.sf2 FILE`` writing a WAV of
   the same 5-minute one-track MIDI, interleaved, medians of 3; the ratio; and the split of our time by stage
-  (measured in-process, plus ``import torch`` alone in a fresh interpreter).
+  (measured in-process, plus the render path's imports alone in a fresh interpreter, and a one-note file's whole
+  render: the fixed start).
 * Scaling: the same melody at 2.5 and 5 minutes (the ratio should be at most 2.2).
 * Memory: peak resident memory of the render process for a 10-minute, 4-track file (target: 2 GB).
 Run: ``python benchmarks/bench_render.py`` (needs the shipped MIDI model and FluidSynth).
@@ -64,13 +65,12 @@ def peak_memory_mb(midi: Path, out: Path) -> float:
 
 
 def stage_split(midi: Path) -> dict:
-    import torch
-
     import mididdsp
     from mididdsp.audio import save_audio
+    from mididdsp.parallel import set_threads
     from mididdsp.score import read_midi
 
-    torch.set_num_threads(2)
+    set_threads(2)
     out = {}
     start = time.perf_counter()
     model = mididdsp.load_model()
@@ -104,7 +104,12 @@ def main() -> None:
             ours_s.append(wall(ours))
             theirs_s.append(wall(theirs))
         half_s = statistics.median(wall([*ours[:4], str(half), *ours[5:]]) for _ in range(3))
-        torch_s = statistics.median(wall([sys.executable, "-c", "import torch"]) for _ in range(3))
+        imports = "import numpy, numba, scipy.fft, pretty_midi, soundfile, mididdsp.render_command"
+        imports_s = statistics.median(wall([sys.executable, "-c", imports]) for _ in range(3))
+        from mididdsp.score import Note, Track
+
+        one = write(folder / "one.mid", [Track("one note", 40, False, [Note(0.1, 0.4, 67, 80)])])
+        one_s = statistics.median(wall([*ours[:4], str(one), *ours[5:]]) for _ in range(3))
         split = stage_split(five)
         quartet = write(folder / "quartet.mid", [melody_track(600, 1, 40, 62, "violin"), melody_track(600, 2, 73, 70, "flute"),
                                                  melody_track(600, 3, 42, 45, "cello"), melody_track(600, 4, 56, 60, "trumpet")])
@@ -115,7 +120,8 @@ def main() -> None:
                  {"renderer": "FluidSynth + FluidR3_GM", "seconds": f"{theirs_m:.2f}",
                   "x real time": f"{300 / theirs_m:.0f}"}], ["renderer", "seconds", "x real time"]))
     print(f"mididdsp / FluidSynth time: {ours_m / theirs_m:.2f}")
-    rows = [{"stage": "import torch (fresh interpreter)", "seconds": f"{torch_s:.2f}"}]
+    rows = [{"stage": "the render path's imports (fresh interpreter)", "seconds": f"{imports_s:.2f}"},
+            {"stage": "a one-note file's whole render (the fixed start)", "seconds": f"{one_s:.2f}"}]
     rows += [{"stage": name, "seconds": f"{value:.3f}"} for name, value in split.items()]
     print("\nsplit of the render (in-process, after imports)")
     print(table(rows, ["stage", "seconds"]))
