@@ -54,7 +54,6 @@ from typing import Mapping, Sequence
 import torch
 
 from mididdsp.dsp.core import DB_FLOOR, FRAME_RATE, amplitude_to_db
-from mididdsp.errors import MididdspError
 from mididdsp.expression.names import (CONTROL_NAMES, CONTROL_RANGES, LEVEL_CONTROLS, LEVEL_OFFSET,  # noqa: F401
                                        PHYSICAL_NAMES, PHYSICAL_OF, PHYSICAL_UNITS, control_ranges)
 from mididdsp.expression.vibrato import vibrato

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from mididdsp.dsp.constants import FRAME_RATE
