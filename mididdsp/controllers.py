@@ -33,7 +33,8 @@ def apply_modulation(controls, notes, cc1):
         return controls
     controls = controls.copy()
     for i, (start, end, _, _) in enumerate(notes):
-        first, last = int(round(start * 250)), max(int(round(end * 250)), int(round(start * 250)) + 1)
+        first = int(round(start * FRAME_RATE))
+        last = max(int(round(end * FRAME_RATE)), first + 1)
         amount = float(np.mean(cc1[first:last])) / 127.0 if last > first and first < len(cc1) else 0.0
         if amount > 0:
             controls[i, 3] = min(1.0, controls[i, 3] + MODULATION_VIBRATO * amount)
@@ -50,7 +51,7 @@ def leave_vibrato_to_bends(score, voices: list, sampled, fixed_mask=None) -> Non
     from mididdsp.synthesis.settings import EXPRESSION_INPUTS
 
     column = EXPRESSION_INPUTS.index("vibrato")
-    frames = int(math.ceil(max((n.end for _, _, notes in voices for n in notes), default=0.0) * 250)) + 2
+    frames = int(math.ceil(max((n.end for _, _, notes in voices for n in notes), default=0.0) * FRAME_RATE)) + 2
     bends: dict[int, Any] = {}
     for row, (t, _, notes) in enumerate(voices):
         if not score.tracks[t].pitch_bends:
@@ -64,8 +65,8 @@ def leave_vibrato_to_bends(score, voices: list, sampled, fixed_mask=None) -> Non
 
 def bend_vibrato_extent(bend_semitones, notes):
     """The vibrato a MIDI file's pitch bend already carries inside each note of one voice, as ``mididdsp
-    extract`` measures it in an f0 (:func:`mididdsp.expression.vibrato.vibrato`: cents, at 3-9 Hz, gated; a bend ramp or a held bend is a
-    trend, not vibrato).
+    extract`` measures it in an f0 (:func:`mididdsp.expression.vibrato.vibrato`: cents, at 3-9 Hz, gated; a bend
+    ramp or a held bend is a trend, not vibrato).
 
     Args:
         bend_semitones: [T] float pitch bend of the voice's track at 250 Hz frames (``Track.control_frames``).

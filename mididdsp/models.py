@@ -158,7 +158,7 @@ def load_arrays(directory: str | os.PathLike, expected: tuple[str, ...], setting
     """A model directory without torch, for the inference path's models (:mod:`mididdsp.synthesis.inference`,
     :mod:`mididdsp.expression.prior_inference`): (its settings, ``settings_class.from_dict`` of the ``model:``
     section; the whole config; ``{parameter name: numpy array}``). ``expected_shapes(settings)`` gives the state
-    dict's names and shapes, as the torch module has them; a parameter that it names ``None`` is not checked.
+    dict's names and shapes, as the torch module has them.
     ModelError (one line, naming the file) when the config or the weights are missing, unreadable or do not fit."""
     from mididdsp.weights import WeightsError, read_state_dict
 
@@ -170,10 +170,8 @@ def load_arrays(directory: str | os.PathLike, expected: tuple[str, ...], setting
         state = read_state_dict(weights_path)
     except (WeightsError, OSError):
         raise _corrupt(weights_path) from None
-    shapes = expected_shapes(settings)
-    check_state_fits({name: shape for name, shape in shapes.items() if shape is not None},
-                     {name: value.shape for name, value in state.items()
-                      if name not in shapes or shapes[name] is not None}, weights_path, directory / CONFIG_FILE)
+    check_state_fits(expected_shapes(settings), {name: value.shape for name, value in state.items()}, weights_path,
+                     directory / CONFIG_FILE)
     return settings, config, state
 
 

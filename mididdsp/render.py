@@ -20,15 +20,11 @@ to f0 (a note whose bend already carries vibrato gets none from the prior), CC7 
 General MIDI law (40 log10(value / 127) dB each), CC1 deepens the vibrato, and the voices are synthesised and
 summed. A mix that would clip is scaled down, and the caller is told.
 
-General MIDI program -> instrument: the exact instrument where the model has it; else an instrument of the same
-family (strings, brass, reed, pipe), the one whose training pitch range best fits the track (its median pitch
-within an octave of the track's); families with no trained instrument (piano, organ, guitar, bass, synths, ...)
-and tracks no family member fits use :data:`FAMILY_FALLBACK`, then the best fit by pitch. Drums are skipped.
+Each track's General MIDI program picks its instrument (:mod:`mididdsp.instruments`). Drums are skipped.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 import warnings
@@ -44,17 +40,6 @@ RELEASE_BOUND_DB = 0.0      # a voice's span lasts until the release from a note
 HEADROOM_PEAK = 0.99        # a mix peaking above this is scaled down to it
 MAX_VOICES_PER_TRACK = 16   # more simultaneous notes than this in one track are dropped, with a warning
 MAX_RENDER_S = 3600.0       # a longer file is refused: an absurd tempo, not music (and gigabytes of audio)
-MAX_RANGE_MISFIT = 12.0     # semitones between a track's median pitch and a family member's: beyond, next family
-# General MIDI names of the instruments a model may know that pretty_midi cannot look up by their short name
-GM_ALIASES = {"saxophone": 65, "sax": 65, "horn": 60, "french horn": 60, "contrabass": 43, "double bass": 43,
-              "bass": 43}
-# Families without a trained instrument borrow from these families, in order (then: every instrument).
-FAMILY_FALLBACK = {
-    "Piano": ("Strings", "Pipe"), "Chromatic Percussion": ("Pipe", "Strings"), "Organ": ("Pipe", "Reed", "Brass"),
-    "Guitar": ("Strings",), "Bass": ("Strings", "Brass", "Reed"), "Strings": ("Strings",),
-    "Ensemble": ("Strings", "Brass"), "Brass": ("Brass", "Reed"), "Reed": ("Reed", "Pipe"), "Pipe": ("Pipe", "Reed"),
-    "Synth Lead": ("Brass", "Strings"), "Synth Pad": ("Strings", "Pipe"), "Synth Effects": ("Strings",),
-    "Ethnic": ("Strings", "Reed"), "Percussive": ("Pipe",), "Sound Effects": ("Strings",)}
 
 
 @dataclasses.dataclass
@@ -85,22 +70,6 @@ class Rendered:
     gain_db: float
     messages: list
     work: dict = dataclasses.field(default_factory=dict)
-
-
-@functools.lru_cache(maxsize=None)
-def instrument_program(name: str) -> int | None:
-    """General MIDI program of a model instrument name (``violin`` -> 40), or None. Cached: pretty_midi's name
-    lookup normalises all 128 program names on every call (2.5 s over a 50-file batch)."""
-    from mididdsp.errors import MididdspError
-    from mididdsp.score import gm_program_number
-
-    key = name.lower().replace("_", " ")
-    if key in GM_ALIASES:
-        return GM_ALIASES[key]
-    try:
-        return gm_program_number(key)
-    except MididdspError:
-        return None
 
 
 class MidiModel:
@@ -147,26 +116,11 @@ class MidiModel:
         return float((stats.get("percentiles") or {}).get("50", stats.get("mean", 60.0)))
 
     def instrument_for(self, program: int, pitches: list[int] | None = None) -> tuple[str, str]:
-        """(instrument, how it was chosen) for a General MIDI program and the track's pitches."""
-        from mididdsp.score import gm_program_family, gm_program_name
+        """(instrument, how it was chosen) for a General MIDI program and the track's pitches
+        (:func:`mididdsp.instruments.choose_instrument`)."""
+        from mididdsp.instruments import choose_instrument
 
-        by_program = {instrument_program(name): name for name in self.instruments}
-        if program in by_program:
-            return by_program[program], "exact"
-        family = gm_program_family(program)
-        centre = float(sorted(pitches)[len(pitches) // 2]) if pitches else 60.0
-        families = {name: gm_program_family(p) for name, p in ((n, instrument_program(n)) for n in self.instruments)
-                    if p is not None}
-        for wanted in FAMILY_FALLBACK.get(family, ()):
-            candidates = [name for name, fam in families.items() if fam == wanted]
-            if candidates:
-                best = min(candidates, key=lambda name: abs(self.median_pitch(name) - centre))
-                if abs(self.median_pitch(best) - centre) > MAX_RANGE_MISFIT:
-                    continue  # e.g. a bassoon line is better played by a cello than by a flute two octaves up
-                how = "same family" if wanted == family else f"{family.lower()} -> {wanted.lower()} family"
-                return best, f"{how}, by pitch range ({gm_program_name(program)})"
-        best = min(self.instruments, key=lambda name: abs(self.median_pitch(name) - centre))
-        return best, f"no trained {family.lower()} instrument fits, by pitch range ({gm_program_name(program)})"
+        return choose_instrument(program, pitches, list(self.instruments), self.median_pitch)
 
     def check_instrument(self, name: str) -> str:
         from mididdsp.errors import MididdspError
@@ -472,13 +426,13 @@ class MidiModel:
         import numpy as np
         import torch
 
-        from mididdsp.synthesis.spans import CONTROL_NAMES
+        from mididdsp.dsp.constants import CONTROL_NAMES
 
-        tensors = {name: torch.from_numpy(np.ascontiguousarray(controls[name]))[None] for name in CONTROL_NAMES}
-        synth = self.torch_module("generator").synth
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(controls[name]))[None].to(self.device)
+                   for name in CONTROL_NAMES}
         with torch.no_grad():
-            matched = synth.dry_at_wet_level({name: value.to(self.device) for name, value in tensors.items()},
-                                             torch.tensor([instrument], device=self.device))
+            matched = self.torch_module("generator").synth.dry_at_wet_level(
+                tensors, torch.tensor([instrument], device=self.device))
         return {**controls, **{name: matched[name][0].cpu().numpy() for name in CONTROL_NAMES}}
 
     def _render_samples(self, voices) -> int:

@@ -11,6 +11,7 @@ HOP_SIZE = SAMPLE_RATE // FRAME_RATE  # 64 samples
 DB_FLOOR = -80.0
 NYQUIST_FADE = 0.05               # the harmonic synthesizer's fade below Nyquist (fraction of it)
 AMPLITUDE_UPSAMPLING = "hann"     # frame amplitudes to samples: Hann-windowed overlap (or "linear")
+CONTROL_NAMES = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")  # the synthesizer's controls
 
 
 def hop_size_for(sample_rate: int = SAMPLE_RATE, frame_rate: int = FRAME_RATE) -> int:

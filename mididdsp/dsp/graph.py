@@ -7,14 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mididdsp.dsp.constants import CONTROL_NAMES
 from mididdsp.dsp.core import DB_FLOOR, SAMPLE_RATE
 from mididdsp.dsp.effects import ExponentialDecayReverb, LearnedReverb, apply_reverb, reverb_power_gain
 from mididdsp.dsp.processors import (FilteredNoiseSynth, HarmonicSynth, match_loudness, scale_level,
                                      synthesis_loudness_power)
 from mididdsp.dsp.spectral import compute_loudness
 from mididdsp.dsp.synths import filtered_noise_causal
-
-CONTROL_NAMES = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")
 
 
 class DDSPSynth(nn.Module):

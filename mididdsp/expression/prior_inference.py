@@ -118,6 +118,29 @@ def precompute(state: dict[str, np.ndarray], config: PriorConfig, context: np.nd
     }
 
 
+def sample_unit(state: dict[str, np.ndarray], config: PriorConfig, context: np.ndarray, inputs: np.ndarray,
+                lengths: np.ndarray, uniforms: np.ndarray, fixed_mask: np.ndarray, fixed_unit: np.ndarray,
+                temperature: float) -> np.ndarray:
+    """Every note's 7 outputs on their [0, 1] axes, [B, N, 7] float32 (0 after each row's ``lengths`` notes): the
+    compiled note loop over :func:`precompute`'s arrays.
+
+    Args:
+        state, config: the prior's; context: [B, N, C]; inputs: [B, N, I] (see :func:`precompute`); lengths: [B]
+            valid notes per row (valid notes first); uniforms: [B, N, 7] in [0, 1); fixed_mask: [B, N, 7] bool;
+            fixed_unit: [B, N, 7] the fixed values on the [0, 1] axes; temperature: >= 0 (0: each output's point
+            estimate).
+    """
+    arrays = precompute(state, config, context, inputs)
+    out = np.zeros(np.shape(uniforms))
+    _compiled().sample_loop(
+        arrays["gru_context"], arrays["gru_previous"], arrays["gru_hidden"], arrays["gru_hidden_bias"],
+        arrays["head_base"], arrays["head_ar"], arrays["head_raw"], arrays["head_bumps"], arrays["head_out"],
+        arrays["head_out_bias"], np.asarray(lengths, np.int64), np.asarray(uniforms, np.float64),
+        np.asarray(fixed_mask, bool), np.asarray(fixed_unit, np.float64), float(temperature),
+        POINTS[config.point_estimate], int(config.value_bumps), out)
+    return out.astype(np.float32)
+
+
 class PriorInference:
     """An expression prior's weights (``state``, its state dict as numpy arrays) and config, for sampling.
     ``metadata``: the model directory's whole config (instruments, the velocity-level fit, ...)."""
@@ -229,13 +252,7 @@ class PriorInference:
         fixed_values = np.asarray(fixed_values, np.float32)
         fixed_unit = self.to_unit(fixed_values)
         context, inputs = self.context(notes, mask, instrument)
-        arrays = precompute(self.state, self.config, context, inputs)
-        unit = np.zeros((batch, count, outputs))
-        _compiled().sample_loop(
-            arrays["gru_context"], arrays["gru_previous"], arrays["gru_hidden"], arrays["gru_hidden_bias"],
-            arrays["head_base"], arrays["head_ar"], arrays["head_raw"], arrays["head_bumps"], arrays["head_out"],
-            arrays["head_out_bias"], mask.sum(axis=1).astype(np.int64), uniforms.astype(np.float64), fixed_mask,
-            fixed_unit.astype(np.float64), float(temperature), POINTS[self.config.point_estimate],
-            int(self.config.value_bumps), unit)
-        values = np.where(fixed_mask, fixed_values, self.from_unit(unit.astype(np.float32)))
+        unit = sample_unit(self.state, self.config, context, inputs, mask.sum(axis=1), uniforms, fixed_mask,
+                           fixed_unit, temperature)
+        values = np.where(fixed_mask, fixed_values, self.from_unit(unit))
         return (values * mask[..., None]).astype(np.float32)

@@ -59,8 +59,7 @@ from mididdsp.synthesis.tilt import tilt_to_centroid, without_tilt
 from mididdsp.synthesis.settings import (  # noqa: F401 - re-exported, as before the split
     ATTACK_FRAMES, DEVIATION_SMOOTHING, EDGE_FRAMES, EXPRESSION_INPUTS, GLIDE_FRAMES, HEADS, LEGATO_GAP_S,
     LOGIT_RANGE, N_FEATURES, NOISE_RELATIVE_DB, PHYSICAL_UNITS, RATE_RANGE, RIPPLE, SCALED_INPUTS, SILENCE_DB,
-    VIBRATO_FADE_S, GeneratorConfig, kernel_settings, limit_hz as _limit_hz, receptive_field,
-    release_db_per_frame)
+    VIBRATO_FADE_S, GeneratorConfig, kernel_settings, limit_hz as _limit_hz, receptive_field)
 from mididdsp.synthesis.spans import generator_pieces
 
 

@@ -29,7 +29,7 @@ from mididdsp.seeds import torch_uniform
 from mididdsp.synthesis import kernels
 from mididdsp.synthesis.spans import generator_pieces
 from mididdsp.synthesis.settings import (HEADS, LEGATO_GAP_S, LOGIT_RANGE, SCALED_INPUTS, SILENCE_DB, GeneratorConfig,
-                                         kernel_settings, receptive_field, release_db_per_frame)
+                                         kernel_settings, receptive_field)
 
 CONTROL_KEYS = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes", "amplitude_db")
 NORM_EPS = 1e-5   # ChannelNorm's
@@ -47,13 +47,12 @@ class GeneratorInference:
         if config.kernel_size != 3:
             raise ValueError(f"model.kernel_size {config.kernel_size}: the inference path computes 3-tap "
                              f"convolutions")
-        self.n_outputs = HEADS + config.n_harmonics + config.n_noise_bands
         weight = lambda name: np.ascontiguousarray(state[name], np.float32)  # noqa: E731
         # the layers' weights [out, in] in Fortran order, as BLAS takes them (see _accumulate)
         input_weight = weight("input.weight")[:, :, 0]                           # [C, F + E]
-        self.n_features = input_weight.shape[1] - config.instrument_embedding
-        self.input_features = np.asfortranarray(input_weight[:, :self.n_features])   # [C, F]
-        self.input_embedding = input_weight[:, self.n_features:]                 # [C, E]
+        n_features = input_weight.shape[1] - config.instrument_embedding
+        self.input_features = np.asfortranarray(input_weight[:, :n_features])   # [C, F]
+        self.input_embedding = input_weight[:, n_features:]                     # [C, E]
         self.input_bias = weight("input.bias")
         self.embedding = weight("embedding.weight")                             # [instruments, E]
         self.blocks = [([np.asfortranarray(weight(f"blocks.{i}.weight")[:, :, k]) for k in range(3)],
@@ -70,8 +69,8 @@ class GeneratorInference:
         self.nyquist_fade, self.amplitude_upsampling = NYQUIST_FADE, AMPLITUDE_UPSAMPLING
 
     @staticmethod
-    def expected_shapes(config: GeneratorConfig) -> dict[str, tuple | None]:
-        """The state dict's names and shapes a model of ``config`` has (as the torch module's; None: not checked)."""
+    def expected_shapes(config: GeneratorConfig) -> dict[str, tuple]:
+        """The state dict's names and shapes a model of ``config`` has (as the torch module's)."""
         from mididdsp.synthesis.settings import N_FEATURES
 
         width, outputs = config.channels, HEADS + config.n_harmonics + config.n_noise_bands
@@ -79,15 +78,14 @@ class GeneratorInference:
                                                                             config.instrument_embedding),
                   "input.weight": (width, N_FEATURES + config.instrument_embedding, 1), "input.bias": (width,)}
         for i in range(config.layers):
-            shapes.update({f"blocks.{i}.weight": (width, width, config.kernel_size), f"blocks.{i}.bias": (width,)})
-        for i in range(config.layers):
-            shapes.update({f"norms.{i}.weight": (width,), f"norms.{i}.bias": (width,)})
+            shapes.update({f"blocks.{i}.weight": (width, width, config.kernel_size), f"blocks.{i}.bias": (width,),
+                           f"norms.{i}.weight": (width,), f"norms.{i}.bias": (width,)})
         shapes.update({"output.weight": (outputs, width, 1), "output.bias": (outputs,)})
         if config.reverb == "learned":
             taps = int(round(config.reverb_seconds * config.sample_rate))
             shapes["synth.reverb.impulse_response"] = (config.n_instruments, taps)
-        elif config.reverb is not None:  # a parametric reverb: its module makes the responses (load), unchecked
-            shapes.update({f"synth.reverb.{name}": None for name in ("gain", "decay", "noise")})
+        elif config.reverb == "exponential":  # its module makes the responses from these (load)
+            shapes.update({"synth.reverb.gain": (config.n_instruments,), "synth.reverb.decay": (config.n_instruments,)})
         return shapes
 
     @classmethod
@@ -111,16 +109,19 @@ class GeneratorInference:
         return model
 
     # ------------------------------------------------------------------------------------------------ pieces
-    def release_per_frame(self, instrument: int) -> float:
-        """The instrument's release fall, dB per frame (float32 arithmetic, as the module's)."""
+    def _softplus_release(self, instrument: int) -> np.float32:
+        """softplus of the instrument's raw release parameter, float32 as torch's (x itself above 20)."""
         raw = self.release[int(instrument)]
-        softplus = raw if raw > 20.0 else np.log1p(np.exp(raw))
-        return float(np.float32(100.0) * np.float32(softplus) / np.float32(FRAME_RATE))
+        return raw if raw > 20.0 else np.log1p(np.exp(raw))
+
+    def release_per_frame(self, instrument: int) -> float:
+        """The instrument's release fall, dB per frame (100 * softplus dB/s, float32 arithmetic, as the module's)."""
+        return float(np.float32(100.0) * self._softplus_release(instrument) / np.float32(FRAME_RATE))
 
     def release_frames(self, instrument: int, from_db: float) -> int:
         """Frames after a note stops until its release from ``from_db`` reaches :data:`SILENCE_DB`
-        (:func:`mididdsp.synthesis.generator.release_frames`)."""
-        per_frame = release_db_per_frame(float(self.release[int(instrument)]))
+        (:func:`mididdsp.synthesis.generator.release_frames`, the same arithmetic)."""
+        per_frame = 100.0 * float(self._softplus_release(instrument)) / FRAME_RATE
         return max(0, math.ceil((from_db - SILENCE_DB) / per_frame))
 
     def impulse_response(self, instrument: int) -> np.ndarray | None:
@@ -174,9 +175,8 @@ class GeneratorInference:
         notes = np.ascontiguousarray(notes, np.float32).reshape(-1, 4)
         expression = np.ascontiguousarray(expression, np.float32).reshape(len(notes), -1)
         start, end_s, pitch = notes[:, 0], notes[:, 1], notes[:, 2]
-        rate = np.float32(FRAME_RATE)
-        first = np.floor(start * rate + np.float32(0.5)).astype(np.int64)
-        end = np.maximum(np.floor(end_s * rate + np.float32(0.5)).astype(np.int64), first + 1)
+        first = frame_of(start)
+        end = np.maximum(frame_of(end_s), first + 1)
         stop = np.minimum(end, np.append(first[1:], 1 << 40))
         layout = kernels.frame_positions(first, stop, end, n_frames, start_frame)
         neighbours = note_neighbours(notes)
@@ -214,7 +214,7 @@ class GeneratorInference:
         (if given) is increased by the frames computed."""
         notes = np.ascontiguousarray(notes, np.float32).reshape(-1, 4)
         context = receptive_field(self.config) + 1
-        onsets = np.floor(notes[:, 0] * np.float32(FRAME_RATE) + np.float32(0.5)).astype(np.int64).tolist()
+        onsets = frame_of(notes[:, 0]).tolist()
         results = []
         for span in generator_pieces(onsets, spans, chunk_frames, context, n_frames):
             pieces = []
@@ -226,6 +226,11 @@ class GeneratorInference:
             results.append(pieces[0] if len(pieces) == 1 else
                            {key: np.concatenate([piece[key] for piece in pieces]) for key in CONTROL_KEYS})
         return results
+
+
+def frame_of(seconds: np.ndarray) -> np.ndarray:
+    """[N] float32 times (s) -> the nearest frame, int64, in float32 arithmetic as the module's frame layout."""
+    return np.floor(seconds * np.float32(FRAME_RATE) + np.float32(0.5)).astype(np.int64)
 
 
 def _accumulate(weight: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:

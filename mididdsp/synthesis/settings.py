@@ -88,12 +88,6 @@ def receptive_field(config: GeneratorConfig) -> int:
     return sum(2 ** i * (config.kernel_size // 2) for i in range(config.layers)) + 2 * (DEVIATION_SMOOTHING // 2)
 
 
-def release_db_per_frame(release: float) -> float:
-    """The release's fall (dB per frame) from an instrument's raw release parameter: 100 * softplus(.) dB/s."""
-    softplus = max(release, 0.0) + math.log1p(math.exp(-abs(release)))
-    return 100.0 * softplus / FRAME_RATE
-
-
 def kernel_settings(config: GeneratorConfig, release_per_frame: float) -> np.ndarray:
     """The constants :func:`mididdsp.synthesis.kernels.frame_controls` takes, in its order (float64 [19])."""
     return np.array([config.level_shape == "learned", config.noise_reference == "level", config.noise_shape_db,

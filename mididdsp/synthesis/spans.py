@@ -24,9 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from mididdsp.dsp import kernels
-from mididdsp.dsp.constants import AMPLITUDE_UPSAMPLING, FRAME_RATE, NYQUIST_FADE
-
-CONTROL_NAMES = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")  # as DDSPSynth takes them
+from mididdsp.dsp.constants import AMPLITUDE_UPSAMPLING, CONTROL_NAMES, FRAME_RATE, NYQUIST_FADE, fast_fft_size
 
 RUN_EDGE_FRAMES = 2     # silent frames kept either side of a run: the first and last segments ramp from / to 0, and
                         # the noise filters' output reaches half their length (64 samples) before the first segment
@@ -137,7 +135,7 @@ def sounding_runs(silent: np.ndarray) -> list[tuple[int, int]]:
 
 def run_controls(controls: dict[str, np.ndarray], first: int, stop: int, silent: np.ndarray
                  ) -> dict[str, np.ndarray]:
-    """The frames ``first .. stop - 1`` of gated controls ([1, T, ...]) for :func:`synthesize_run`, with ``f0_hz``
+    """The frames ``first .. stop - 1`` of gated controls for :func:`synthesize_run`, with ``f0_hz``
     held over the silent frames at the run's edges (``silent`` [T] bool): the oscillator's phase runs through them
     into the first sounding frame, and the generator's f0 there belongs to the rest after an earlier note, which a
     span need not have computed exactly (its per-note centring needs that note's frames). Held, the run depends
@@ -192,7 +190,8 @@ class ReverbBus:
             order, then each voice's runs).
         n_samples: the render's length; audio past it is dropped.
         block: samples per block.
-        impulse_response: [taps] (or [1, taps]) wet impulse response (tap 0 is 0: the dry path is added), or None: the dry sum.
+        impulse_response: [taps] (or [1, taps]) wet impulse response (tap 0 is 0: the dry path is added), or None:
+            the dry sum.
         keep: memorise each block's spectrum once computed (the editor's buses, mixed again after every edit); a
             render keeps nothing.
     """
@@ -200,8 +199,6 @@ class ReverbBus:
     def __init__(self, segments: list[tuple[int, np.ndarray]], n_samples: int, block: int,
                  impulse_response: np.ndarray | None, keep: bool = False):
         import scipy.fft
-
-        from mididdsp.dsp.constants import fast_fft_size as _fast_fft_size
 
         self.n_samples, self.block = n_samples, block
         self.touching: dict[int, list[tuple[int, np.ndarray]]] = {}  # block -> the segments over it, in sum order
@@ -216,7 +213,7 @@ class ReverbBus:
             response = np.array(impulse_response, np.float32).reshape(-1)  # a copy: tap 0 is changed
             response[0] += 1.0
             self.taps = len(response)
-            self.n_fft = _fast_fft_size(min(block, n_samples) + self.taps - 1)
+            self.n_fft = fast_fft_size(min(block, n_samples) + self.taps - 1)
             self.response_spectrum = scipy.fft.rfft(response, self.n_fft)
         self.memo: dict[int, np.ndarray] | None = {} if keep else None
 
