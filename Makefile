@@ -3,16 +3,24 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The render's kernels compiled ahead of time (mididdsp/native.py): a render then starts without numba's JIT.
+# Without a C compiler the build fails and renders compile the same kernels with the JIT (same bits, slower start).
+NATIVE := mididdsp/_render_kernels.json
+NATIVE_SOURCES := mididdsp/native.py mididdsp/dsp/_numba_kernels.py mididdsp/dsp/kernels.py \
+    mididdsp/synthesis/_numba_kernels.py mididdsp/synthesis/kernels.py mididdsp/expression/_prior_numba.py
 
 .PHONY: install test demo bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(NATIVE)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+$(NATIVE): $(STAMP) $(NATIVE_SOURCES)
+	$(PY) -m mididdsp.native || echo "continuing: renders will compile their kernels with numba's JIT"
 
 test: install
 	OMP_NUM_THREADS=2 $(PY) -m pytest
@@ -24,7 +32,7 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache mididdsp/_render_kernels*
 
 # ---- The shipped models: data the project makes itself, then the documented training commands. -----------------
 # Each step is resumable: rerunning continues where it stopped (corpus and prepare skip finished files, training

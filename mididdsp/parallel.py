@@ -67,9 +67,11 @@ def _blas():
     scipy each bundle an OpenBLAS of their own, and the generator's layers run on scipy's (``sgemm``): it is loaded
     first, or the view would miss it and leave it on every core (two batch workers, each with two BLAS threads
     spinning, took twice the time of one worker)."""
-    import scipy.linalg.blas  # noqa: F401 - loads scipy's OpenBLAS, so that the controller sees it
     from threadpoolctl import ThreadpoolController
 
+    from mididdsp.scipy_kernels import sgemm
+
+    sgemm()  # loads scipy's OpenBLAS, so that the controller sees it
     return ThreadpoolController()
 
 

@@ -27,6 +27,12 @@ DRY_CHUNK_FRAMES = 4096  # frames of a run's oscillator work at a time (16 s at 
 
 @functools.lru_cache(maxsize=1)
 def available() -> bool:
+    """Whether the compiled kernels can run here: built ahead of time (:mod:`mididdsp.native`), or numba to
+    compile them."""
+    from mididdsp import native
+
+    if native.built():
+        return True
     try:
         import numba  # noqa: F401
     except Exception:  # noqa: BLE001 - any import failure means: use the tensor code
@@ -36,16 +42,16 @@ def available() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _compiled():
-    from mididdsp.dsp import _numba_kernels
+    from mididdsp.native import DSP, kernel
 
-    return _numba_kernels.harmonic, _numba_kernels.phase
+    return kernel(DSP, "harmonic"), kernel(DSP, "phase")
 
 
 @functools.lru_cache(maxsize=1)
 def _run_kernels():
-    from mididdsp.dsp import _numba_kernels
+    from mididdsp.native import DSP, kernel
 
-    return _numba_kernels.harmonic_frame_amplitudes, _numba_kernels.filtered_noise_add, _numba_kernels.oscillator_angle
+    return kernel(DSP, "harmonic_frame_amplitudes"), kernel(DSP, "filtered_noise_add"), kernel(DSP, "oscillator_angle")
 
 
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment: 2^64 / the golden ratio, odd
@@ -87,10 +93,10 @@ def uniform_noise(seed: int, first_sample: int, n_samples: int) -> np.ndarray:
     samples, took 4-6), or by numpy where numba is not installed."""
     if not available():
         return uniform_noise_reference(seed, first_sample, n_samples)
-    from mididdsp.dsp import _numba_kernels
+    from mididdsp.native import DSP, kernel
 
     out = np.empty(n_samples, np.float32)
-    _numba_kernels.uniform_noise(np.uint64(noise_key(seed)), np.uint64(first_sample), out)
+    kernel(DSP, "uniform_noise")(np.uint64(noise_key(seed)), np.uint64(first_sample), out)
     return out
 
 

@@ -26,9 +26,11 @@ MLP_SLOPE = 0.01        # nn.LeakyReLU's default, the input MLP's
 
 @functools.lru_cache(maxsize=1)
 def _compiled():
-    from mididdsp.expression import _prior_numba
+    from types import SimpleNamespace
 
-    return _prior_numba
+    from mididdsp.native import PRIOR, kernel
+
+    return SimpleNamespace(sample_loop=kernel(PRIOR, "sample_loop"), gru_sequence=kernel(PRIOR, "gru_sequence"))
 
 
 def note_features(notes: np.ndarray, mask: np.ndarray, rest_seconds: float) -> np.ndarray:

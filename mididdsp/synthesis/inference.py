@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mididdsp.scipy_kernels import sgemm
 from mididdsp.dsp.constants import AMPLITUDE_UPSAMPLING, FRAME_RATE, NYQUIST_FADE, hop_size_for
 from mididdsp.seeds import torch_uniform
 from mididdsp.synthesis import kernels
@@ -239,16 +240,9 @@ def _accumulate(weight: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     (``out^T += weight @ rows^T``, both Fortran-ordered views: no copy)."""
     if len(rows) == 0:
         return
-    result = _sgemm()(1.0, weight, rows.T, beta=1.0, c=out.T, overwrite_c=1)
+    result = sgemm()(1.0, weight, rows.T, beta=1.0, c=out.T, overwrite_c=1)
     if not np.shares_memory(result, out):  # BLAS was handed a copy (an unexpected layout): keep the answer anyway
         out[...] = result.T
-
-
-@functools.lru_cache(maxsize=1)
-def _sgemm():
-    from scipy.linalg.blas import sgemm  # numba's first compiled call imports scipy.linalg anyway
-
-    return sgemm
 
 
 def note_neighbours(notes: np.ndarray) -> dict[str, np.ndarray]:

@@ -37,12 +37,10 @@ POWER_LIMIT = 600.0   # |beta| * K below which exp(beta)^k is formed by products
 
 @functools.lru_cache(maxsize=1)
 def _compiled() -> dict:
-    from mididdsp.synthesis import _numba_kernels
+    from mididdsp.native import SYNTHESIS, kernel
 
-    return {"tilt": _numba_kernels.tilt, "tilt_kept": _numba_kernels.tilt_kept,
-            "nyquist_count": _numba_kernels.nyquist_count, "layer_norm_leaky": _numba_kernels.layer_norm_leaky,
-            "frame_controls": _numba_kernels.frame_controls, "frame_positions": _numba_kernels.frame_positions,
-            "frame_features": _numba_kernels.frame_features}
+    return {name: kernel(SYNTHESIS, name) for name in ("tilt", "tilt_kept", "nyquist_count", "layer_norm_leaky",
+                                                       "frame_controls", "frame_positions", "frame_features")}
 
 
 def _array(values, dtype=np.float32) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from mididdsp import scipy_kernels
 from mididdsp.dsp import kernels
 from mididdsp.dsp.constants import AMPLITUDE_UPSAMPLING, CONTROL_NAMES, FRAME_RATE, NYQUIST_FADE, fast_fft_size
 
@@ -198,8 +199,6 @@ class ReverbBus:
 
     def __init__(self, segments: list[tuple[int, np.ndarray]], n_samples: int, block: int,
                  impulse_response: np.ndarray | None, keep: bool = False):
-        import scipy.fft
-
         self.n_samples, self.block = n_samples, block
         self.touching: dict[int, list[tuple[int, np.ndarray]]] = {}  # block -> the segments over it, in sum order
         for first, audio in segments:
@@ -214,7 +213,7 @@ class ReverbBus:
             response[0] += 1.0
             self.taps = len(response)
             self.n_fft = fast_fft_size(min(block, n_samples) + self.taps - 1)
-            self.response_spectrum = scipy.fft.rfft(response, self.n_fft)
+            self.response_spectrum = scipy_kernels.rfft(response, self.n_fft)
         self.memo: dict[int, np.ndarray] | None = {} if keep else None
 
     def dry(self, index: int) -> np.ndarray:
@@ -228,11 +227,10 @@ class ReverbBus:
 
     def spectrum(self, index: int, counter: dict | None = None) -> np.ndarray:
         """rfft of block ``index``'s dry sum times the bus's response (dry path included): [n_fft // 2 + 1]."""
-        import scipy.fft
 
         if self.memo is not None and index in self.memo:
             return self.memo[index]
-        spectrum = scipy.fft.rfft(self.dry(index), self.n_fft)
+        spectrum = scipy_kernels.rfft(self.dry(index), self.n_fft)
         spectrum *= self.response_spectrum
         if counter is not None:
             counter["reverb_blocks"] = counter.get("reverb_blocks", 0) + 1
@@ -251,14 +249,12 @@ def mixed_blocks(buses: list[ReverbBus], map_blocks: Callable = map, counter: di
 
     A block no bus touches is skipped unless a reverb tail is pending (then it is the tail alone); a silent block
     under no tail is never yielded. Each block's spectra are summed in bus order and brought back by one inverse FFT
-    (``scipy.fft``, one thread: torch's MKL FFT rounds differently with the number of torch threads, and a render
+    (scipy's pocketfft, one thread: torch's MKL FFT rounds differently with the number of torch threads, and a render
     must be the same bits however many threads or batch workers run it). A block depends on itself alone, so
     ``map_blocks`` (``map``, or :func:`mididdsp.parallel.ordered_map` over threads) may compute them in any order and
     on any thread: the carried tail is added here, in order, and the bits are the same. Buses without a reverb give
     their dry sum. ``counter["reverb_blocks"]`` (if given) counts the bus blocks transformed.
     """
-    import scipy.fft
-
     if not buses:
         return
     reverb = buses[0].response_spectrum is not None
@@ -282,7 +278,7 @@ def mixed_blocks(buses: list[ReverbBus], map_blocks: Callable = map, counter: di
         for bus in members[1:]:
             total += bus.spectrum(index, counter)
         length = min(block, n_samples - index * block)
-        return scipy.fft.irfft(total, n_fft)[:length + taps - 1]
+        return scipy_kernels.irfft(total, n_fft)[:length + taps - 1]
 
     if not reverb:
         yield from ((index * block, piece) for index, piece in zip(sounding, map_blocks(computed, sounding)))
