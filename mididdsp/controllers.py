@@ -66,7 +66,8 @@ def leave_vibrato_to_bends(score, voices: list, sampled, fixed_mask=None) -> Non
 def bend_vibrato_extent(bend_semitones, notes):
     """The vibrato a MIDI file's pitch bend already carries inside each note of one voice, as ``mididdsp
     extract`` measures it in an f0 (:func:`mididdsp.expression.vibrato.vibrato`: cents, at 3-9 Hz, gated; a bend
-    ramp or a held bend is a trend, not vibrato).
+    ramp or a held bend is a trend, not vibrato), through its numpy twin
+    (:func:`mididdsp.expression.vibrato_numpy.note_vibrato_extent`), so that the render never imports torch.
 
     Args:
         bend_semitones: [T] float pitch bend of the voice's track at 250 Hz frames (``Track.control_frames``).
@@ -86,13 +87,7 @@ def bend_vibrato_extent(bend_semitones, notes):
     for number, i in enumerate(moving):
         first, stop = spans[i]
         note_index[first:stop] = number
-    # the extractor's own measure (torch), imported only for a file whose bend moves inside a note
-    import torch
+    from mididdsp.expression.vibrato_numpy import note_vibrato_extent
 
-    from mididdsp.expression.controls import NoteFrames
-    from mididdsp.expression.vibrato import vibrato
-
-    measured, _ = vibrato(torch.from_numpy(100.0 * bend)[None], NoteFrames(torch.from_numpy(note_index)[None],
-                                                                            len(moving)))
-    extent[moving] = measured.numpy()
+    extent[moving] = note_vibrato_extent(100.0 * bend, note_index, len(moving))
     return extent
