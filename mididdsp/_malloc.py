@@ -10,7 +10,6 @@ to 32 MB come from the heap and freed memory stays there for the next array: the
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_TRIM_THRESHOLD = -1    # mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -23,8 +22,9 @@ def retain_freed_memory() -> bool:
     (macOS, musl: nothing changes). Meant for the processes mididdsp starts (the command, batch workers), not for
     a library caller's process."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        # the C library already loaded with the interpreter (ctypes.util.find_library would cost 7 ms of every
+        # process's start: it imports subprocess and more)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)

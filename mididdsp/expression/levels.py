@@ -168,7 +168,7 @@ class VelocityLevels:
         if instrument not in self.intercepts_db:
             return 0.0
         fitted = self.intercepts_db[instrument] + self.slope * velocity_level_db(velocities)
-        return float(fitted - (np.median(np.asarray(volume_db, dtype=np.float64)) - self.references_db[instrument]))
+        return float(fitted - (_median(volume_db) - self.references_db[instrument]))
 
     def instrument_change_db(self, old: str, new: str) -> float:
         """dB to add to a track's ``level_offset_db`` when its instrument changes from ``old`` to ``new``: the fit's
@@ -245,3 +245,10 @@ def run_prior(args: argparse.Namespace) -> int:
     entry = calibrate_velocity_levels(args.model, args.data, args.split)
     print_fit(entry, Path(args.model) / CONFIG_FILE)
     return 0
+
+
+def _median(values) -> float:
+    """``np.median`` of a 1-D sequence, the same value, without its import of numpy.ma (6 ms of a render's start)."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
+    middle = len(ordered) // 2
+    return float(ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2.0)
