@@ -64,7 +64,7 @@ def sample_loop(gru_context, gru_previous, gru_hidden, gru_hidden_bias, head_bas
         for i in range(lengths[row]):
             # the autoregressive GRU step: torch's gate order r, z, n
             for g in range(three_ar):
-                value = gru_context[row, i, g]
+                value = float(gru_context[row, i, g])  # float32 products, widened exactly
                 for p in range(n_previous):
                     value += gru_previous[g, p] * previous[p]
                 gates_input[g] = value
@@ -79,7 +79,7 @@ def sample_loop(gru_context, gru_previous, gru_hidden, gru_hidden_bias, head_bas
                 state[a] = (1.0 - update) * candidate + update * state[a]
             for j in range(n_heads):
                 for h in range(hidden_size):
-                    value = head_base[row, i, j, h]
+                    value = float(head_base[row, i, j, h])
                     for a in range(ar):
                         value += head_ar[j, h, a] * state[a]
                     for m in range(j):  # the note's earlier outputs, raw and as Gaussian bumps
