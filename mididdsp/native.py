@@ -97,6 +97,10 @@ def key() -> dict:
             "python": sys.implementation.cache_tag}
 
 
+class StaleBuildWarning(UserWarning):
+    """The ahead-of-time module is there but was built from other sources, another numba or another CPU."""
+
+
 @functools.lru_cache(maxsize=1)
 def _built() -> tuple[object, dict] | None:
     """(the built module, its argument specs by kernel), or None where it is missing, out of date, or turned off
@@ -107,7 +111,14 @@ def _built() -> tuple[object, dict] | None:
         record = json.loads(KEY_FILE.read_text())
     except (OSError, ValueError):
         return None
-    if record.get("key") != key():
+    current = key()
+    if record.get("key") != current:
+        import warnings
+
+        changed = sorted(name for name in current if (record.get("key") or {}).get(name) != current[name])
+        warnings.warn(f"{KEY_FILE}: the compiled kernels were built for other {', '.join(changed)}; renders compile "
+                      "them with numba's JIT instead (about 0.5 s more a process): run `python -m mididdsp.native`",
+                      StaleBuildWarning, stacklevel=2)
         return None
     path = PACKAGE / record.get("file", "")
     if not path.is_file():
