@@ -149,7 +149,7 @@ class Kernel:
         built_module = _built()
         if built_module is None or self.name not in built_module[1]:
             return None
-        specs = [None if spec is None else (np.dtype(spec[0]), spec[1]) for spec in built_module[1][self.name]]
+        specs = [(np.dtype(dtype), ndim) for dtype, ndim in built_module[1][self.name]]
         return getattr(built_module[0], self.name), specs
 
     @functools.cached_property
@@ -164,16 +164,34 @@ class Kernel:
 
 
 def _fits(args: tuple, specs: list) -> bool:
-    """Whether ``args`` match a signature's arrays: exact dtype, dimensions, C order, aligned (scalars convert)."""
+    """Whether ``args`` have the signature's types exactly as numba's JIT would type them: arrays of the dtype and
+    dimensions, C-ordered and aligned; scalars of the dtype (a Python int is int64, a float float64, as numba
+    types them). Where they do not, the JIT would compile another specialisation, with other arithmetic."""
     if len(args) != len(specs):
         return False
-    for arg, spec in zip(args, specs):
-        if spec is None:
-            continue
-        if not (type(arg) is np.ndarray and arg.dtype == spec[0] and arg.ndim == spec[1]
-                and arg.flags.c_contiguous and arg.flags.aligned):
+    for arg, (dtype, ndim) in zip(args, specs):
+        if ndim == 0:
+            if _scalar_dtype(arg) != dtype:
+                return False
+        elif not (type(arg) is np.ndarray and arg.dtype == dtype and arg.ndim == ndim
+                  and arg.flags.c_contiguous and arg.flags.aligned):
             return False
     return True
+
+
+def _scalar_dtype(value) -> np.dtype | None:
+    if isinstance(value, np.generic):
+        return value.dtype
+    if isinstance(value, bool):  # before int: bool is an int
+        return _BOOL
+    if isinstance(value, int):
+        return _INT64
+    if isinstance(value, float):
+        return _FLOAT64
+    return None
+
+
+_BOOL, _INT64, _FLOAT64 = np.dtype(bool), np.dtype(np.int64), np.dtype(np.float64)
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,8 +223,8 @@ def build(directory: Path = PACKAGE) -> Path:
         for name, (module, signature) in KERNELS.items():
             target = getattr(importlib.import_module(module), name)
             parsed = numba.core.sigutils.normalize_signature(signature)[0]
-            specs[name] = [[as_dtype(arg.dtype).str, arg.ndim] if isinstance(arg, numba.types.Array) else None
-                           for arg in parsed]
+            specs[name] = [[as_dtype(arg.dtype).str, arg.ndim] if isinstance(arg, numba.types.Array)
+                           else [as_dtype(arg).str, 0] for arg in parsed]
             options[target.py_func] = target
             compiler.export(name, signature)(target.py_func)
 

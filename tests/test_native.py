@@ -79,8 +79,16 @@ def test_arguments_outside_a_signature_go_to_the_jit():
     noise(np.uint64(noise_key(5)), np.uint64(100), strided)
     np.testing.assert_array_equal(strided, expected)
     specs = noise._native[1]
-    assert native._fits((1, 2, out32), specs)
-    assert not native._fits((1, 2, out64), specs) and not native._fits((1, 2, strided), specs)
+    key, first = np.uint64(noise_key(5)), np.uint64(100)
+    assert native._fits((key, first, out32), specs)
+    assert not native._fits((key, first, out64), specs) and not native._fits((key, first, strided), specs)
+    # scalars as numba would type them: a Python int is int64, not the uint64 the signature declares
+    assert not native._fits((int(key), first, out32), specs) and not native._fits((key, 100.0, out32), specs)
+    angle = native.kernel(native.DSP, "oscillator_angle")._native[1]  # (f4[::1], f4[::1], f8, f8, f4[::1], f4[::1])
+    arrays = np.zeros(8, np.float32)
+    assert native._fits((arrays, arrays, 16000.0, np.float64(0.5), arrays, arrays), angle)
+    assert not native._fits((arrays, arrays, np.float32(16000.0), 0.5, arrays, arrays), angle)
+    assert not native._fits((arrays, arrays, 16000, 0.5, arrays, arrays), angle)
 
 
 def test_a_build_for_other_sources_or_another_machine_is_not_used(tmp_path, monkeypatch):
