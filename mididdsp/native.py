@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -205,6 +204,7 @@ def kernel(module: str, name: str) -> Kernel:
 def build(directory: Path = PACKAGE) -> Path:
     """Compile :data:`KERNELS` into ``directory`` and write the key file; returns the module's path. The files
     appear whole or not at all (written aside, then renamed; the key file last)."""
+    import tempfile
     import warnings
 
     import numba

@@ -20,6 +20,9 @@ import functools
 
 import numpy as np
 
+from mididdsp import native
+from mididdsp.native import DSP, kernel
+
 PHASE_BLOCK = 64  # samples the running phase sums unwrapped (at most 0.5 cycle each)
 NOISE_DESIGN_BLOCK = 2048  # segments whose noise filters are designed at once
 DRY_CHUNK_FRAMES = 4096  # frames of a run's oscillator work at a time (16 s at 250 frames a second)
@@ -29,8 +32,6 @@ DRY_CHUNK_FRAMES = 4096  # frames of a run's oscillator work at a time (16 s at 
 def available() -> bool:
     """Whether the compiled kernels can run here: built ahead of time (:mod:`mididdsp.native`), or numba to
     compile them."""
-    from mididdsp import native
-
     if native.built():
         return True
     try:
@@ -38,20 +39,6 @@ def available() -> bool:
     except Exception:  # noqa: BLE001 - any import failure means: use the tensor code
         return False
     return True
-
-
-@functools.lru_cache(maxsize=1)
-def _compiled():
-    from mididdsp.native import DSP, kernel
-
-    return kernel(DSP, "harmonic"), kernel(DSP, "phase")
-
-
-@functools.lru_cache(maxsize=1)
-def _run_kernels():
-    from mididdsp.native import DSP, kernel
-
-    return kernel(DSP, "harmonic_frame_amplitudes"), kernel(DSP, "filtered_noise_add"), kernel(DSP, "oscillator_angle")
 
 
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment: 2^64 / the golden ratio, odd
@@ -93,8 +80,6 @@ def uniform_noise(seed: int, first_sample: int, n_samples: int) -> np.ndarray:
     samples, took 4-6), or by numpy where numba is not installed."""
     if not available():
         return uniform_noise_reference(seed, first_sample, n_samples)
-    from mididdsp.native import DSP, kernel
-
     out = np.empty(n_samples, np.float32)
     kernel(DSP, "uniform_noise")(np.uint64(noise_key(seed)), np.uint64(first_sample), out)
     return out
@@ -104,7 +89,7 @@ def wrapped_phase(f0_samples: np.ndarray, sample_rate: int, initial_phase: np.nd
     """(phase [batch, samples] float64 cycles in [-0.5, 0.5), final phase [batch]) of oscillators at ``f0_samples``."""
     initial = np.zeros(f0_samples.shape[0]) if initial_phase is None else np.asarray(initial_phase, np.float64)
     out = np.empty(f0_samples.shape, np.float64)
-    final = _compiled()[1](np.ascontiguousarray(f0_samples, np.float64), float(sample_rate), initial, out)
+    final = kernel(DSP, "phase")(np.ascontiguousarray(f0_samples, np.float64), float(sample_rate), initial, out)
     return out, final
 
 
@@ -129,7 +114,7 @@ def harmonic_block(phase_cycles: np.ndarray, f0_samples: np.ndarray, harmonic_am
     # float64 sin and cos, per sample in the kernel, cost more than 20 harmonics); the angle's rounding (at most
     # 1.2e-7 rad, k times that at harmonic k) is of the order of the recurrence's own
     angle = (2.0 * np.pi * np.asarray(phase_cycles, np.float64)).astype(np.float32)
-    _compiled()[0](np.sin(angle), np.cos(angle), np.ascontiguousarray(f0_samples, np.float32),
+    kernel(DSP, "harmonic")(np.sin(angle), np.cos(angle), np.ascontiguousarray(f0_samples, np.float32),
                 np.ascontiguousarray(harmonic_amplitudes, np.float32), np.ascontiguousarray(next_weight, np.float32),
                 np.ascontiguousarray(fade_weight, np.float32), float(sample_rate) / 2.0, float(max(nyquist_fade, 0.0)),
                 out)
@@ -176,7 +161,8 @@ def dry_synthesis(f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distributio
     out = np.zeros(n_samples, np.float32)
     if n_samples == 0:
         return out
-    frame_amplitudes, noise_add, oscillator_angle = _run_kernels()
+    frame_amplitudes, noise_add, oscillator_angle = (kernel(DSP, name) for name in (
+        "harmonic_frame_amplitudes", "filtered_noise_add", "oscillator_angle"))
     f0 = np.ascontiguousarray(f0_hz, np.float32)
     amplitude = np.ascontiguousarray(amplitude, np.float32)
     harmonic_distribution = np.ascontiguousarray(harmonic_distribution, np.float32)
@@ -200,7 +186,7 @@ def dry_synthesis(f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distributio
         amplitudes = np.empty((1, stop + 1 - first, harmonic_distribution.shape[1]), np.float32)
         frame_amplitudes(f0[first:stop + 1], amplitude[first:stop + 1], harmonic_distribution[first:stop + 1],
                          nyquist, fade, amplitudes[0])
-        _compiled()[0](np.sin(angle)[None], np.cos(angle)[None], f0_samples, amplitudes, next_weight, position,
+        kernel(DSP, "harmonic")(np.sin(angle)[None], np.cos(angle)[None], f0_samples, amplitudes, next_weight, position,
                        nyquist, fade, out[None, first * hop_size:stop * hop_size])
     n_bands = noise_magnitudes.shape[-1]
     taps = 2 * (n_bands - 1)

@@ -10,27 +10,18 @@ so a seed means the same table with and without torch.
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 
 from mididdsp.expression.prior_settings import (GAP_CLIP_S, N_CONTROLS, N_FEATURES, PHRASE_NOTES_SCALE,
                                                 PRIOR_OUTPUTS, RATE_INDEX, PriorConfig)
+from mididdsp.native import PRIOR, kernel
 from mididdsp.seeds import torch_uniform
 
 POINTS = {"mean": 0, "median": 1, "mode": 2}
 LAYER_NORM_EPS = 1e-5   # nn.LayerNorm's
 MLP_SLOPE = 0.01        # nn.LeakyReLU's default, the input MLP's
-
-
-@functools.lru_cache(maxsize=1)
-def _compiled():
-    from types import SimpleNamespace
-
-    from mididdsp.native import PRIOR, kernel
-
-    return SimpleNamespace(sample_loop=kernel(PRIOR, "sample_loop"), gru_sequence=kernel(PRIOR, "gru_sequence"))
 
 
 def note_features(notes: np.ndarray, mask: np.ndarray, rest_seconds: float) -> np.ndarray:
@@ -144,7 +135,7 @@ def sample_unit(state: dict[str, np.ndarray], config: PriorConfig, context: np.n
     """
     arrays = precompute(state, config, context, inputs)
     out = np.zeros(np.shape(uniforms))
-    _compiled().sample_loop(
+    kernel(PRIOR, "sample_loop")(
         arrays["gru_context"], arrays["gru_previous"], arrays["gru_hidden"], arrays["gru_hidden_bias"],
         arrays["head_base"], arrays["head_ar"], arrays["head_raw"], arrays["head_bumps"], arrays["head_out"],
         arrays["head_out_bias"], np.asarray(lengths, np.int64), np.asarray(uniforms, np.float64),
@@ -233,7 +224,7 @@ class PriorInference:
         lengths = np.maximum(mask.sum(axis=1), 1).astype(np.int64)
         size = config.hidden_size
         context = np.zeros((batch, count, 2 * size), np.float32)
-        gru = _compiled().gru_sequence
+        gru = kernel(PRIOR, "gru_sequence")
         for direction, suffix in enumerate(("", "_reverse")):
             gates = np.ascontiguousarray(hidden @ state[f"context_gru.weight_ih_l0{suffix}"].T
                                          + state[f"context_gru.bias_ih_l0{suffix}"], np.float32)

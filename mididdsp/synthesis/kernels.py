@@ -22,25 +22,17 @@ whether it can be.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
-from mididdsp.dsp.kernels import available  # noqa: F401 - re-exported: whether numba imports
+from mididdsp.dsp.kernels import available  # noqa: F401 - re-exported: whether the kernels can run
+from mididdsp.native import SYNTHESIS, kernel
 
 BRACKET = 30.0        # |beta| bound, as in the torch solve
 MAX_STEPS = 60        # Newton or bisection steps per frame (bisection alone would need about 40 to reach 1e-10)
 STEP_TOLERANCE = 1e-10  # |beta change| at which a frame is solved (far below what float32 output resolves)
 POWER_LIMIT = 600.0   # |beta| * K below which exp(beta)^k is formed by products (exp(600) fits float64's range)
-
-
-@functools.lru_cache(maxsize=1)
-def _compiled() -> dict:
-    from mididdsp.native import SYNTHESIS, kernel
-
-    return {name: kernel(SYNTHESIS, name) for name in ("tilt", "tilt_kept", "nyquist_count", "layer_norm_leaky",
-                                                       "frame_controls", "frame_positions", "frame_features")}
 
 
 def _array(values, dtype=np.float32) -> np.ndarray:
@@ -60,7 +52,7 @@ def tilt_to_centroid_inference(logits, centroid) -> np.ndarray:
     logits = _array(logits)
     flat = logits.reshape(-1, logits.shape[-1])
     out = np.empty(flat.shape, np.float32)
-    _compiled()["tilt"](flat, _array(centroid).reshape(-1), out)
+    kernel(SYNTHESIS, "tilt")(flat, _array(centroid).reshape(-1), out)
     return out.reshape(logits.shape)
 
 
@@ -87,7 +79,7 @@ def harmonic_distribution(raw, highest, centroid, squash: float) -> np.ndarray:
     np.exp(scaled, out=scaled)
     out = np.empty(scaled.shape, np.float32)
     width = raw.shape[-1]
-    _compiled()["tilt_kept"](scaled.reshape(-1, width), _array(highest).reshape(-1), _array(centroid).reshape(-1),
+    kernel(SYNTHESIS, "tilt_kept")(scaled.reshape(-1, width), _array(highest).reshape(-1), _array(centroid).reshape(-1),
                              out.reshape(-1, width))
     return out
 
@@ -99,7 +91,7 @@ def layer_norm_leaky(hidden: np.ndarray, weight: np.ndarray, bias: np.ndarray, e
     the generator's norm and activation before each dilated convolution, and that convolution's bias into the
     residual (in torch the norm and activation took a fifth of its inference, two passes, the norm's the slower).
     ``hidden`` and ``out`` are written in place (numpy arrays, or numpy views of torch tensors)."""
-    _compiled()["layer_norm_leaky"](hidden, _array(weight), _array(bias), np.float32(eps), np.float32(slope), out,
+    kernel(SYNTHESIS, "layer_norm_leaky")(hidden, _array(weight), _array(bias), np.float32(eps), np.float32(slope), out,
                                     _array(then_add))
     return out
 
@@ -109,7 +101,7 @@ def nyquist_count(f0_hz, n_harmonics: int, limit_hz: float) -> np.ndarray:
     least 1), the count of the training path's ``f0 * k < limit`` (float32 products, the same comparisons)."""
     f0_hz = _array(f0_hz)
     out = np.empty(f0_hz.shape, np.float32)
-    _compiled()["nyquist_count"](f0_hz.reshape(-1), n_harmonics, np.float32(limit_hz), out.reshape(-1))
+    kernel(SYNTHESIS, "nyquist_count")(f0_hz.reshape(-1), n_harmonics, np.float32(limit_hz), out.reshape(-1))
     return out
 
 
@@ -152,7 +144,7 @@ def frame_controls(raw: np.ndarray, layout: dict[str, np.ndarray], per_note: dic
     arrays = [np.asarray(layout[name]) for name in (*FRAME_POSITIONS, "first", "stop")]
     arrays += [np.asarray(per_note[name]) for name in ("physical", "pitch", "previous_pitch", "gap", "next_pitch",
                                                        "next_gap", "phases")]
-    _compiled()["frame_controls"](np.asarray(raw), *arrays, settings, *(out[name] for name in FRAME_CONTROLS))
+    kernel(SYNTHESIS, "frame_controls")(np.asarray(raw), *arrays, settings, *(out[name] for name in FRAME_CONTROLS))
     return out
 
 
@@ -162,7 +154,7 @@ def frame_positions(first: np.ndarray, stop: np.ndarray, end: np.ndarray, n_fram
     ``end`` [N] int64 (time order, padding notes last at "never") -> ``note``, ``since_onset``, ``length``,
     ``since_end`` [n_frames] int64 and ``active`` [n_frames] bool for frames ``start_frame ..``."""
     out = {name: np.empty(n_frames, bool if name == "active" else np.int64) for name in FRAME_POSITIONS}
-    _compiled()["frame_positions"](_array(first, np.int64), _array(stop, np.int64), _array(end, np.int64),
+    kernel(SYNTHESIS, "frame_positions")(_array(first, np.int64), _array(stop, np.int64), _array(end, np.int64),
                                    int(start_frame), *(out[name] for name in FRAME_POSITIONS))
     return out
 
@@ -173,6 +165,6 @@ def frame_features(per_note: np.ndarray, scaled: np.ndarray, layout: dict[str, n
     from mididdsp.dsp.constants import FRAME_RATE
 
     out = np.empty((layout["note"].shape[0], per_note.shape[1] + scaled.shape[1] + 7), np.float32)
-    _compiled()["frame_features"](_array(per_note), _array(scaled), *(np.asarray(layout[name]) for name in FRAME_POSITIONS),
+    kernel(SYNTHESIS, "frame_features")(_array(per_note), _array(scaled), *(np.asarray(layout[name]) for name in FRAME_POSITIONS),
                                   float(FRAME_RATE), out)
     return out
